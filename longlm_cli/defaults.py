@@ -1,0 +1,20 @@
+"""Named defaults shared by function signatures and Click options. Importing this module is free (no torch)."""
+
+# SelfExtend planning
+DEFAULT_WINDOW_FRACTION = 8          # W = L // 8 unless the user chooses (1024 for an 8k model)
+MIN_WINDOW = 16                      # below this the neighbour band is too thin to be useful
+MAX_GROUP_SIZE = 64                  # the largest group size we consider sensible
+TARGET_FRACTION = 7 / 12             # aim the farthest grouped position at the middle of (1/2 .. 2/3) * L
+LOW_FRACTION = 1 / 2
+HIGH_FRACTION = 2 / 3
+
+# Engine
+DEFAULT_QUERY_CHUNK = 1024           # queries handled per attention call (bounds attention memory)
+DEFAULT_PREFILL_CHUNK = 2048         # tokens per forward pass during prefill (bounds activation memory)
+
+# Generation
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_DEVICE = "auto"
+DEFAULT_DTYPE = "auto"
+DEFAULT_MODEL = "smollm2"           # the embedded SmolLM2-135M-Instruct
