@@ -1,0 +1,159 @@
+import pytest
+import torch
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from longlm_cli import LongLMError, UnsupportedModelError
+from longlm_cli.selfextend import GroupedKeyCache, LayerRope, apply_selfextend, remove_selfextend, rotate
+
+from tiny_models import ARCHS, VOCAB, reference_logits, tiny_model
+
+W, G, N = 16, 4, 200
+TOL = 1e-4
+
+
+def _ids(n, seed=1):
+    return torch.randint(0, VOCAB, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(model, ids, **kwargs):
+    with torch.no_grad():
+        return model(ids, **kwargs).logits
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_matches_reference(arch):
+    model = tiny_model(arch)
+    ids = _ids(N)
+    expected = reference_logits(model, ids, window=W, group_size=G)
+    plain = _logits(model, ids)
+    apply_selfextend(model, group_size=G, window=W)
+    got = _logits(model, ids)
+    assert (got - expected).abs().max().item() <= TOL
+    if arch == "mistral-sliding":
+        # Every layer has a 40-token sliding window: nothing to extend, the plain model's attention is kept.
+        assert (got - plain).abs().max().item() <= TOL
+    else:
+        # Group attention is really exercised: the result differs from the plain model's.
+        assert (got - plain).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_query_chunk_sizes_match_reference(chunk):
+    model = tiny_model("llama")
+    ids = _ids(N)
+    expected = reference_logits(model, ids, window=W, group_size=G)
+    apply_selfextend(model, group_size=G, window=W, query_chunk=chunk)
+    assert (_logits(model, ids) - expected).abs().max().item() <= TOL
+
+
+def test_softcap_path_matches_reference_with_odd_window():
+    model = tiny_model("gemma2")
+    ids = _ids(150)
+    expected = reference_logits(model, ids, window=7, group_size=3)
+    apply_selfextend(model, group_size=3, window=7)
+    assert (_logits(model, ids) - expected).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "phi"])
+def test_short_input_is_unmodified(arch):
+    model = tiny_model(arch)
+    ids = _ids(W - 1)
+    plain = _logits(model, ids)
+    apply_selfextend(model, group_size=G, window=W)
+    assert (_logits(model, ids) - plain).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2"])
+def test_group_size_one_is_unmodified(arch):
+    model = tiny_model(arch)
+    ids = _ids(N)
+    plain = _logits(model, ids)
+    apply_selfextend(model, group_size=1, window=W)
+    assert (_logits(model, ids) - plain).abs().max().item() <= TOL
+
+
+def test_remove_restores_and_reapply_reconfigures():
+    model = tiny_model("llama")
+    ids = _ids(N)
+    plain = _logits(model, ids)
+    apply_selfextend(model, group_size=G, window=W)
+    first = _logits(model, ids)
+    apply_selfextend(model, group_size=2, window=8)
+    second = _logits(model, ids)
+    assert (second - reference_logits(model, ids, window=8, group_size=2)).abs().max().item() <= TOL
+    assert (first - second).abs().max().item() > 1e-2
+    remove_selfextend(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.equal(_logits(model, ids), plain)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "phi3"])
+@pytest.mark.parametrize("use_grouped_cache", [True, False])
+def test_chunked_prefill_append_and_decode_equal_full_forward(arch, use_grouped_cache):
+    model = tiny_model(arch)
+    apply_selfextend(model, group_size=G, window=W)
+    ids = _ids(N)
+    full = _logits(model, ids)
+    cache = DynamicCache(config=model.config)
+    extra = {"longlm_grouped_keys": GroupedKeyCache()} if use_grouped_cache else {}
+    pieces = []
+    # prefill in uneven chunks, then a second segment appended to the cache, then one-token decode
+    bounds = [0, 37, 100, 150] + list(range(151, N + 1))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        pieces.append(_logits(model, ids[:, lo:hi], past_key_values=cache, use_cache=True, **extra))
+    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= TOL
+
+
+def test_grouped_cache_survives_cache_crop():
+    """A follow-up question on a cropped cache (same document prefix) still gives the full forward's logits."""
+    model = tiny_model("llama")
+    apply_selfextend(model, group_size=G, window=W)
+    doc, q1, q2 = _ids(120, 1), _ids(30, 2), _ids(30, 3)
+    grouped = GroupedKeyCache()
+    cache = DynamicCache(config=model.config)
+    _logits(model, torch.cat([doc, q1], 1), past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
+    cache.crop(-30)
+    got = _logits(model, q2, past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
+    full = _logits(model, torch.cat([doc, q2], 1))[:, 120:]
+    assert (got - full).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi"])
+def test_rotation_composes(arch):
+    """Rotating q already rotated at p by d more positions equals the model's own rotation at p + d."""
+    model = tiny_model(arch)
+    rotary = model.model.rotary_emb
+    D = 16
+    x = torch.randn(1, 2, 300, D, generator=torch.Generator().manual_seed(0))
+    p = torch.arange(300) * 7
+    d = -(p * 3) // 4 + 5
+
+    def model_rotate(x, pos):
+        cos, sin = rotary(x, pos[None])
+        R = cos.shape[-1]
+        xr = x[..., :R]
+        rot = torch.cat((-xr[..., R // 2:], xr[..., :R // 2]), -1)
+        return torch.cat((xr * cos[None] + rot * sin[None], x[..., R:]), -1)
+
+    got = rotate(model_rotate(x, p), d, LayerRope(rotary.inv_freq))
+    assert (got - model_rotate(x, p + d)).abs().max().item() < 1e-4
+
+
+def test_refuses_model_without_rope():
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=64))
+    with pytest.raises(UnsupportedModelError, match=r"GPT2LMHeadModel \(model_type 'gpt2'\) has no rotary"):
+        apply_selfextend(model, group_size=G, window=W)
+
+
+def test_refuses_dynamic_rope():
+    config = LlamaConfig(**{**{k: v for k, v in __import__("tiny_models").BASE.items()},
+                            "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}})
+    model = LlamaForCausalLM(config)
+    with pytest.raises(UnsupportedModelError, match="rope type 'dynamic'"):
+        apply_selfextend(model, group_size=G, window=W)
+
+
+@pytest.mark.parametrize("kwargs", [dict(group_size=0, window=16), dict(group_size=4, window=0)])
+def test_rejects_bad_settings(kwargs):
+    with pytest.raises(LongLMError):
+        apply_selfextend(tiny_model("llama"), **kwargs)
