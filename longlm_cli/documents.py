@@ -54,14 +54,18 @@ def _read_one(path: str, *, stdin: IO[bytes] | None) -> str:
     label = _label(path)
     data = _read_stdin(stdin) if path == STDIN_NAME else _read_file(path)
     if not data.strip():
-        raise InputError(f"{label} is empty (no text, or only whitespace)")
+        raise _empty(label)
     if path.lower().endswith(".pdf") or data.startswith(PDF_MAGIC):
         text = pdf_text(data, label=label)
     else:
         text = decode_text(data, label=label)
     if not text.strip():
-        raise InputError(f"{label} is empty (no text, or only whitespace)")
+        raise _empty(label)
     return text
+
+
+def _empty(label: str) -> InputError:
+    return InputError(f"{label} is empty (no text, or only whitespace)")
 
 
 def _read_stdin(stdin: IO[bytes] | None) -> bytes:
@@ -115,8 +119,7 @@ def pdf_text(data: bytes, *, label: str) -> str:
 
 def _open_pdf(data: bytes, *, label: str):
     """Open PDF bytes with pypdf, decrypting with the empty password when the file is encrypted."""
-    from pypdf import PdfReader
-    from pypdf.constants import PasswordType
+    from pypdf import PasswordType, PdfReader
 
     try:
         with _quiet_pypdf():
@@ -133,7 +136,7 @@ def _open_pdf(data: bytes, *, label: str):
 
 
 def _try_empty_password(reader):
-    from pypdf.constants import PasswordType
+    from pypdf import PasswordType
 
     try:
         with _quiet_pypdf():
