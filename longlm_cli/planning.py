@@ -79,7 +79,7 @@ def pretraining_window(model: str) -> ModelWindow:
     if not path.exists():
         cached = hf_cached_model_dir(model)
         if cached is not None:
-            return _window_from_config(cached / "config.json", name=model)
+            return _window_from_config(cached / "config.json", name=model, where="config.json in the Hugging Face cache")
         raise _model_not_found(model, path)
     if path.is_dir():
         return _window_from_config(path / "config.json", name=model)
@@ -116,7 +116,7 @@ _ROPE_KEYS = ("rope_scaling", "rope_parameters")
 _ORIGINAL_KEY = "original_max_position_embeddings"
 
 
-def _window_from_config(config_file: Path, *, name: str) -> ModelWindow:
+def _window_from_config(config_file: Path, *, name: str, where: str = "config.json") -> ModelWindow:
     if not config_file.is_file():
         raise ModelError(f"{config_file.parent} has no config.json; give a Hugging Face model directory")
     try:
@@ -130,11 +130,11 @@ def _window_from_config(config_file: Path, *, name: str) -> ModelWindow:
             continue
         original = _original_window(section)
         if original is not None:
-            value, where = original
-            return ModelWindow(name=name, L=value, source=f"{label}{where} in {config_file}")
+            value, key = original
+            return ModelWindow(name=name, L=value, source=f"{label}{key} in {where}")
         for key in _WINDOW_KEYS:
             if _is_positive_int(section.get(key)):
-                return ModelWindow(name=name, L=section[key], source=f"{label}{key} in {config_file}")
+                return ModelWindow(name=name, L=section[key], source=f"{label}{key} in {where}")
     raise ModelError(
         f"{config_file} has no max_position_embeddings (also looked in text_config); "
         "give a known model family name instead"
@@ -183,7 +183,7 @@ def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
         raise ModelError(f"{path} has no general.architecture in its GGUF metadata")
     for key in (f"{arch}.rope.scaling.original_context_length", f"{arch}.context_length"):
         if _is_positive_int(metadata.get(key)):
-            return ModelWindow(name=name, L=metadata[key], source=f"{key} in {path}")
+            return ModelWindow(name=name, L=metadata[key], source=f"{key} in the GGUF header")
     raise ModelError(f"{path} has no {arch}.context_length in its GGUF metadata")
 
 

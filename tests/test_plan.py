@@ -179,7 +179,7 @@ def test_known_models_table():
 def test_config_max_position_embeddings(tmp_path):
     model = write_config(tmp_path / "m", {"max_position_embeddings": 2048})
     window = pretraining_window(str(model))
-    assert (window.L, window.source) == (2048, f"max_position_embeddings in {model / 'config.json'}")
+    assert (window.L, window.source) == (2048, "max_position_embeddings in config.json")
 
 
 def test_config_prefers_original_window_of_rope_scaling(tmp_path):
@@ -189,7 +189,7 @@ def test_config_prefers_original_window_of_rope_scaling(tmp_path):
     })
     window = pretraining_window(str(model))
     assert window.L == 8192
-    assert window.source.startswith("rope_scaling.original_max_position_embeddings in ")
+    assert window.source == "rope_scaling.original_max_position_embeddings in config.json"
 
 
 def test_config_nested_text_config(tmp_path):
@@ -200,13 +200,32 @@ def test_config_nested_text_config(tmp_path):
     }})
     window = pretraining_window(str(model))
     assert window.L == 32768
-    assert window.source.startswith("text_config.rope_parameters.full_attention.original_max_position_embeddings")
+    assert window.source == "text_config.rope_parameters.full_attention.original_max_position_embeddings in config.json"
 
 
 def test_config_without_window(tmp_path):
     model = write_config(tmp_path / "m", {"hidden_size": 64})
     with pytest.raises(ModelError, match="has no max_position_embeddings"):
         pretraining_window(str(model))
+
+
+def test_hub_id_already_in_the_local_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--org--small"
+    write_config(repo / "snapshots" / "abc", {"max_position_embeddings": 1024})
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc\n")
+    window = pretraining_window("org/small")
+    assert (window.name, window.L, window.source) == (
+        "org/small", 1024, "max_position_embeddings in config.json in the Hugging Face cache"
+    )
+
+
+def test_a_file_that_is_no_model(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x")
+    with pytest.raises(ModelError, match="is neither a model directory with config.json nor a .gguf file"):
+        pretraining_window(str(path))
 
 
 def test_directory_without_config(tmp_path):
@@ -225,7 +244,7 @@ def test_gguf_context_length(tmp_path):
     writer.write_kv_data_to_file()
     writer.close()
     window = pretraining_window(str(path))
-    assert (window.L, window.source) == (4096, f"llama.context_length in {path}")
+    assert (window.L, window.source) == (4096, "llama.context_length in the GGUF header")
 
 
 def test_embedded_gguf_header_is_read_quickly():
@@ -267,7 +286,7 @@ def test_cli_local_config_directory(tmp_path):
     result = run_plan("--model", str(model), "--length", "10000", "--window", "256")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"""\
-Model:                {model} (L from max_position_embeddings in {model / 'config.json'})
+Model:                {model} (L from max_position_embeddings in config.json)
 Pretraining window L: 2,048 tokens
 Document length N:    10,000 tokens
 Neighbour window W:   256 tokens
