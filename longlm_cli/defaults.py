@@ -9,7 +9,7 @@ LOW_FRACTION = 1 / 2
 HIGH_FRACTION = 2 / 3
 
 # Engine
-DEFAULT_QUERY_CHUNK = 1024           # queries handled per attention call (bounds attention memory)
+DEFAULT_QUERY_CHUNK = 4096           # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
 DEFAULT_PREFILL_CHUNK = 2048         # tokens per forward pass during prefill (bounds activation memory)
 
 # Generation

