@@ -11,7 +11,10 @@ import sys
 import click
 
 from . import __version__
-from .defaults import DEFAULT_MODEL, DEFAULT_WINDOW_FRACTION, MAX_GROUP_SIZE
+from .defaults import (
+    DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_TEMPERATURE, DEFAULT_WINDOW_FRACTION,
+    MAX_GROUP_SIZE,
+)
 from .errors import LongLMError
 
 INTERRUPTED_EXIT_CODE = 130
@@ -94,7 +97,123 @@ def plan(model: str, length: int | None, files: tuple[str, ...], window: int | N
     click.echo(json.dumps(report_to_dict(report), indent=2) if as_json else format_report(report))
 
 
-# The `summarize` and `ask` commands are added below by the engine; they import torch inside the command.
+class Progress:
+    """Prefill progress on stderr: tokens done, tokens/s and ETA. Drawn only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.start = None
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.start is None or done == 0:
+            self.start = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        bar = "#" * int(width * done / total) + "-" * (width - int(width * done / total))
+        click.echo(f"\rReading [{bar}] {done:,}/{total:,} tokens  {rate:,.0f} tok/s  ETA {eta:,.0f}s ",
+                   err=True, nl=done >= total)
+
+
+def _run_options(command):
+    """Options shared by summarize and ask."""
+    options = [
+        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH",
+                     help="Hugging Face model id, local model directory, .gguf file, or 'default' (the embedded "
+                     "SmolLM2-135M-Instruct)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULT_DEVICE,
+                     show_default=True, help="Where to run: auto picks CUDA when present."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=DEFAULT_DTYPE,
+                     show_default=True, help="Weights dtype: auto is float32 on CPU, bfloat16 on CUDA."),
+        click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP),
+        click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP),
+        click.option("--prompt-file", type=click.Path(dir_okay=False), metavar="PATH",
+                     help="Your own prompt template: {document} where the document goes, then the instruction "
+                     "({question} for ask)."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS,
+                     show_default=True, help="Longest answer, in tokens."),
+        click.option("--temperature", type=click.FloatRange(min=0.0), default=DEFAULT_TEMPERATURE,
+                     show_default=True, help="Sampling temperature; 0 is greedy decoding."),
+        click.option("--seed", type=int, help="Random seed for sampling (with --temperature > 0)."),
+        click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON object: answer, plan, token counts and timings."),
+        click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run(task: str, files, question, *, model, device, dtype, window, group_size, prompt_file, max_new_tokens,
+         temperature, seed, trust_remote_code, as_json, verbose) -> None:
+    from .generate import SamplingSettings
+    from .reader import ExtensionSettings, ModelSettings, answer_documents
+
+    if not files:
+        raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
+
+    def show_plan(plan, loaded) -> None:
+        if verbose:
+            mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
+            click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; prompt and answer "
+                       f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+            if plan.warning:
+                click.echo(f"Warning: {plan.warning}", err=True)
+
+    def stream(piece: str) -> None:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+
+    answer = answer_documents(
+        task, files, question=question, prompt_file=prompt_file,
+        model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+        extension=ExtensionSettings(window=window, group_size=group_size),
+        sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+        on_text=None if as_json else stream,
+        progress=Progress(enabled=sys.stderr.isatty()),
+        on_plan=show_plan,
+    )
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), indent=2))
+    else:
+        click.echo()
+    if verbose:
+        t = answer.timings
+        click.echo(f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
+                   f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, metavar="FILE...")
+@_run_options
+def summarize(files, **options) -> None:
+    """Summarize one or more documents (PDF, text, Markdown, or '-' for stdin).
+
+    The whole document is read in one forward context; when it is longer than the model's window,
+    SelfExtend is switched on with the W and G that `longlm plan` would choose.
+    """
+    _run("summarize", files, None, **options)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("question")
+@_run_options
+def ask(files, question, **options) -> None:
+    """Answer QUESTION about one or more documents (PDF, text, Markdown, or '-' for stdin).
+
+    Example: longlm ask book.txt "Who is the narrator's brother?"
+    """
+    _run("ask", files, question, **options)
+
+
 
 
 def main() -> None:

@@ -53,6 +53,8 @@ def prefill(session: Session, input_ids: torch.Tensor, *, chunk: int = DEFAULT_P
     """Feed ``input_ids`` [1, n] in chunks of ``chunk`` tokens; return the last logits [1, V]."""
     total = input_ids.shape[1]
     logits = None
+    if progress is not None:
+        progress(0, total)
     for lo in range(0, total, chunk):
         logits = session.forward(input_ids[:, lo : lo + chunk])
         if progress is not None:

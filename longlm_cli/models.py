@@ -145,12 +145,21 @@ def resolve_model(name: str = DEFAULT_MODEL) -> tuple[str, str]:
     return "hub", name
 
 
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and warnings would garble longlm's stderr."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE,
                trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference."""
     kind, location = resolve_model(name)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
+    _quiet_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if kind == "gguf":

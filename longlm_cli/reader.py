@@ -1,0 +1,104 @@
+"""The library behind `longlm summarize` and `longlm ask`: read, plan, extend, prefill, answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, Callable, Sequence
+
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
+from .documents import read_documents
+from .generate import ProgressFn, SamplingSettings, Session, decode, prefill
+from .models import LoadedModel, load_model
+from .planning import Plan, make_plan
+from .templates import chat_token_ids, load_template, user_message
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    model: str = DEFAULT_MODEL
+    device: str = DEFAULT_DEVICE
+    dtype: str = DEFAULT_DTYPE
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ExtensionSettings:
+    window: int | None = None  # None: chosen by the plan
+    group_size: int | None = None
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    model: str
+    plan: Plan
+    extended: bool
+    prompt_tokens: int
+    new_tokens: int
+    sources: tuple[str, ...]
+    timings: dict = field(default_factory=dict)  # seconds: load, prefill, decode
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["plan"] = {k: v for k, v in asdict(self.plan).items()}
+        return data
+
+
+def answer_documents(
+    task: str,
+    paths: Sequence[str],
+    *,
+    question: str | None = None,
+    prompt_file: str | None = None,
+    model: ModelSettings = ModelSettings(),
+    extension: ExtensionSettings = ExtensionSettings(),
+    sampling: SamplingSettings = SamplingSettings(),
+    stdin: IO[bytes] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
+    on_plan: Callable[[Plan, LoadedModel], None] | None = None,
+    loaded: LoadedModel | None = None,
+) -> Answer:
+    """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
+
+    The whole document goes through one forward context: it is never truncated or chunked. SelfExtend is
+    applied only when the prompt plus the answer exceed the model's pretraining window.
+    """
+    template = load_template(task, prompt_file)  # fail on a bad template before any heavy work
+    document = read_documents(paths, stdin=stdin)
+    timings = {}
+    start = time.perf_counter()
+    loaded = loaded or load_model(model.model, device=model.device, dtype=model.dtype,
+                                  trust_remote_code=model.trust_remote_code)
+    timings["load"] = time.perf_counter() - start
+
+    ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
+    plan = make_plan(context_window=loaded.context_window, length=len(ids) + sampling.max_new_tokens,
+                     window=extension.window, group_size=extension.group_size)
+    _configure(loaded.model, plan)
+    if on_plan is not None:
+        on_plan(plan, loaded)
+
+    import torch
+
+    session = Session.start(loaded.model)
+    start = time.perf_counter()
+    input_ids = torch.tensor([ids], device=loaded.device)
+    logits = prefill(session, input_ids, chunk=extension.prefill_chunk, progress=progress)
+    timings["prefill"] = time.perf_counter() - start
+    decoded = decode(session, loaded.tokenizer, logits, settings=sampling, on_text=on_text)
+    timings["decode"] = decoded.seconds
+    return Answer(text=decoded.text, model=loaded.name, plan=plan, extended=plan.needs_extension,
+                  prompt_tokens=len(ids), new_tokens=len(decoded.token_ids), sources=document.sources,
+                  timings=timings)
+
+
+def _configure(model, plan: Plan) -> None:
+    from .selfextend import apply_selfextend, remove_selfextend
+
+    if plan.needs_extension:
+        apply_selfextend(model, group_size=plan.G, window=plan.W)
+    else:
+        remove_selfextend(model)

@@ -1,0 +1,249 @@
+"""summarize and ask end to end on a tiny random model saved to disk, against a straightforward reference."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from longlm_cli import reader
+from longlm_cli.cli import cli
+from longlm_cli.planning import make_plan
+from longlm_cli.templates import chat_token_ids, load_template, user_message
+
+from test_documents import blank_pdf, text_pdf
+from tiny_models import reference_logits
+
+L = 64  # the tiny model's pretraining window
+CORPUS = (
+    "The lighthouse keeper counted the ships every evening. Each ship carried salt, timber or wool to the "
+    "northern harbour, and the keeper wrote its name in a green ledger. "
+) * 3
+CHAT_TEMPLATE = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([CORPUS], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = _tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "proj" in name:
+                p.mul_(3.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = _tokenizer()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=L))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def reference_answer(model_dir, task, document, question=None, *, max_new_tokens):
+    """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    ids = chat_token_ids(tokenizer, user_message(load_template(task), document, question))
+    plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
+    out = []
+    for _ in range(max_new_tokens):
+        logits = reference_logits(model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G)
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        out.append(token)
+    return tokenizer.decode(out, skip_special_tokens=True), plan, len(ids)
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def test_summarize_text_file_streams_the_reference_answer(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    expected, plan, _ = reference_answer(tiny_dir, "summarize", CORPUS, max_new_tokens=12)
+    assert plan.needs_extension and plan.G > 1  # the prompt really exceeds the tiny model's window
+    result = run("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 12)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected + "\n"
+
+
+def test_ask_pdf_json_has_answer_plan_counts_and_timings(tiny_dir, tmp_path):
+    pdf = tmp_path / "ledger.pdf"
+    pdf.write_bytes(text_pdf(["The keeper wrote in a green ledger.", "Ships carried salt and wool."]))
+    document = "[page 1]\nThe keeper wrote in a green ledger.\n\n[page 2]\nShips carried salt and wool."
+    from longlm_cli.documents import read_documents
+
+    assert read_documents([str(pdf)]).text.strip() == document.strip()
+    question = "What colour is the ledger?"
+    expected, plan, prompt_tokens = reference_answer(
+        tiny_dir, "ask", read_documents([str(pdf)]).text, question, max_new_tokens=10)
+    result = run("ask", pdf, question, "--model", tiny_dir, "--max-new-tokens", 10, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["text"] == expected
+    assert data["prompt_tokens"] == prompt_tokens
+    assert (data["plan"]["W"], data["plan"]["G"], data["extended"]) == (plan.W, plan.G, plan.needs_extension)
+    assert data["sources"] == [str(pdf)]
+    assert set(data["timings"]) == {"load", "prefill", "decode"}
+
+
+def test_stdin_and_verbose_plan_on_stderr(tiny_dir):
+    result = run("summarize", "-", "--model", tiny_dir, "--max-new-tokens", 3, "-v", input=CORPUS)
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"Model {tiny_dir} (cpu, float32), L=64; prompt and answer N=")
+    assert "SelfExtend W=8 G=" in first
+    assert result.stderr.splitlines()[-1].startswith("Prompt ")
+
+
+def test_short_document_is_not_extended(tiny_dir, tmp_path):
+    doc = tmp_path / "short.txt"
+    doc.write_text("Salt.")
+    result = run("ask", doc, "What?", "--model", tiny_dir, "--max-new-tokens", 2, "--json",
+                 "--prompt-file", _write_template(tmp_path, "{document}\n{question}"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["extended"] is False
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    args = ("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 8, "--temperature", 1.5)
+    first, second = run(*args, "--seed", 3), run(*args, "--seed", 3)
+    assert first.exit_code == 0 and first.stdout == second.stdout
+
+
+def _write_template(tmp_path, text):
+    path = tmp_path / "template.txt"
+    path.write_text(text)
+    return path
+
+
+def _error_line(result):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("missing.txt", None, "Error: {path} does not exist"),
+    ("empty.txt", "  \n", "Error: {path} is empty"),
+    ("binary.bin", b"\x00\x01\x02binary", "Error: {path} is a binary file"),
+    ("locked.pdf", blank_pdf(password="pw"), "Error: {path} is an encrypted (password-protected) PDF"),
+    ("scan.pdf", blank_pdf(), "Error: {path} has no extractable text; it may be a scanned image"),
+])
+def test_bad_documents(tiny_dir, tmp_path, name, data, message):
+    path = tmp_path / name
+    if isinstance(data, str):
+        path.write_text(data)
+    elif data is not None:
+        path.write_bytes(data)
+    line = _error_line(run("summarize", path, "--model", tiny_dir))
+    assert line.startswith(message.format(path=str(path)))
+
+
+def test_directory_is_refused(tiny_dir, tmp_path):
+    assert _error_line(run("summarize", tmp_path, "--model", tiny_dir)).startswith(f"Error: {tmp_path} is a directory")
+
+
+@pytest.mark.parametrize("model, message", [
+    ("llama2", "Error: unknown model 'llama2' (a family name known to `longlm plan`, not a model to load)"),
+    ("./no/such/dir", "Error: model path './no/such/dir' does not exist"),
+    ("missing.gguf", "Error: model file 'missing.gguf' does not exist"),
+])
+def test_bad_models(tmp_path, model, message):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    assert _error_line(run("summarize", doc, "--model", model)).startswith(message)
+
+
+def test_model_without_rope_is_refused_when_extension_is_needed(gpt2_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    line = _error_line(run("summarize", doc, "--model", gpt2_dir))
+    assert line == ("Error: GPT2LMHeadModel (model_type 'gpt2') has no rotary position embedding (RoPE); "
+                    "SelfExtend only applies to RoPE models")
+
+
+def test_document_too_long_even_when_extended(tiny_dir, tmp_path):
+    doc = tmp_path / "huge.txt"
+    doc.write_text(CORPUS * 60)
+    line = _error_line(run("summarize", doc, "--model", tiny_dir))
+    assert line.startswith("Error: document too long: ")
+    assert "the largest sensible group size is 64" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--window", 64), "Error: window W=64 must be smaller than the pretraining window L=64"),
+    (("--group-size", 0), "Error: group size G=0 is not valid; it must be between 1 and 64"),
+])
+def test_bad_window_or_group(tiny_dir, tmp_path, args, message):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    assert _error_line(run("summarize", doc, "--model", tiny_dir, *args)).startswith(message)
+
+
+def test_bad_prompt_file(tiny_dir, tmp_path):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    template = _write_template(tmp_path, "no placeholder here")
+    line = _error_line(run("summarize", doc, "--model", tiny_dir, "--prompt-file", template))
+    assert line == f"Error: prompt template {str(template)!r} must contain {{document}} exactly once"
+
+
+def test_interrupt_exits_cleanly(tiny_dir, tmp_path, monkeypatch):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reader, "prefill", interrupted)
+    result = run("summarize", doc, "--model", tiny_dir)
+    assert result.exit_code == 130
+    assert result.stderr == "Interrupted.\n"
+
+
+@pytest.mark.skipif(shutil.which("longlm") is None, reason="the longlm console script is not installed")
+def test_installed_command(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    done = subprocess.run(["longlm", "summarize", str(doc), "--model", str(tiny_dir), "--max-new-tokens", "12"],
+                          capture_output=True, text=True, timeout=300)
+    expected, _, _ = reference_answer(tiny_dir, "summarize", CORPUS, max_new_tokens=12)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n"
+    done = subprocess.run(["longlm", "summarize", str(tmp_path / "nope.txt")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == f"Error: {tmp_path / 'nope.txt'} does not exist\n"
