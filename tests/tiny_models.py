@@ -27,6 +27,7 @@ ARCHS = {
         original_max_position_embeddings=32))),
     "mistral": ("mistral", dict(sliding_window=None)),
     "mistral-sliding": ("mistral", dict(sliding_window=40)),
+    "mixtral": ("mixtral", dict(sliding_window=None, num_local_experts=2, num_experts_per_tok=1)),
     "qwen2": ("qwen2", {}),
     "qwen3": ("qwen3", {}),
     "phi": ("phi", dict(rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))),
