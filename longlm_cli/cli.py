@@ -145,6 +145,8 @@ def _run_options(command):
         click.option("--json", "as_json", is_flag=True,
                      help="Print one JSON object: answer, plan, token counts and timings."),
         click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
+        click.option("--no-cache", is_flag=True,
+                     help="Neither load nor save the prefilled document in the document cache (`longlm cache`)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -152,7 +154,8 @@ def _run_options(command):
 
 
 def _run(task: str, files, question, *, model, device, dtype, window, group_size, prompt_file, max_new_tokens,
-         temperature, seed, trust_remote_code, as_json, verbose) -> None:
+         temperature, seed, trust_remote_code, as_json, verbose, no_cache=False) -> None:
+    from .doccache import DocCacheSettings
     from .generate import SamplingSettings
     from .reader import ExtensionSettings, ModelSettings, answer_documents
 
@@ -179,6 +182,7 @@ def _run(task: str, files, question, *, model, device, dtype, window, group_size
         on_text=None if as_json else stream,
         progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=show_plan,
+        cache=DocCacheSettings(enabled=not no_cache),
     )
     if as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
@@ -187,7 +191,7 @@ def _run(task: str, files, question, *, model, device, dtype, window, group_size
     if verbose:
         t = answer.timings
         click.echo(f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
-                   f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s", err=True)
+                   f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}", err=True)
 
 
 @cli.command()
@@ -212,6 +216,122 @@ def ask(files, question, **options) -> None:
     Example: longlm ask book.txt "Who is the narrator's brother?"
     """
     _run("ask", files, question, **options)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@_run_options
+@click.option("--budget", type=click.IntRange(min=1), metavar="TOKENS",
+              help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]")
+def chat(files, budget, *, model, device, dtype, window, group_size, prompt_file, max_new_tokens, temperature, seed,
+         trust_remote_code, as_json, verbose, no_cache) -> None:
+    """Ask questions about documents, one after another, reading them only once.
+
+    Each question is answered from the document and the conversation so far. Type a question per line;
+    Ctrl-D or /exit leaves. Works with piped input too: printf 'q1\nq2\n' | longlm chat doc.txt
+    """
+    from .chat import ChatSettings, start_chat
+    from .doccache import DocCacheSettings
+    from .generate import SamplingSettings
+    from .reader import ExtensionSettings, ModelSettings
+
+    if "-" in files:
+        raise click.UsageError("chat reads questions from stdin; give the documents as files")
+    interactive = sys.stdin.isatty()
+
+    def show_plan(plan, loaded) -> None:
+        if verbose:
+            mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
+            click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; document and "
+                       f"conversation N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+
+    session = start_chat(
+        files, prompt_file=prompt_file,
+        model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+        extension=ExtensionSettings(window=window, group_size=group_size),
+        sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+        chat=ChatSettings(budget=budget), cache=DocCacheSettings(enabled=not no_cache),
+        progress=Progress(enabled=sys.stderr.isatty()), on_plan=show_plan,
+    )
+    stdin = sys.stdin
+    while True:
+        if interactive:
+            click.echo("> ", nl=False, err=True)
+        line = stdin.readline()
+        if not line:
+            break
+        question = line.strip()
+        if question == "/exit":
+            break
+        if not question:
+            continue
+
+        def stream(piece: str) -> None:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+
+        turn = session.ask(question, on_text=None if as_json else stream)
+        if as_json:
+            click.echo(json.dumps({"question": turn.question, "text": turn.text, "prompt_tokens": turn.prompt_tokens,
+                                   "new_tokens": turn.new_tokens, "cache": turn.cache}))
+        else:
+            click.echo()
+        if verbose:
+            click.echo(f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "
+                       f"{turn.seconds:.1f}s; document cache {turn.cache}", err=True)
+
+
+@cli.group()
+def cache() -> None:
+    """The document cache: prefilled documents saved so that later questions skip re-reading them.
+
+    Entries live in the user cache directory (kv/ under $LONGLM_CACHE_DIR, else ~/.cache/longlm); the least
+    recently used are evicted above $LONGLM_CACHE_MAX_BYTES (default 4 GiB).
+    """
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@cache.command("list")
+def cache_list() -> None:
+    """One line per entry, most recently used first: key prefix, size, last used, source documents."""
+    import time
+
+    from .doccache import kv_dir, list_entries
+
+    entries = list_entries()
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used))
+        click.echo(f"{e.key[:12]}  {_size(e.size):>10}  {when}  {', '.join(e.sources) or '?'}")
+    total = sum(e.size for e in entries)
+    click.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)} in {kv_dir()}", err=True)
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Delete every entry."""
+    from .doccache import clear, kv_dir
+
+    removed = clear()
+    click.echo(f"Removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+               f"({_size(sum(e.size for e in removed))}) from {kv_dir()}")
+
+
+@cache.command("prune")
+@click.option("--max-bytes", type=click.IntRange(min=0), metavar="BYTES",
+              help="Keep at most this many bytes.  [default: $LONGLM_CACHE_MAX_BYTES, else 4 GiB]")
+def cache_prune(max_bytes) -> None:
+    """Delete least-recently-used entries until the cache fits its size limit."""
+    from .doccache import kv_dir, prune
+
+    removed = prune(max_bytes=max_bytes)
+    click.echo(f"Removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+               f"({_size(sum(e.size for e in removed))}) from {kv_dir()}")
 
 
 

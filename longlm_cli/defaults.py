@@ -18,3 +18,8 @@ DEFAULT_TEMPERATURE = 0.0
 DEFAULT_DEVICE = "auto"
 DEFAULT_DTYPE = "auto"
 DEFAULT_MODEL = "smollm2"           # the embedded SmolLM2-135M-Instruct
+
+# Document KV cache
+DEFAULT_DOC_CACHE_MAX_BYTES = 4 * 1024**3   # least-recently-used entries are evicted above this (LONGLM_CACHE_MAX_BYTES)
+DOC_CACHE_MAX_BYTES_ENV = "LONGLM_CACHE_MAX_BYTES"
+DEFAULT_CHAT_BUDGET_FACTOR = 4      # chat plans for the document plus this many times --max-new-tokens

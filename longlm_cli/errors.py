@@ -19,3 +19,11 @@ class UnsupportedModelError(ModelError):
 
 class PlanError(LongLMError):
     """No sensible SelfExtend setting exists: W >= L, G < 1, or the document is too long even when extended."""
+
+
+class CacheError(LongLMError):
+    """The document cache cannot be used as asked (a bad size limit, an unwritable cache directory)."""
+
+
+class ConversationTooLongError(PlanError):
+    """A chat conversation has outgrown the capacity of the SelfExtend plan chosen when it started."""

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Callable, Sequence
 
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
+from .doccache import DocCacheSettings, prefill_cached, prompt_cache_key
 from .documents import read_documents
 from .generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .models import LoadedModel, load_model
@@ -39,11 +40,10 @@ class Answer:
     new_tokens: int
     sources: tuple[str, ...]
     timings: dict = field(default_factory=dict)  # seconds: load, prefill, decode
+    cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["plan"] = {k: v for k, v in asdict(self.plan).items()}
-        return data
+        return asdict(self)  # the plan is a dataclass too: nested into a dict
 
 
 def answer_documents(
@@ -60,11 +60,14 @@ def answer_documents(
     progress: ProgressFn | None = None,
     on_plan: Callable[[Plan, LoadedModel], None] | None = None,
     loaded: LoadedModel | None = None,
+    cache: DocCacheSettings = DocCacheSettings(),
 ) -> Answer:
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
 
     The whole document goes through one forward context: it is never truncated or chunked. SelfExtend is
     applied only when the prompt plus the answer exceed the model's pretraining window.
+    With ``cache.enabled`` the document part of the prompt goes through the persistent document cache
+    (see doccache): loaded when an earlier run saved it, else prefilled and saved.
     """
     template = load_template(task, prompt_file)  # fail on a bad template before any heavy work
     document = read_documents(paths, stdin=stdin)
@@ -81,18 +84,19 @@ def answer_documents(
     if on_plan is not None:
         on_plan(plan, loaded)
 
-    import torch
-
     session = Session.start(loaded.model)
     start = time.perf_counter()
-    input_ids = torch.tensor([ids], device=loaded.device)
-    logits = prefill(session, input_ids, chunk=extension.prefill_chunk, progress=progress)
+    prefix_len, key = (prompt_cache_key(loaded, model.model, template, document.text, ids, plan)
+                       if cache.enabled else (0, None))
+    logits, status = prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=document.sources,
+                                    chunk=extension.prefill_chunk, progress=progress, settings=cache,
+                                    device=loaded.device, prefill=prefill)
     timings["prefill"] = time.perf_counter() - start
     decoded = decode(session, loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds
     return Answer(text=decoded.text, model=loaded.name, plan=plan, extended=plan.needs_extension,
                   prompt_tokens=len(ids), new_tokens=len(decoded.token_ids), sources=document.sources,
-                  timings=timings)
+                  timings=timings, cache=status)
 
 
 def _configure(model, plan: Plan) -> None:

@@ -1,0 +1,150 @@
+"""`longlm chat`: several questions over one prefilled document, each answered with the conversation so far.
+
+The document is read (or loaded from the document cache) once. Each new question is appended to the same KV
+cache after the previous answer: the whole conversation is rendered with the tokenizer's chat template and only
+the ids beyond those already in the cache are prefilled. When the rendering of an earlier answer does not
+reproduce the ids that were generated, the cache is cut back to the common prefix first, so every answer is
+what a fresh run over the whole conversation would give.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import IO, Callable, Sequence
+
+from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
+from .doccache import DocCacheSettings, common_prefix_length, prefill_cached, prompt_cache_key
+from .documents import read_documents
+from .errors import ConversationTooLongError
+from .generate import ProgressFn, SamplingSettings, Session, decode, prefill
+from .models import LoadedModel, load_model
+from .planning import Plan, make_plan
+from .reader import ExtensionSettings, ModelSettings, _configure
+from .templates import Template, chat_token_ids, load_template, user_message
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """How much room to plan for the conversation beyond the document (tokens); None: 4 x max_new_tokens."""
+
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    question: str
+    text: str
+    prompt_tokens: int  # tokens of the whole conversation before this answer
+    new_tokens: int
+    cache: str  # "hit", "miss" or "off" for the first turn's document; "conversation" afterwards
+    seconds: float
+
+
+def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Token ids of ``messages`` (user/assistant turns) ending with the generation prompt.
+
+    With one user message this is exactly templates.chat_token_ids. Without a chat template, turns are plain
+    text: each question followed by "Answer:" and its answer.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+    if len(messages) == 1:
+        return chat_token_ids(tokenizer, messages[0]["content"])
+    text = ""
+    for m in messages:
+        text += m["content"] + "\n\nAnswer:" if m["role"] == "user" else " " + m["content"] + "\n\n"
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+class Chat:
+    """One conversation over one document: call ``ask`` for each question."""
+
+    def __init__(self, loaded: LoadedModel, template: Template, document, plan: Plan, *, requested_model: str,
+                 extension: ExtensionSettings, sampling: SamplingSettings, cache: DocCacheSettings,
+                 progress: ProgressFn | None = None) -> None:
+        self.loaded = loaded
+        self.template = template
+        self.document = document
+        self.plan = plan
+        self.requested_model = requested_model
+        self.extension = extension
+        self.sampling = sampling
+        self.cache = cache
+        self.progress = progress
+        self.messages: list[dict] = []
+        self.session = Session.start(loaded.model)
+        self.cached_ids: list[int] = []  # the token ids the session's KV cache holds
+
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Turn:
+        """Answer ``question`` given the document and the conversation so far."""
+        import torch
+
+        start = time.perf_counter()
+        first = not self.messages
+        content = user_message(self.template, self.document.text, question) if first else question
+        messages = [*self.messages, {"role": "user", "content": content}]
+        ids = render_conversation(self.loaded.tokenizer, messages)
+        needed = len(ids) + self.sampling.max_new_tokens
+        if needed > self.plan.capacity:
+            raise ConversationTooLongError(
+                f"the conversation has outgrown its plan: {len(ids):,} tokens plus {self.sampling.max_new_tokens:,} "
+                f"for the answer exceed the capacity {self.plan.capacity:,} (W={self.plan.W}, G={self.plan.G}); "
+                "start a new chat with a larger --budget")
+        if first:
+            prefix_len, key = (prompt_cache_key(self.loaded, self.requested_model, self.template, self.document.text,
+                                                ids, self.plan) if self.cache.enabled else (0, None))
+            logits, status = prefill_cached(self.session, ids, prefix_len=prefix_len, key=key,
+                                            sources=self.document.sources, chunk=self.extension.prefill_chunk,
+                                            progress=self.progress, settings=self.cache, device=self.loaded.device)
+        else:
+            keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
+            if keep < self.session.length:
+                self.session.cache.crop(keep - self.session.length)  # a negative count removes tokens
+                if self.session.grouped is not None:
+                    self.session.grouped.clear()  # grouped keys are recomputed from the cut cache
+            new = torch.tensor([ids[keep:]], device=self.loaded.device)
+            logits = prefill(self.session, new, chunk=self.extension.prefill_chunk)
+            status = "conversation"
+        decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
+        self.cached_ids = ids + list(decoded.token_ids)
+        self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
+        return Turn(question=question, text=decoded.text, prompt_tokens=len(ids), new_tokens=len(decoded.token_ids),
+                    cache=status, seconds=time.perf_counter() - start)
+
+
+def start_chat(
+    paths: Sequence[str],
+    *,
+    prompt_file: str | None = None,
+    model: ModelSettings = ModelSettings(),
+    extension: ExtensionSettings = ExtensionSettings(),
+    sampling: SamplingSettings = SamplingSettings(),
+    chat: ChatSettings = ChatSettings(),
+    cache: DocCacheSettings = DocCacheSettings(),
+    stdin: IO[bytes] | None = None,
+    progress: ProgressFn | None = None,
+    on_plan: Callable[[Plan, LoadedModel], None] | None = None,
+    loaded: LoadedModel | None = None,
+) -> Chat:
+    """Read the documents, load the model and plan W, G for the document plus the conversation budget.
+
+    The document is prefilled (or loaded from the document cache) with the first question.
+    """
+    template = load_template("ask", prompt_file)
+    document = read_documents(paths, stdin=stdin)
+    loaded = loaded or load_model(model.model, device=model.device, dtype=model.dtype,
+                                  trust_remote_code=model.trust_remote_code)
+    budget = chat.budget if chat.budget is not None else DEFAULT_CHAT_BUDGET_FACTOR * sampling.max_new_tokens
+    document_tokens = len(chat_token_ids(loaded.tokenizer, user_message(template, document.text, "")))
+    plan = make_plan(context_window=loaded.context_window, length=document_tokens + budget,
+                     window=extension.window, group_size=extension.group_size)
+    _configure(loaded.model, plan)
+    if on_plan is not None:
+        on_plan(plan, loaded)
+    return Chat(loaded, template, document, plan, requested_model=model.model, extension=extension,
+                sampling=sampling, cache=cache, progress=progress)
