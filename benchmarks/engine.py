@@ -43,32 +43,42 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def tokens(n: int, seed: int = 0) -> torch.Tensor:
+def tokens(n: int, seed: int = 0, device: str = "cpu") -> torch.Tensor:
     """Random ordinary-vocabulary tokens: attention cost does not depend on the content."""
-    return torch.randint(100, 40000, (1, n), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(100, 40000, (1, n), generator=torch.Generator().manual_seed(seed)).to(device)
 
 
-def timed(fn, repeats: int = 1) -> float:
+def sync(model) -> None:
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int = 1, model=None) -> float:
     best = float("inf")
     for _ in range(repeats):
+        if model is not None:
+            sync(model)
         start = time.perf_counter()
         fn()
+        if model is not None:
+            sync(model)
         best = min(best, time.perf_counter() - start)
     return best
 
 
 def bench_prefill(model, n: int = 8192, repeats: int = 2) -> dict:
-    ids = tokens(n)
+    ids = tokens(n, device=next(model.parameters()).device.type)
 
     def one_forward():
         with torch.inference_mode():
             model(ids, use_cache=False, logits_to_keep=1)
 
-    one_forward()  # warm-up
     remove_selfextend(model)
-    plain = timed(one_forward, repeats)
+    one_forward()  # warm-up
+    plain = timed(one_forward, repeats, model)
     apply_selfextend(model, group_size=G, window=W)
-    extended = timed(one_forward, repeats)
+    one_forward()  # warm-up (on CUDA: compiles the FlexAttention kernels)
+    extended = timed(one_forward, repeats, model)
     remove_selfextend(model)
     return {"tokens": n, "plain_s": plain, "selfextend_s": extended, "ratio": extended / plain}
 
@@ -85,15 +95,18 @@ def bench_chunked_prefill(model, n: int = 8192) -> dict:
 
 
 def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
+    device = next(model.parameters()).device.type
     apply_selfextend(model, group_size=G, window=W)
     session = Session.start(model)
-    prefill(session, tokens(context))
-    step_ids = tokens(steps, seed=1)
+    prefill(session, tokens(context, device=device))
+    step_ids = tokens(steps, seed=1, device=device)
 
     def decode_steps(s):
+        sync(model)
         start = time.perf_counter()
         for t in range(steps):
             s.forward(step_ids[:, t : t + 1])
+        sync(model)
         elapsed = time.perf_counter() - start
         s.cache.crop(-steps)
         return elapsed / steps

@@ -121,6 +121,21 @@ class Progress:
                    err=True, nl=done >= total)
 
 
+def _stream(piece: str) -> None:
+    """Print a piece of the answer as soon as it is decoded."""
+    click.echo(piece, nl=False)
+    sys.stdout.flush()
+
+
+def _echo_plan(plan, loaded, counted: str) -> None:
+    """The -v line describing the model and the plan, and the plan's warning if any."""
+    mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
+    click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+               f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+    if plan.warning:
+        click.echo(f"Warning: {plan.warning}", err=True)
+
+
 def _run_options(command):
     """Options shared by summarize and ask."""
     options = [
@@ -164,22 +179,14 @@ def _run(task: str, files, question, *, model, device, dtype, window, group_size
 
     def show_plan(plan, loaded) -> None:
         if verbose:
-            mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
-            click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; prompt and answer "
-                       f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
-            if plan.warning:
-                click.echo(f"Warning: {plan.warning}", err=True)
-
-    def stream(piece: str) -> None:
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
+            _echo_plan(plan, loaded, "prompt and answer")
 
     answer = answer_documents(
         task, files, question=question, prompt_file=prompt_file,
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
         extension=ExtensionSettings(window=window, group_size=group_size),
         sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
-        on_text=None if as_json else stream,
+        on_text=None if as_json else _stream,
         progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=show_plan,
         cache=DocCacheSettings(enabled=not no_cache),
@@ -241,9 +248,7 @@ def chat(files, budget, *, model, device, dtype, window, group_size, prompt_file
 
     def show_plan(plan, loaded) -> None:
         if verbose:
-            mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
-            click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; document and "
-                       f"conversation N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+            _echo_plan(plan, loaded, "document and conversation")
 
     session = start_chat(
         files, prompt_file=prompt_file,
@@ -266,11 +271,7 @@ def chat(files, budget, *, model, device, dtype, window, group_size, prompt_file
         if not question:
             continue
 
-        def stream(piece: str) -> None:
-            click.echo(piece, nl=False)
-            sys.stdout.flush()
-
-        turn = session.ask(question, on_text=None if as_json else stream)
+        turn = session.ask(question, on_text=None if as_json else _stream)
         if as_json:
             click.echo(json.dumps({"question": turn.question, "text": turn.text, "prompt_tokens": turn.prompt_tokens,
                                    "new_tokens": turn.new_tokens, "cache": turn.cache}))

@@ -183,3 +183,22 @@ def test_cuda_matches_cpu_float32(arch):
     model.to("cuda", torch.bfloat16)
     gpu = _logits(model, ids.cuda()).float().cpu()
     assert (gpu - cpu).abs().max().item() <= 5e-2 * max(1.0, cpu.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "phi", "gemma3"])
+def test_flex_attention_path_matches_reference(monkeypatch, arch):
+    """The CUDA path (FlexAttention, two block-masked calls merged by log-sum-exp), run eagerly on the CPU."""
+    from longlm_cli import selfextend
+
+    monkeypatch.setattr(selfextend, "_use_flex", lambda query: True)
+    model = tiny_model(arch)
+    ids = _ids(N)
+    expected = reference_logits(model, ids, window=W, group_size=G)
+    apply_selfextend(model, group_size=G, window=W)
+    assert (_logits(model, ids) - expected).abs().max().item() <= TOL
+    # and chunked prefill plus decode through the same path
+    cache, grouped = DynamicCache(config=model.config), GroupedKeyCache()
+    pieces = [_logits(model, ids[:, lo:hi], past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
+              for lo, hi in [(0, 90), (90, 198), (198, 199), (199, 200)]]
+    assert (torch.cat(pieces, 1) - expected).abs().max().item() <= TOL
