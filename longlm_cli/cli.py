@@ -337,6 +337,84 @@ def cache_prune(max_bytes) -> None:
 
 
 
+@cli.command()
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH",
+              help="Hugging Face model id, local model directory, .gguf file, or 'default' (the embedded "
+              "SmolLM2-135M-Instruct).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULT_DEVICE, show_default=True,
+              help="Where to run: auto picks CUDA when present.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=DEFAULT_DTYPE,
+              show_default=True, help="Weights dtype: auto is float32 on CPU, bfloat16 on CUDA.")
+@click.option("--task", type=click.Choice(["passkey", "fact"]), default="passkey", show_default=True,
+              help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
+              "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.")
+@click.option("--lengths", default="4k,8k,16k", show_default=True, metavar="N,N,...",
+              help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).")
+@click.option("--depths", default="0,0.25,0.5,0.75,1", show_default=True, metavar="D,D,...",
+              help="Where the key goes: 0 is the start of the filler, 1 its end.")
+@click.option("--trials", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Random keys per length and depth.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random keys.")
+@click.option("--method", "methods", default="all", show_default=True, metavar="METHOD[,METHOD]",
+              help="none (plain model), selfextend, yarn, dynamic (transformers' RoPE scalings for the same "
+              "target length), or all. Methods other than none only change anything above L.")
+@click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
+@click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)
+@click.option("--haystack", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Text to hide the fact in (--task fact).  [default: the shipped samples/pride-and-prejudice.txt]")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Answer length in tokens (greedy).")
+@click.option("--results", "results_path", default="longlm-passkey-results.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), metavar="PATH",
+              help="One JSON line per finished case; cases already there are skipped (resume).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Also write every case of this run's grid, with the settings, to PATH as JSON.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default).")
+def passkey(model, device, dtype, task, lengths, depths, trials, seed, methods, window, group_size, haystack,
+            max_new_tokens, results_path, json_path, trust_remote_code) -> None:
+    """Measure retrieval beyond the context window: passkey or fact prompts at given lengths and depths.
+
+    Runs each case on the plain model, with SelfExtend (W and G from `longlm plan` for each length, or
+    --window/--group-size) and with transformers' YaRN and dynamic NTK RoPE scaling, then prints one accuracy
+    table per method. Progress goes to stderr, one line per case; interrupted runs resume from --results.
+
+    Example: longlm passkey --lengths 4k,8k,16k --depths 0,0.5,1 --trials 2 --method all
+    """
+    from pathlib import Path
+
+    from .evaluate import (
+        EvalSettings, evaluation_to_dict, format_tables, parse_depths, parse_lengths, parse_methods, run_evaluation,
+    )
+    from .models import load_model
+
+    settings = EvalSettings(
+        model=model, task=task, lengths=tuple(parse_lengths(lengths)), depths=tuple(parse_depths(depths)),
+        trials=trials, seed=seed, methods=tuple(parse_methods(methods)), window=window, group_size=group_size,
+        max_new_tokens=max_new_tokens, haystack=haystack,
+    )
+    if haystack is not None and task != "fact":
+        raise click.UsageError("--haystack is for --task fact")
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+    def progress(record, done, total) -> None:
+        verdict = "correct" if record["correct"] else "wrong"
+        setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
+        setup += f" factor={record['factor']:g}" if record.get("factor") else ""
+        click.echo(f"[{done}/{total}] {record['method']}{setup} length={record['length']:,} "
+                   f"(tokens {record['tokens']:,}) depth={record['depth']:g} trial={record['trial']}: {verdict} "
+                   f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)", err=True)
+
+    evaluation = run_evaluation(loaded, settings, results_path=Path(results_path), on_case=progress)
+    if evaluation.resumed:
+        click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)
+    click.echo(format_tables(evaluation.records, L=evaluation.L, lengths=settings.lengths, depths=settings.depths,
+                             methods=settings.methods, task=task, model=loaded.name))
+    if json_path:
+        Path(json_path).write_text(json.dumps(evaluation_to_dict(evaluation, model=loaded.name), indent=2) + "\n",
+                                   encoding="utf-8")
+
+
+
 def main() -> None:
     """Entry point of the `longlm` console script."""
     try:

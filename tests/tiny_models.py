@@ -132,3 +132,19 @@ def reference_logits(model, input_ids, *, window: int, group_size: int):
             return model(input_ids).logits
     finally:
         model.set_attn_implementation(original)
+
+
+def save_tiny_llama(path, tokenizer, *, window: int = 64, seed: int = 0):
+    """Save a tiny random Llama (pretraining window ``window``) with ``tokenizer`` to ``path``, as a model dir."""
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=window, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "proj" in name:
+                p.mul_(3.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,340 @@
+"""longlm passkey: prompt builders, scoring, tables, resume and the RoPE-scaling methods, on a tiny random model."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from longlm_cli import evaluate as ev
+from longlm_cli import generate
+from longlm_cli.cli import cli
+from longlm_cli.errors import LongLMError
+from longlm_cli.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
+from longlm_cli.planning import make_plan
+
+from tiny_models import save_tiny_llama, tiny_model
+
+L = 64  # the tiny model's pretraining window
+HAYSTACK = ev.SAMPLE_HAYSTACK.read_text(encoding="utf-8")
+SHORT_SENTENCES = " ".join(f"Ship {i} sailed at dawn." for i in range(400))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [TASK, FILLER, KEY_LINE, QUESTION, ev.FACT_INTRO, ev.FACT_LINE, ev.FACT_QUESTION,
+              " ".join(ev.FACT_ANSWERS), SHORT_SENTENCES, HAYSTACK[:20000]]
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>")
+
+
+@pytest.fixture(scope="module")
+def count(tokenizer):
+    return lambda text: len(tokenizer(text)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-eval-llama"), tokenizer, window=L)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Option values
+
+
+def test_parse_lengths_depths_methods():
+    assert ev.parse_lengths("4k, 8k,16k,100") == [4096, 8192, 16384, 100]
+    assert ev.parse_lengths("1.5k") == [1536]
+    assert ev.parse_depths("0,0.25,1") == [0.0, 0.25, 1.0]
+    assert ev.parse_methods("all") == ["none", "selfextend", "yarn", "dynamic"]
+    assert ev.parse_methods("selfextend,none") == ["selfextend", "none"]
+    for bad in (lambda: ev.parse_lengths("4x"), lambda: ev.parse_depths("1.5"), lambda: ev.parse_methods("rope")):
+        with pytest.raises(LongLMError):
+            bad()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prompts
+
+
+@pytest.mark.parametrize("length", [128, 160, 400, 1000, 3000])
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_passkey_prompt_length_and_depth(count, length, depth):
+    prompt = ev.passkey_prompt(count, length, depth=depth, key="48213")
+    assert abs(count(prompt.text) - length) <= 4
+    key_line = KEY_LINE.format(key="48213")
+    assert prompt.text.startswith(TASK + " ") and prompt.text.endswith(" " + QUESTION)
+    assert prompt.text.count(key_line) == 1
+    before, after = prompt.text[len(TASK):-len(QUESTION)].split(key_line)
+    n_before = sum(before.count(s) for s in ev.FILLER_SENTENCES)
+    n_after = sum(after.count(s) for s in ev.FILLER_SENTENCES)
+    total = n_before + n_after
+    assert total > 0
+    assert abs(n_before / total - depth) <= 1 / total + 1e-9  # within one filler sentence of the depth
+    assert prompt.position == pytest.approx(n_before / total)
+    # Characters: the key line sits at the same fraction of the filler text.
+    assert abs(len(before) / (len(before) + len(after)) - depth) <= 30 / (len(before) + len(after)) + 0.02
+
+
+def test_passkey_prompt_whole_lines_are_the_papers_text(count):
+    prompt = ev.passkey_prompt(count, 400, depth=0.5, key="1")
+    assert (" ".join(ev.FILLER_SENTENCES)) == FILLER
+    assert FILLER + " " + FILLER in prompt.text
+
+
+def _fact_parts(prompt, answer):
+    fact = ev.FACT_LINE.format(answer=answer)
+    head = ev.FACT_INTRO + "\n\n"
+    tail = "\n\n" + ev.FACT_QUESTION
+    assert prompt.text.startswith(head) and prompt.text.endswith(tail)
+    body = prompt.text[len(head):-len(tail)]
+    assert body.count(fact) == 1
+    before, after = body.split(fact)
+    return before.strip(), after.strip()
+
+
+@pytest.mark.parametrize("length", [128, 160, 400, 1000])
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_fact_prompt_length_and_depth(count, length, depth):
+    prompt = ev.fact_prompt(count, length, depth=depth, answer="saffron", haystack=SHORT_SENTENCES)
+    assert abs(count(prompt.text) - length) <= 4
+    before, after = _fact_parts(prompt, "saffron")
+    assert "  " not in prompt.text
+    used = len(before) + len(after)
+    # The fact goes in at a sentence boundary: within one sentence (about 25 characters) of the depth.
+    assert abs(len(before) / used - depth) <= 26 / used
+    assert prompt.position == pytest.approx(len(before) / used, abs=3 / used)
+    assert prompt.expected == "saffron"
+
+
+@pytest.mark.parametrize("length", [1000, 4000])
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_fact_prompt_in_the_shipped_novel(count, length, depth):
+    prompt = ev.fact_prompt(count, length, depth=depth, answer="nutmeg", haystack=HAYSTACK)
+    assert abs(count(prompt.text) - length) <= 4
+    before, after = _fact_parts(prompt, "nutmeg")
+    assert HAYSTACK.startswith(before)  # real prose, in order, with nothing repeated
+    assert abs(len(before) / (len(before) + len(after)) - depth) <= 0.1
+
+
+def test_shipped_text_is_long_enough_for_32k_prompts():
+    assert len(HAYSTACK.encode()) > 600_000 and "Gutenberg" not in HAYSTACK
+    assert (ev.SAMPLE_HAYSTACK.parent / "pride-and-prejudice.LICENSE.txt").is_file()
+
+
+def test_short_haystack_is_refused(count):
+    with pytest.raises(LongLMError, match="too short"):
+        ev.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="A short text. Only two sentences.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring
+
+
+@pytest.mark.parametrize("answer, key, hit", [
+    (" 48213. Remember it.", "48213", True),
+    ("48213", "48213", True),
+    (" 4821", "48213", False),
+    (" 482134", "48213", False),
+    (" the key 11111 then 48213", "48213", False),
+    (" no digits", "48213", False),
+])
+def test_found_key(answer, key, hit):
+    assert found_key(answer, key) is hit
+
+
+@pytest.mark.parametrize("answer, hit", [
+    (" cardamom.", True),
+    ("Cardamom", True),
+    (" the cardamom, of course", True),
+    (" CARDAMOM! And sugar.", True),
+    (" cardamoms.", False),
+    (" I think cardamom.", False),
+    (" saffron, not cardamom", False),
+    ("", False),
+])
+def test_fact_match(answer, hit):
+    assert ev.fact_match(answer, "cardamom") is hit
+    assert ev.score("fact", answer, "cardamom") is hit
+
+
+def test_fact_match_phrases():
+    assert ev.fact_match(" Black pepper, ground fine.", "black pepper")
+    assert not ev.fact_match(" black tea", "black pepper")
+    assert ev.fact_match(" the baker's wife", "baker\u2019s wife")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def _record(method, length, depth, correct, **extra):
+    return {"method": method, "length": length, "depth": depth, "correct": correct, "W": None, "G": None,
+            "factor": None, "extended": method != "none" and length > 64, **extra}
+
+
+def test_table_text():
+    records = [
+        _record("none", 48, 0.0, True), _record("none", 48, 1.0, True),
+        _record("none", 96, 0.0, False), _record("none", 96, 1.0, True),
+        _record("selfextend", 48, 0.0, True), _record("selfextend", 48, 1.0, False),
+        _record("selfextend", 96, 0.0, True, W=8, G=4), _record("selfextend", 96, 1.0, True, W=8, G=4),
+        _record("selfextend", 96, 1.0, False, W=8, G=4, trial=1),
+        _record("yarn", 96, 0.0, False, factor=1.6562),
+    ]
+    text = ev.format_tables(records, L=64, lengths=[48, 96], depths=[0.0, 1.0], methods=["none", "selfextend", "yarn"],
+                            task="passkey", model="tiny")
+    assert text == (
+        "passkey retrieval on tiny, L=64; cells are correct/cases\n"
+        "\n"
+        "none: plain model\n"
+        "length  d=0  d=1   all\n"
+        "    48  1/1  1/1  100%\n"
+        "    96  0/1  1/1   50%\n"
+        "\n"
+        "selfextend: SelfExtend\n"
+        "length  W  G  d=0  d=1  all\n"
+        "    48  -  -  1/1  0/1  50%\n"
+        "    96  8  4  1/1  1/2  67%\n"
+        "  (length 48 fits in L: run as the plain model)\n"
+        "\n"
+        "yarn: YaRN (transformers rope_type yarn)\n"
+        "length  factor  d=0  d=1  all\n"
+        "    48       -    -    -    -\n"
+        "    96  1.6562  0/1    -   0%"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YaRN and dynamic NTK through transformers' own rope code
+
+
+@pytest.mark.parametrize("rope_type", ["yarn", "dynamic"])
+def test_rope_scaling_restores_module_and_config(rope_type):
+    model = tiny_model("llama")
+    ids = torch.randint(0, 100, (1, 100))  # longer than L = 64, so dynamic scaling changes too
+    original_module = model.model.rotary_emb
+    original_params = dict(model.config.rope_parameters)
+    with torch.no_grad():
+        before = model(ids).logits
+    with ev.rope_scaling(model, rope_type, factor=2.0, context_window=64) as params:
+        assert model.model.rotary_emb is not original_module
+        assert type(model.model.rotary_emb) is type(original_module)
+        assert model.model.rotary_emb.rope_type == rope_type
+        assert model.config.rope_parameters == params and params["factor"] == 2.0
+        with torch.no_grad():
+            during = model(ids).logits
+    with torch.no_grad():
+        after = model(ids).logits
+    assert not torch.allclose(before, during)
+    assert torch.equal(before, after)
+    assert model.model.rotary_emb is original_module
+    assert model.config.rope_parameters == original_params
+
+
+def test_rope_scaling_refuses_models_with_scaled_rope():
+    model = tiny_model("llama3-rope")
+    with pytest.raises(LongLMError, match="already uses rope type 'llama3'"):
+        with ev.rope_scaling(model, "yarn", factor=2.0, context_window=32):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The command
+
+
+def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
+    results, out = tmp_path / "r.jsonl", tmp_path / "out.json"
+    result = run("passkey", "--model", model_dir, "--lengths", "128,160", "--depths", "0,1", "--method", "all",
+                 "--results", results, "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    cases = data["cases"]
+    assert len(cases) == 16 and data["L"] == L
+    assert {c["method"] for c in cases} == {"none", "selfextend", "yarn", "dynamic"}
+    for c in cases:
+        assert set(c) >= {"method", "task", "length", "tokens", "depth", "trial", "expected", "answer", "correct",
+                          "seconds", "W", "G"}
+        assert abs(c["tokens"] - c["length"]) <= 4
+        assert c["correct"] == found_key(c["answer"], c["expected"])
+        if c["method"] == "selfextend":
+            plan = make_plan(context_window=L, length=c["length"] + 10)
+            assert (c["W"], c["G"]) == (plan.W, plan.G) and c["extended"]
+        if c["method"] in ("yarn", "dynamic"):
+            assert c["factor"] == pytest.approx((c["length"] + 10) / L, abs=1e-3)
+    # The same case has the same key for every method.
+    keys = {}
+    for c in cases:
+        keys.setdefault((c["length"], c["depth"]), set()).add(c["expected"])
+    assert all(len(v) == 1 for v in keys.values())
+    assert [json.loads(line) for line in results.read_text().splitlines()] == cases
+    for title in ("none: plain model", "selfextend: SelfExtend", "yarn: YaRN", "dynamic: dynamic NTK"):
+        assert title in result.stdout
+    assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 16
+
+
+def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
+    results = tmp_path / "r.jsonl"
+    first = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0,1", "--method", "selfextend",
+                "--results", results)
+    assert first.exit_code == 0, first.output
+    lines = results.read_text().splitlines()
+    assert len(lines) == 2
+    # Mark the finished cases so that a re-run would show: they must be counted as they are.
+    marked = [json.loads(line) | {"answer": "PREPOPULATED", "correct": True} for line in lines]
+    results.write_text("".join(json.dumps(r) + "\n" for r in marked) + '{"cut off mid-wri')
+
+    calls = []
+    real_prefill = generate.prefill
+    monkeypatch.setattr(generate, "prefill", lambda *a, **k: calls.append(1) or real_prefill(*a, **k))
+    second = run("passkey", "--model", model_dir, "--lengths", "128,160", "--depths", "0,1", "--method", "selfextend",
+                 "--results", results)
+    assert second.exit_code == 0, second.output
+    assert len(calls) == 2  # only the two cases at length 160 ran
+    progress = [line for line in second.stderr.splitlines() if line.startswith("[")]
+    assert len(progress) == 2 and all("length=160" in line for line in progress)
+    assert "2 case(s) taken from" in second.stderr
+    records = ev.load_results(results)
+    assert len(records) == 4 and records[:2] == marked
+    row = next(line for line in second.stdout.splitlines() if line.startswith("   128"))
+    assert row.endswith("1/1  1/1  100%")  # the marked cases count as correct
+
+    # A different seed is a different case.
+    third = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--method", "selfextend",
+                "--seed", "1", "--results", results)
+    assert third.exit_code == 0 and len(ev.load_results(results)) == 5
+
+
+def test_fact_task_and_short_lengths(model_dir, tmp_path):
+    out = tmp_path / "out.json"
+    result = run("passkey", "--model", model_dir, "--task", "fact", "--lengths", "48,200", "--depths", "0.5",
+                 "--method", "none,selfextend", "--results", tmp_path / "r.jsonl", "--json", out)
+    assert result.exit_code == 0, result.output
+    cases = json.loads(out.read_text())["cases"]
+    assert len(cases) == 4
+    for c in cases:
+        assert c["task"] == "fact" and c["expected"] in ev.FACT_ANSWERS
+        assert c["haystack"] == "pride-and-prejudice.txt"
+        assert c["correct"] == ev.fact_match(c["answer"], c["expected"])
+        assert c["extended"] == (c["method"] == "selfextend" and c["length"] == 200)
+    assert "(length 48 fits in L: run as the plain model)" in result.stdout
+
+
+def test_bad_options_are_one_line_errors(model_dir, tmp_path):
+    result = run("passkey", "--model", model_dir, "--lengths", "4q", "--results", tmp_path / "r.jsonl")
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+        "Error: bad length '4q': give token counts like 4k,8k,16000 (k = 1024)"]
+    result = run("passkey", "--model", model_dir, "--task", "fact", "--haystack", tmp_path / "missing.txt",
+                 "--results", tmp_path / "r.jsonl")
+    assert result.exit_code == 1 and "does not exist" in result.stderr
