@@ -92,12 +92,18 @@ def convert_gguf(gguf: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging
+
     _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        logging.enable_progress_bar()  # transformers' bar over the tensors being dequantized
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        finally:
+            logging.disable_progress_bar()
         # The GGUF quantizer marks the model unserializable; the weights are already dequantized.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -147,10 +153,13 @@ def resolve_model(name: str = DEFAULT_MODEL) -> tuple[str, str]:
 
 def _quiet_transformers() -> None:
     """transformers' own progress bars and warnings would garble longlm's stderr."""
+    import logging as std_logging
+
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    std_logging.getLogger("huggingface_hub").setLevel(std_logging.ERROR)  # its retry warnings, one per try
 
 
 def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE,
@@ -170,7 +179,7 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype
                                                      trust_remote_code=trust_remote_code)
     except OSError as exc:
         where = "the Hugging Face Hub (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else \
-            "the Hugging Face Hub (is the network reachable?)"
+            "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
         raise ModelError(f"could not load model {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
     except ValueError as exc:
         raise ModelError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from exc

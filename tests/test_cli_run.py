@@ -1,9 +1,11 @@
 """summarize and ask end to end on a tiny random model saved to disk, against a straightforward reference."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,6 +188,20 @@ def test_bad_models(tmp_path, model, message):
     doc = tmp_path / "d.txt"
     doc.write_text("text")
     assert _error_line(run("summarize", doc, "--model", model)).startswith(message)
+
+
+def test_unreachable_hub_is_one_clear_line(tmp_path):
+    """A hub id that is not cached, offline: one clear line (a fresh process, so HF_HUB_OFFLINE is read)."""
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-m", "longlm_cli.cli", "summarize", str(doc), "--model",
+                           "someorg/no-such-model"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: could not load model 'someorg/no-such-model' from the Hugging Face Hub "
+                                  "(HF_HUB_OFFLINE is set): ")
 
 
 def test_model_without_rope_is_refused_when_extension_is_needed(gpt2_dir, tmp_path):
