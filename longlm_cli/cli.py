@@ -235,7 +235,7 @@ def chat(files, budget, *, model, device, dtype, window, group_size, prompt_file
     """Ask questions about documents, one after another, reading them only once.
 
     Each question is answered from the document and the conversation so far. Type a question per line;
-    Ctrl-D or /exit leaves. Works with piped input too: printf 'q1\nq2\n' | longlm chat doc.txt
+    Ctrl-D or /exit leaves. Works with piped input too: printf 'q1\\nq2\\n' | longlm chat doc.txt
     """
     from .chat import ChatSettings, start_chat
     from .doccache import DocCacheSettings

@@ -311,7 +311,8 @@ def _sources_of(path: Path) -> tuple[tuple[str, ...], int | None]:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
+        # Only the header is read: the numpy framework keeps `longlm cache list` free of torch.
+        with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
         return tuple(json.loads(metadata.get("sources", "[]"))), int(metadata.get("tokens", ""))
     except Exception:
