@@ -25,7 +25,23 @@ METHODS = ("none", "selfextend", "yarn", "dynamic")
 TASKS = ("passkey", "fact")
 DEFAULT_EVAL_NEW_TOKENS = 10
 DEFAULT_RESULTS = "longlm-passkey-results.jsonl"
-SAMPLE_HAYSTACK = Path(__file__).resolve().parent.parent / "samples" / "pride-and-prejudice.txt"
+SAMPLE_NAME = "pride-and-prejudice.txt"
+
+
+def sample_haystack() -> Path:
+    """The shipped novel: installed as package data (longlm_cli.samples), or samples/ in a source checkout."""
+    checkout = Path(__file__).resolve().parent.parent / "samples" / SAMPLE_NAME
+    if checkout.is_file():
+        return checkout
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("longlm_cli.samples").joinpath(SAMPLE_NAME)))
+    except ModuleNotFoundError:
+        return checkout
+
+
+SAMPLE_HAYSTACK = sample_haystack()
 
 FILLER_SENTENCES = tuple(s.strip() + "." for s in FILLER.split(".") if s.strip())
 

@@ -1,0 +1,1 @@
+"""Sample texts shipped with longlm (installed as package data)."""
