@@ -132,6 +132,12 @@ def _closest(assemble, count: CountFn, length: int, start: int, per_unit: float,
     return n
 
 
+def _check_room(fixed: int, length: int) -> None:
+    if fixed > length + 4:
+        raise LongLMError(f"a {length:,}-token prompt is too short: the task, key and question alone take "
+                          f"{fixed:,} tokens with this tokenizer")
+
+
 def passkey_prompt(count: CountFn, length: int, *, depth: float, key: str) -> EvalPrompt:
     """The SelfExtend paper's passkey prompt, about ``length`` tokens long, key line at ``depth``.
 
@@ -146,6 +152,7 @@ def passkey_prompt(count: CountFn, length: int, *, depth: float, key: str) -> Ev
 
     fixed = count(assemble(0)[0])
     per_unit = max(1.0, (count(assemble(50)[0]) - fixed) / 50)
+    _check_room(fixed, length)
     n = _closest(assemble, count, length, round((length - fixed) / per_unit), per_unit, limit=10**7)
     text, before = assemble(n)
     return EvalPrompt(text=text, expected=key, depth=depth, position=before / n if n else depth)
@@ -177,6 +184,7 @@ def fact_prompt(count: CountFn, length: int, *, depth: float, answer: str, hayst
         return f"{FACT_INTRO}\n\n{middle}\n\n{FACT_QUESTION}", (at / len(body) if body else depth)
 
     fixed = count(assemble(0)[0])
+    _check_room(fixed, length)
     sample = haystack[: words[min(len(words), 2000) - 1]]
     per_word = max(0.1, count(sample) / max(1, min(len(words), 2000)))
     limit = len(words)

@@ -133,6 +133,15 @@ def test_shipped_text_is_long_enough_for_32k_prompts():
     assert (ev.SAMPLE_HAYSTACK.parent / "pride-and-prejudice.LICENSE.txt").is_file()
 
 
+@pytest.mark.parametrize("build", [
+    lambda count: ev.passkey_prompt(count, 20, depth=0.5, key="1"),
+    lambda count: ev.fact_prompt(count, 20, depth=0.5, answer="sage", haystack=HAYSTACK),
+])
+def test_length_below_the_fixed_part_is_refused(count, build):
+    with pytest.raises(LongLMError, match="a 20-token prompt is too short"):
+        build(count)
+
+
 def test_short_haystack_is_refused(count):
     with pytest.raises(LongLMError, match="too short"):
         ev.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="A short text. Only two sentences.")
@@ -316,9 +325,10 @@ def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     assert third.exit_code == 0 and len(ev.load_results(results)) == 5
 
 
-def test_fact_task_and_short_lengths(model_dir, tmp_path):
+def test_fact_task_and_short_lengths(tokenizer, tmp_path):
+    model_dir = save_tiny_llama(tmp_path / "wide", tokenizer, window=160)  # L = 160
     out = tmp_path / "out.json"
-    result = run("passkey", "--model", model_dir, "--task", "fact", "--lengths", "48,200", "--depths", "0.5",
+    result = run("passkey", "--model", model_dir, "--task", "fact", "--lengths", "140,300", "--depths", "0.5",
                  "--method", "none,selfextend", "--results", tmp_path / "r.jsonl", "--json", out)
     assert result.exit_code == 0, result.output
     cases = json.loads(out.read_text())["cases"]
@@ -327,8 +337,8 @@ def test_fact_task_and_short_lengths(model_dir, tmp_path):
         assert c["task"] == "fact" and c["expected"] in ev.FACT_ANSWERS
         assert c["haystack"] == "pride-and-prejudice.txt"
         assert c["correct"] == ev.fact_match(c["answer"], c["expected"])
-        assert c["extended"] == (c["method"] == "selfextend" and c["length"] == 200)
-    assert "(length 48 fits in L: run as the plain model)" in result.stdout
+        assert c["extended"] == (c["method"] == "selfextend" and c["length"] == 300)
+    assert "(length 140 fits in L: run as the plain model)" in result.stdout
 
 
 def test_bad_options_are_one_line_errors(model_dir, tmp_path):
