@@ -348,3 +348,27 @@ def test_bad_options_are_one_line_errors(model_dir, tmp_path):
     result = run("passkey", "--model", model_dir, "--task", "fact", "--haystack", tmp_path / "missing.txt",
                  "--results", tmp_path / "r.jsonl")
     assert result.exit_code == 1 and "does not exist" in result.stderr
+
+
+def test_interrupted_run_keeps_finished_cases_and_resumes(model_dir, tmp_path, monkeypatch):
+    results = tmp_path / "r.jsonl"
+    args = ("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0,0.5,1", "--method", "none",
+            "--results", results)
+    real_prefill = generate.prefill
+    calls = []
+
+    def interrupted_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_prefill(*a, **k)
+
+    monkeypatch.setattr(generate, "prefill", interrupted_on_third)
+    first = run(*args)
+    assert first.exit_code == 130 and first.stderr.endswith("Interrupted.\n")
+    assert len(ev.load_results(results)) == 2
+    monkeypatch.setattr(generate, "prefill", lambda *a, **k: calls.append(1) or real_prefill(*a, **k))
+    second = run(*args)
+    assert second.exit_code == 0, second.output
+    assert len(calls) == 4  # one more case, the one that was interrupted
+    assert [r["depth"] for r in ev.load_results(results)] == [0.0, 0.5, 1.0]
