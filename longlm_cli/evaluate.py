@@ -316,7 +316,7 @@ def method_setup(method: str, length: int, *, L: int, settings: EvalSettings) ->
 
 def case_key(record: dict) -> tuple:
     return tuple(record.get(k) for k in ("model", "task", "haystack", "method", "length", "depth", "trial", "seed",
-                                         "W", "G"))
+                                         "W", "G", "factor"))
 
 
 def load_results(path: Path) -> list[dict]:
@@ -378,7 +378,7 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                 pending = []
                 for method in settings.methods:
                     setup = setups[method]
-                    record = {**base, "method": method, "W": setup.W, "G": setup.G}
+                    record = {**base, "method": method, "W": setup.W, "G": setup.G, "factor": setup.factor}
                     if case_key(record) in done:
                         evaluation.records.append(done[case_key(record)])
                         evaluation.resumed += 1
@@ -419,7 +419,7 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                     record.update(tokens=int(ids.shape[1]), expected=prompt.expected, answer=answer,
                                   correct=score(settings.task, answer, prompt.expected),
                                   seconds=round(time.perf_counter() - start, 3), extended=setup.extended,
-                                  factor=setup.factor, position=round(prompt.position, 4))
+                                  position=round(prompt.position, 4))
                     with results_path.open("a", encoding="utf-8") as out:
                         out.write(json.dumps(record) + "\n")
                     evaluation.records.append(record)
