@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from longlm_cli import reader
 from longlm_cli.cli import cli
@@ -19,7 +19,7 @@ from longlm_cli.planning import make_plan
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
 from test_documents import blank_pdf, text_pdf
-from tiny_models import reference_logits
+from tiny_models import reference_logits, save_tiny_llama
 
 L = 64  # the tiny model's pretraining window
 CORPUS = (
@@ -43,20 +43,7 @@ def _tokenizer() -> PreTrainedTokenizerFast:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L,
-                         eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(3.0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), _tokenizer(), window=L)
 
 
 @pytest.fixture(scope="session")
