@@ -22,7 +22,8 @@ import torch  # noqa: E402
 import engine  # noqa: E402
 from longlm_cli.generate import SamplingSettings, Session, decode, prefill  # noqa: E402
 from longlm_cli.models import load_model  # noqa: E402
-from longlm_cli.passkey import build_prompt, found_key, random_key  # noqa: E402
+from longlm_cli.evaluate import passkey_prompt  # noqa: E402
+from longlm_cli.passkey import found_key, random_key  # noqa: E402
 from longlm_cli.planning import make_plan  # noqa: E402
 from longlm_cli.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 
@@ -57,7 +58,7 @@ def main() -> None:
         plan = make_plan(context_window=loaded.context_window, length=n + 16)
         for depth in [float(d) for d in args.depths.split(",")]:
             key = random_key(rng)
-            prompt = build_prompt(count, n, depth=depth, key=key)
+            prompt = passkey_prompt(count, n, depth=depth, key=key)
             ids = torch.tensor([loaded.tokenizer(prompt.text)["input_ids"]], device="cuda")
             apply_selfextend(model, group_size=plan.G, window=plan.W)
             session = Session.start(model)
