@@ -202,3 +202,14 @@ def test_flex_attention_path_matches_reference(monkeypatch, arch):
     pieces = [_logits(model, ids[:, lo:hi], past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
               for lo, hi in [(0, 90), (90, 198), (198, 199), (199, 200)]]
     assert (torch.cat(pieces, 1) - expected).abs().max().item() <= TOL
+
+
+def test_bfloat16_on_cpu_is_close_to_float32_reference():
+    """bf16 keeps 8 mantissa bits (about 3 significant digits), so compare to 5% of the logits' scale."""
+    model = tiny_model("llama")
+    ids = _ids(N)
+    expected = reference_logits(model, ids, window=W, group_size=G)
+    apply_selfextend(model, group_size=G, window=W)
+    model.to(torch.bfloat16)
+    got = _logits(model, ids).float()
+    assert (got - expected).abs().max().item() <= 5e-2 * expected.abs().max().item()
