@@ -21,7 +21,7 @@ from .generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .models import LoadedModel, load_model
 from .planning import Plan, make_plan
 from .reader import ExtensionSettings, ModelSettings, _configure
-from .templates import Template, chat_token_ids, load_template, user_message
+from .templates import Template, apply_chat_template, chat_token_ids, load_template, user_message
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,7 @@ def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:
     text: each question followed by "Answer:" and its answer.
     """
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                            return_dict=False)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return apply_chat_template(tokenizer, messages)
     if len(messages) == 1:
         return chat_token_ids(tokenizer, messages[0]["content"])
     text = ""
@@ -104,9 +100,8 @@ class Chat:
         else:
             keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
             if keep < self.session.length:
-                self.session.cache.crop(keep - self.session.length)  # a negative count removes tokens
-                if self.session.grouped is not None:
-                    self.session.grouped.clear()  # grouped keys are recomputed from the cut cache
+                # A negative count removes tokens; the grouped keys of the kept prefix stay valid.
+                self.session.cache.crop(keep - self.session.length)
             new = torch.tensor([ids[keep:]], device=self.loaded.device)
             logits = prefill(self.session, new, chunk=self.extension.prefill_chunk)
             status = "conversation"

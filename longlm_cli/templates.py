@@ -66,9 +66,13 @@ def user_message(template: Template, document: str, question: str | None = None)
 def chat_token_ids(tokenizer, message: str) -> list[int]:
     """Token ids of ``message`` as one user turn in the model's chat template (plain text without one)."""
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return apply_chat_template(tokenizer, [{"role": "user", "content": message}])
     return list(tokenizer(message + "\n\nAnswer:", add_special_tokens=True)["input_ids"])
+
+
+def apply_chat_template(tokenizer, messages) -> list[int]:
+    """Token ids of ``messages`` in the tokenizer's chat template, ending with the generation prompt."""
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
