@@ -213,3 +213,36 @@ def test_bfloat16_on_cpu_is_close_to_float32_reference():
     model.to(torch.bfloat16)
     got = _logits(model, ids).float()
     assert (got - expected).abs().max().item() <= 5e-2 * expected.abs().max().item()
+
+
+def test_attention_at_32k_tokens_matches_direct_softmax():
+    """The block decomposition at the passkey table's largest size: the last 2,048-query prefill chunk of a
+    32,767-token sequence with SmolLM2's head size and RoPE base, W=1024, G=9, checked row by row against one
+    softmax over full score rows built directly."""
+    import math
+    import types
+
+    from longlm_cli import selfextend as se
+
+    K, Q, H, Hkv, D, W, G = 32767, 2048, 3, 1, 64, 1024, 9
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, H, Q, D, generator=gen) * 2
+    k = torch.randn(1, Hkv, K, D, generator=gen) * 2
+    v = torch.randn(1, Hkv, K, D, generator=gen)
+    rope = LayerRope(1.0 / (1e5 ** (torch.arange(0, D, 2, dtype=torch.float32) / D)))
+    module = types.SimpleNamespace(layer_idx=0)
+    setattr(module, se._LAYER_ATTR, se._LayerSpec(config=se.SelfExtendConfig(group_size=G, window=W), rope=rope))
+    first = K - Q
+    out, _ = se.selfextend_attention(module, q, k, v, None, position_ids=torch.arange(first, K)[None])
+    out = out.transpose(1, 2)  # [B, H, Q, D]
+    kk, vv = k.expand(1, H, K, D), v.expand(1, H, K, D)
+    kg = rotate(kk, se.grouped_key_delta(torch.arange(K), G), rope)
+    for row in (0, 1023, 1024, Q - 1):
+        i = first + row
+        qi = q[:, :, row : row + 1]
+        qg = rotate(qi, se.grouped_query_delta(torch.tensor([i]), G, W), rope)
+        near = (qi @ kk[:, :, : i + 1].transpose(-1, -2)) / math.sqrt(D)
+        far = (qg @ kg[:, :, : i + 1].transpose(-1, -2)) / math.sqrt(D)
+        scores = torch.where(i - torch.arange(i + 1) < W, near, far)  # [1, H, 1, i + 1]
+        expected = torch.softmax(scores.double(), -1).float() @ vv[:, :, : i + 1]
+        assert (expected[:, :, 0] - out[:, :, row]).abs().max().item() < 1e-4
