@@ -20,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import engine  # noqa: E402
-from longlm_cli.generate import SamplingSettings, Session, decode, prefill  # noqa: E402
 from longlm_cli.models import load_model  # noqa: E402
-from longlm_cli.evaluate import passkey_prompt  # noqa: E402
+from longlm_cli.evaluate import greedy_answer, passkey_prompt  # noqa: E402
 from longlm_cli.passkey import found_key, random_key  # noqa: E402
 from longlm_cli.planning import make_plan  # noqa: E402
 from longlm_cli.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
@@ -61,9 +60,7 @@ def main() -> None:
             prompt = passkey_prompt(count, n, depth=depth, key=key)
             ids = torch.tensor([loaded.tokenizer(prompt.text)["input_ids"]], device="cuda")
             apply_selfextend(model, group_size=plan.G, window=plan.W)
-            session = Session.start(model)
-            answer = decode(session, loaded.tokenizer, prefill(session, ids),
-                            settings=SamplingSettings(max_new_tokens=8)).text
+            answer = greedy_answer(model, loaded.tokenizer, ids, max_new_tokens=8)
             remove_selfextend(model)
             print(f"passkey {ids.shape[1]} tokens depth {depth:.2f} W={plan.W} G={plan.G}: "
                   f"{'correct' if found_key(answer, key) else 'wrong'} ({answer.strip()!r})", flush=True)

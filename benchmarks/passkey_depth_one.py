@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from longlm_cli.evaluate import FILLER_SENTENCES, passkey_prompt
-from longlm_cli.generate import SamplingSettings, Session, decode, prefill
+from longlm_cli.evaluate import DEFAULT_EVAL_NEW_TOKENS, FILLER_SENTENCES, greedy_answer, passkey_prompt
 from longlm_cli.models import load_model
 from longlm_cli.passkey import QUESTION, found_key
 
@@ -49,17 +48,13 @@ def main() -> None:
     tokenizer, model = loaded.tokenizer, loaded.model
     count = lambda text: len(tokenizer(text)["input_ids"])
     print(f"plain SmolLM2-135M-Instruct (L={loaded.context_window:,}), {args.length:,}-token prompts, greedy, "
-          f"10 new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{DEFAULT_EVAL_NEW_TOKENS} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads")
     hits: dict[str, int] = {}
     keys = args.keys.split(",")
     start = time.perf_counter()
     for key in keys:
         for name, text in variants(count, args.length, key).items():
-            session = Session.start(model)
-            ids = torch.tensor([tokenizer(text)["input_ids"]])
-            logits = prefill(session, ids)
-            answer = decode(session, tokenizer, logits,
-                            settings=SamplingSettings(max_new_tokens=10, temperature=0.0)).text
+            answer = greedy_answer(model, tokenizer, torch.tensor([tokenizer(text)["input_ids"]]))
             ok = found_key(answer, key)
             hits[name] = hits.get(name, 0) + ok
             print(f"{name:<11} key {key}: {'correct' if ok else 'wrong  '} {answer!r}")

@@ -354,7 +354,6 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
     """Run every (length, depth, trial, method) case not already in ``results_path``, appending each."""
     import torch
 
-    from .generate import SamplingSettings, Session, decode, prefill
     from .selfextend import apply_selfextend, remove_selfextend
 
     tokenizer, model, L = loaded.tokenizer, loaded.model, loaded.context_window
@@ -409,11 +408,8 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                         else:
                             context = _nothing()
                         with context:
-                            session = Session.start(model)
-                            kwargs = {"chunk": chunk} if chunk else {}
-                            logits = prefill(session, ids, **kwargs)
-                            answer = decode(session, tokenizer, logits, settings=SamplingSettings(
-                                max_new_tokens=settings.max_new_tokens, temperature=0.0)).text
+                            answer = greedy_answer(model, tokenizer, ids, max_new_tokens=settings.max_new_tokens,
+                                                   chunk=chunk)
                     finally:
                         remove_selfextend(model)
                     record.update(tokens=int(ids.shape[1]), expected=prompt.expected, answer=answer,
@@ -426,6 +422,18 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                     if on_case is not None:
                         on_case(record, len(evaluation.records), total)
     return evaluation
+
+
+def greedy_answer(model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS,
+                  chunk: int | None = None) -> str:
+    """The greedy answer to the prompt ``ids`` [1, n] from a fresh KV cache (prefilled in ``chunk``-token
+    pieces; None is the CLI's default chunk)."""
+    from .generate import SamplingSettings, Session, decode, prefill
+
+    session = Session.start(model)
+    logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
+    return decode(session, tokenizer, logits,
+                  settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)).text
 
 
 @contextmanager
