@@ -400,8 +400,10 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                     else:
                         remove_selfextend(model)
                         scaling = method if method in ("yarn", "dynamic") and setup.extended else None
-                        if scaling == "dynamic":
-                            chunk = ids.shape[1]  # one pass: every prompt key rotated with the same frequencies
+                        # One pass: transformers' SDPA then runs the causal kernel without a mask (a chunk after
+                        # the first needs an explicit mask, a slower path: engine.py (a) vs (a')), and
+                        # dynamic NTK rotates every prompt key with the same frequencies.
+                        chunk = ids.shape[1]
                     try:
                         if scaling:
                             context = rope_scaling(model, scaling, factor=setup.factor, context_window=L)
