@@ -12,7 +12,7 @@ import json
 import random
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -393,10 +393,9 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                 ids = torch.tensor([tokenizer(prompt.text)["input_ids"]], device=next(model.parameters()).device)
                 for method, setup, record in pending:
                     start = time.perf_counter()
-                    chunk = None
                     if method == "selfextend" and setup.extended:
                         apply_selfextend(model, group_size=setup.G, window=setup.W)
-                        scaling = None
+                        scaling, chunk = None, None  # the CLI's chunked prefill, as `ask` runs it
                     else:
                         remove_selfextend(model)
                         scaling = method if method in ("yarn", "dynamic") and setup.extended else None
@@ -405,10 +404,8 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
                         # dynamic NTK rotates every prompt key with the same frequencies.
                         chunk = ids.shape[1]
                     try:
-                        if scaling:
-                            context = rope_scaling(model, scaling, factor=setup.factor, context_window=L)
-                        else:
-                            context = _nothing()
+                        context = (rope_scaling(model, scaling, factor=setup.factor, context_window=L)
+                                   if scaling else nullcontext())
                         with context:
                             answer = greedy_answer(model, tokenizer, ids, max_new_tokens=settings.max_new_tokens,
                                                    chunk=chunk)
@@ -436,11 +433,6 @@ def greedy_answer(model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_N
     logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
     return decode(session, tokenizer, logits,
                   settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)).text
-
-
-@contextmanager
-def _nothing():
-    yield None
 
 
 # ---------------------------------------------------------------------------------------------------------
