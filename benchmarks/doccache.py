@@ -4,7 +4,7 @@
     python benchmarks/doccache.py --tokens 8000 --max-new-tokens 8
 
 Builds a document of about --tokens tokens by repeating samples/harbour-report.md under numbered section
-headers, then on the embedded model (longlm_cli.models.load_model("default")):
+headers, then on the embedded model (longlm_cli.runtime.models.load_model("default")):
   1. `ask` question 1: a cache miss; wall time and its prefill time (document + question);
   2. `ask` question 2 (a different question): a cache hit; wall time.
 Prints ratio = second wall time / first prefill time (target <= 5%). The cache lives in a temporary directory,
@@ -23,9 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longlm_cli.doccache import DocCacheSettings  # noqa: E402
-from longlm_cli.generate import SamplingSettings  # noqa: E402
-from longlm_cli.models import load_model  # noqa: E402
-from longlm_cli.reader import ModelSettings, answer_documents  # noqa: E402
+from longlm_cli.runtime.generate import SamplingSettings  # noqa: E402
+from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.answer import answer_documents  # noqa: E402
+from longlm_cli.pipeline import ModelSettings  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "harbour-report.md"
 QUESTIONS = ("Which ships arrived at the harbour, and what did they carry?",

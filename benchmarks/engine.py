@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from longlm_cli.generate import Session, prefill  # noqa: E402
-from longlm_cli.models import load_model  # noqa: E402
-from longlm_cli.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
+from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
+from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 
 W, G = 1024, 4
 
@@ -123,8 +123,8 @@ def bench_memory(n: int = 32768) -> dict:
     """Peak RSS of a fresh process that loads the model and prefills n tokens with SelfExtend."""
     code = (
         "import resource, sys, torch; sys.path.insert(0, %r);"
-        "from longlm_cli.models import load_model; from longlm_cli.selfextend import apply_selfextend;"
-        "from longlm_cli.generate import Session, prefill;"
+        "from longlm_cli.runtime.models import load_model; from longlm_cli.engine.selfextend import apply_selfextend;"
+        "from longlm_cli.runtime.generate import Session, prefill;"
         "m = load_model('default').model; apply_selfextend(m, group_size=%d, window=%d);"
         "ids = torch.randint(100, 40000, (1, %d), generator=torch.Generator().manual_seed(0));"
         "s = Session.start(m); prefill(s, ids);"

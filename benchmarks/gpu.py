@@ -20,11 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import engine  # noqa: E402
-from longlm_cli.models import load_model  # noqa: E402
-from longlm_cli.evaluate import greedy_answer, passkey_prompt  # noqa: E402
-from longlm_cli.passkey import found_key, random_key  # noqa: E402
+from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.evaluation.passkey import passkey_prompt  # noqa: E402
+from longlm_cli.evaluation.runner import greedy_answer  # noqa: E402
+from longlm_cli.evaluation.passkey import found_key, random_key  # noqa: E402
 from longlm_cli.planning import make_plan  # noqa: E402
-from longlm_cli.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
+from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 
 
 def main() -> None:

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from longlm_cli.evaluate import DEFAULT_EVAL_NEW_TOKENS, FILLER_SENTENCES, greedy_answer, passkey_prompt
-from longlm_cli.models import load_model
-from longlm_cli.passkey import QUESTION, found_key
+from longlm_cli.defaults import DEFAULT_EVAL_NEW_TOKENS
+from longlm_cli.evaluation.passkey import FILLER_SENTENCES, QUESTION, found_key, passkey_prompt
+from longlm_cli.evaluation.runner import greedy_answer
+from longlm_cli.runtime.models import load_model
 
 
 def variants(count, length: int, key: str) -> dict[str, str]:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from longlm_cli.evaluate import METHODS, format_tables, load_results  # noqa: E402
+from longlm_cli.evaluation.options import METHODS  # noqa: E402
+from longlm_cli.evaluation.results import load_results  # noqa: E402
+from longlm_cli.evaluation.tables import format_tables  # noqa: E402
 
 
 def case_lines(records: list[dict]) -> str:

@@ -8,10 +8,10 @@ from .errors import InputError, LongLMError, ModelError, PlanError, UnsupportedM
 __version__ = "0.1.0"
 
 _LAZY = {
-    "apply_selfextend": "selfextend",
-    "remove_selfextend": "selfextend",
-    "SelfExtendConfig": "selfextend",
-    "GroupedKeyCache": "selfextend",
+    "apply_selfextend": "engine.selfextend",
+    "remove_selfextend": "engine.selfextend",
+    "SelfExtendConfig": "engine.selfextend",
+    "GroupedKeyCache": "engine.selfextend",
     "make_plan": "planning",
     "Plan": "planning",
 }

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from typing import IO, Callable, Sequence
 
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
-from .doccache import DocCacheSettings, common_prefix_length, prefill_cached, prompt_cache_key
-from .documents import read_documents
+from .doccache import DocCacheSettings, common_prefix_length
 from .errors import ConversationTooLongError
-from .generate import ProgressFn, SamplingSettings, Session, decode, prefill
-from .models import LoadedModel, load_model
-from .planning import Plan, make_plan
-from .reader import ExtensionSettings, ModelSettings, _configure
-from .templates import Template, apply_chat_template, chat_token_ids, load_template, user_message
+from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, prefill_prompt, prepare
+from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
+from .runtime.models import LoadedModel
+from .templates import apply_chat_template, chat_token_ids, user_message
 
 
 @dataclass(frozen=True)
@@ -60,56 +58,57 @@ def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:
 class Chat:
     """One conversation over one document: call ``ask`` for each question."""
 
-    def __init__(self, loaded: LoadedModel, template: Template, document, plan: Plan, *, requested_model: str,
-                 extension: ExtensionSettings, sampling: SamplingSettings, cache: DocCacheSettings,
-                 progress: ProgressFn | None = None) -> None:
-        self.loaded = loaded
-        self.template = template
-        self.document = document
-        self.plan = plan
-        self.requested_model = requested_model
+    def __init__(self, prepared: Prepared, *, extension: ExtensionSettings, sampling: SamplingSettings,
+                 cache: DocCacheSettings, progress: ProgressFn | None = None) -> None:
+        self.prepared = prepared
+        self.loaded = prepared.loaded
+        self.plan = prepared.plan
         self.extension = extension
         self.sampling = sampling
         self.cache = cache
         self.progress = progress
         self.messages: list[dict] = []
-        self.session = Session.start(loaded.model)
+        self.session = Session.start(self.loaded.model)
         self.cached_ids: list[int] = []  # the token ids the session's KV cache holds
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Turn:
         """Answer ``question`` given the document and the conversation so far."""
-        import torch
-
         start = time.perf_counter()
         first = not self.messages
-        content = user_message(self.template, self.document.text, question) if first else question
+        prepared = self.prepared
+        content = user_message(prepared.template, prepared.document.text, question) if first else question
         messages = [*self.messages, {"role": "user", "content": content}]
         ids = render_conversation(self.loaded.tokenizer, messages)
+        self._check_room(ids)
+        if first:
+            logits, status = prefill_prompt(self.session, prepared, ids, chunk=self.extension.prefill_chunk,
+                                            cache=self.cache, progress=self.progress)
+        else:
+            logits, status = self._append(ids), "conversation"
+        decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
+        self.cached_ids = ids + list(decoded.token_ids)
+        self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
+        return Turn(question=question, text=decoded.text, prompt_tokens=len(ids), new_tokens=len(decoded.token_ids),
+                    cache=status, seconds=time.perf_counter() - start)
+
+    def _check_room(self, ids: list[int]) -> None:
         needed = len(ids) + self.sampling.max_new_tokens
         if needed > self.plan.capacity:
             raise ConversationTooLongError(
                 f"the conversation has outgrown its plan: {len(ids):,} tokens plus {self.sampling.max_new_tokens:,} "
                 f"for the answer exceed the capacity {self.plan.capacity:,} (W={self.plan.W}, G={self.plan.G}); "
                 "start a new chat with a larger --budget")
-        if first:
-            prefix_len, key = (prompt_cache_key(self.loaded, self.requested_model, self.template, self.document.text,
-                                                ids, self.plan) if self.cache.enabled else (0, None))
-            logits, status = prefill_cached(self.session, ids, prefix_len=prefix_len, key=key,
-                                            sources=self.document.sources, chunk=self.extension.prefill_chunk,
-                                            progress=self.progress, settings=self.cache, device=self.loaded.device)
-        else:
-            keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
-            if keep < self.session.length:
-                # A negative count removes tokens; the grouped keys of the kept prefix stay valid.
-                self.session.cache.crop(keep - self.session.length)
-            new = torch.tensor([ids[keep:]], device=self.loaded.device)
-            logits = prefill(self.session, new, chunk=self.extension.prefill_chunk)
-            status = "conversation"
-        decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
-        self.cached_ids = ids + list(decoded.token_ids)
-        self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
-        return Turn(question=question, text=decoded.text, prompt_tokens=len(ids), new_tokens=len(decoded.token_ids),
-                    cache=status, seconds=time.perf_counter() - start)
+
+    def _append(self, ids: list[int]):
+        """Prefill what ``ids`` adds to the cached conversation, first cutting the cache to the common prefix."""
+        import torch
+
+        keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
+        if keep < self.session.length:
+            # A negative count removes tokens; the grouped keys of the kept prefix stay valid.
+            self.session.cache.crop(keep - self.session.length)
+        new = torch.tensor([ids[keep:]], device=self.loaded.device)
+        return prefill(self.session, new, chunk=self.extension.prefill_chunk)
 
 
 def start_chat(
@@ -123,23 +122,14 @@ def start_chat(
     cache: DocCacheSettings = DocCacheSettings(),
     stdin: IO[bytes] | None = None,
     progress: ProgressFn | None = None,
-    on_plan: Callable[[Plan, LoadedModel], None] | None = None,
+    on_plan: PlanFn | None = None,
     loaded: LoadedModel | None = None,
 ) -> Chat:
     """Read the documents, load the model and plan W, G for the document plus the conversation budget.
 
     The document is prefilled (or loaded from the document cache) with the first question.
     """
-    template = load_template("ask", prompt_file)
-    document = read_documents(paths, stdin=stdin)
-    loaded = loaded or load_model(model.model, device=model.device, dtype=model.dtype,
-                                  trust_remote_code=model.trust_remote_code)
     budget = chat.budget if chat.budget is not None else DEFAULT_CHAT_BUDGET_FACTOR * sampling.max_new_tokens
-    document_tokens = len(chat_token_ids(loaded.tokenizer, user_message(template, document.text, "")))
-    plan = make_plan(context_window=loaded.context_window, length=document_tokens + budget,
-                     window=extension.window, group_size=extension.group_size)
-    _configure(loaded.model, plan)
-    if on_plan is not None:
-        on_plan(plan, loaded)
-    return Chat(loaded, template, document, plan, requested_model=model.model, extension=extension,
-                sampling=sampling, cache=cache, progress=progress)
+    prepared = prepare("ask", paths, question="", reserve=budget, prompt_file=prompt_file, model=model,
+                       extension=extension, stdin=stdin, on_plan=on_plan, loaded=loaded)
+    return Chat(prepared, extension=extension, sampling=sampling, cache=cache, progress=progress)

@@ -17,9 +17,21 @@ DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_DEVICE = "auto"
 DEFAULT_DTYPE = "auto"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MODEL = "smollm2"           # the embedded SmolLM2-135M-Instruct
 
 # Document KV cache
 DEFAULT_DOC_CACHE_MAX_BYTES = 4 * 1024**3   # least-recently-used entries are evicted above this (LONGLM_CACHE_MAX_BYTES)
 DOC_CACHE_MAX_BYTES_ENV = "LONGLM_CACHE_MAX_BYTES"
 DEFAULT_CHAT_BUDGET_FACTOR = 4      # chat plans for the document plus this many times --max-new-tokens
+
+# Evaluation (`longlm passkey`)
+DEFAULT_EVAL_TASK = "passkey"
+DEFAULT_EVAL_LENGTHS = "4k,8k,16k"
+DEFAULT_EVAL_DEPTHS = "0,0.25,0.5,0.75,1"
+DEFAULT_EVAL_TRIALS = 1
+DEFAULT_EVAL_SEED = 0
+DEFAULT_EVAL_METHODS = "all"
+DEFAULT_EVAL_NEW_TOKENS = 10
+DEFAULT_EVAL_RESULTS = "longlm-passkey-results.jsonl"

@@ -1,8 +1,9 @@
-"""A persistent cache of prefilled documents: the KV cache of the prompt up to and including the document.
+"""The document cache store: prefilled documents' keys and values on disk, with their keys, listing and pruning.
 
 The prompt puts the document first and the question after it, so the tokens up to the end of the document
 are the same for every question. After they are prefilled once, their keys and values are saved under
-``cache_dir()/"kv"``; a later `ask`, `summarize` or `chat` with the same key loads them and prefills only the rest.
+``cache_dir()/"kv"``; a later `ask`, `summarize` or `chat` with the same key loads them and prefills only the rest
+(pipeline.py decides when; this module only stores, checks, lists and evicts).
 
 The key is a sha256 of everything that changes those keys and values: the document prefix's token ids, the
 document text, the model's identity, dtype, device type, the SelfExtend plan (W, G), the prompt template and
@@ -389,69 +390,3 @@ def clear(directory: Path | None = None) -> list[Entry]:
             pass
     _remove_stale_temps(directory, older_than=0)
     return entries
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Prefill through the cache
-
-
-def _offset_progress(progress, base: int, total: int):
-    if progress is None:
-        return None
-    return lambda done, _: progress(base + done, total)
-
-
-def prefill_cached(session, ids: Sequence[int], *, prefix_len: int, key: str | None, sources: Sequence[str],
-                   chunk: int, progress=None, settings: DocCacheSettings = DocCacheSettings(),
-                   device=None, dtype=None, prefill=None):
-    """Prefill ``ids`` into ``session``, the first ``prefix_len`` through the document cache.
-
-    Returns (last logits [1, V], status) with status "hit" (the prefix was loaded), "miss" (prefilled and
-    saved) or "off" (cache disabled or not possible for this model: everything prefilled at once).
-    ``prefill`` defaults to generate.prefill.
-    """
-    import torch
-
-    if prefill is None:
-        from .generate import prefill
-
-    device = device if device is not None else next(session.model.parameters()).device
-    input_ids = torch.tensor([list(ids)], device=device)
-    reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
-    if reason is not None:
-        print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
-    if not settings.enabled or key is None or reason is not None or not 0 < prefix_len < len(ids):
-        return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
-    directory = settings.resolved_directory()
-    limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work
-    prefix = list(ids[:prefix_len])
-    dtype = dtype if dtype is not None else next(session.model.parameters()).dtype
-    total = len(ids)
-    if load_entry(directory, key, prefix, session.cache, dtype=dtype, device=device):
-        status = "hit"
-    else:
-        prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
-        status = "miss"
-        try:
-            save_entry(directory, key, session.cache, prefix, sources)
-            prune(directory, max_bytes=limit, keep=key)
-        except OSError as exc:
-            warn(f"could not save the document cache in {directory}: {exc.strerror or exc}")
-    logits = prefill(session, input_ids[:, prefix_len:], chunk=chunk,
-                     progress=_offset_progress(progress, prefix_len, total))
-    return logits, status
-
-
-def prompt_cache_key(loaded, requested_model: str, template, document: str, ids: Sequence[int], plan) -> tuple[int, str]:
-    """(document prefix length, cache key) for the prompt ``ids`` = chat_token_ids(template filled with document)."""
-    from .templates import chat_token_ids
-
-    before, _ = template.split()
-    prefix_len = document_prefix_length(ids, lambda after: chat_token_ids(loaded.tokenizer, before + document + after))
-    model = loaded.model
-    key = document_key(
-        prefix_ids=ids[:prefix_len], document=document, identity=model_identity(requested_model, model),
-        dtype=loaded.dtype, device_type=str(loaded.device).split(":")[0], window=plan.W, group_size=plan.G,
-        extended=plan.needs_extension, template=template.text,
-    )
-    return prefix_len, key

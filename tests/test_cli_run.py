@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from longlm_cli import reader
+from longlm_cli import pipeline
 from longlm_cli.cli import cli
 from longlm_cli.planning import make_plan
 from longlm_cli.templates import chat_token_ids, load_template, user_message
@@ -232,7 +232,7 @@ def test_interrupt_exits_cleanly(tiny_dir, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reader, "prefill", interrupted)
+    monkeypatch.setattr(pipeline, "prefill", interrupted)
     result = run("summarize", doc, "--model", tiny_dir)
     assert result.exit_code == 130
     assert result.stderr == "Interrupted.\n"

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from longlm_cli import doccache
-from longlm_cli.doccache import DocCacheSettings, prefill_cached, prompt_cache_key
-from longlm_cli.generate import Session, prefill
-from longlm_cli.models import load_model
+from longlm_cli.doccache import DocCacheSettings
+from longlm_cli.pipeline import prefill_cached, prompt_cache_key
+from longlm_cli.runtime.generate import Session, prefill
+from longlm_cli.runtime.models import load_model
 from longlm_cli.planning import make_plan
-from longlm_cli.reader import _configure
+from longlm_cli.pipeline import configure
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
 from test_cli_run import CORPUS, reference_answer, run, tiny_dir  # noqa: F401  (tiny_dir is a fixture)
@@ -134,7 +135,7 @@ def _setup(tiny_dir, question="Who counted the ships?"):
     template = load_template("ask")
     ids = chat_token_ids(loaded.tokenizer, user_message(template, CORPUS, question))
     plan = make_plan(context_window=loaded.context_window, length=len(ids) + 8)
-    _configure(loaded.model, plan)
+    configure(loaded.model, plan)
     prefix_len, key = prompt_cache_key(loaded, str(tiny_dir), template, CORPUS, ids, plan)
     return loaded, ids, plan, prefix_len, key
 

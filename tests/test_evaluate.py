@@ -8,17 +8,20 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from longlm_cli import evaluate as ev
-from longlm_cli import generate
+from longlm_cli.engine import scaling
+from longlm_cli.evaluation import fact as fact_task
+from longlm_cli.evaluation import options, passkey, runner, tables
+from longlm_cli.evaluation import results as results_file
+from longlm_cli.runtime import generate
 from longlm_cli.cli import cli
 from longlm_cli.errors import LongLMError
-from longlm_cli.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
+from longlm_cli.evaluation.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
 from longlm_cli.planning import make_plan
 
 from tiny_models import save_tiny_llama, tiny_model
 
 L = 64  # the tiny model's pretraining window
-HAYSTACK = ev.SAMPLE_HAYSTACK.read_text(encoding="utf-8")
+HAYSTACK = fact_task.SAMPLE_HAYSTACK.read_text(encoding="utf-8")
 SHORT_SENTENCES = " ".join(f"Ship {i} sailed at dawn." for i in range(400))
 
 
@@ -27,8 +30,8 @@ def tokenizer():
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [TASK, FILLER, KEY_LINE, QUESTION, ev.FACT_INTRO, ev.FACT_LINE, ev.FACT_QUESTION,
-              " ".join(ev.FACT_ANSWERS), SHORT_SENTENCES, HAYSTACK[:20000]]
+    corpus = [TASK, FILLER, KEY_LINE, QUESTION, fact_task.FACT_INTRO, fact_task.FACT_LINE, fact_task.FACT_QUESTION,
+              " ".join(fact_task.FACT_ANSWERS), SHORT_SENTENCES, HAYSTACK[:20000]]
     trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
@@ -54,12 +57,12 @@ def run(*args):
 
 
 def test_parse_lengths_depths_methods():
-    assert ev.parse_lengths("4k, 8k,16k,100") == [4096, 8192, 16384, 100]
-    assert ev.parse_lengths("1.5k") == [1536]
-    assert ev.parse_depths("0,0.25,1") == [0.0, 0.25, 1.0]
-    assert ev.parse_methods("all") == ["none", "selfextend", "yarn", "dynamic"]
-    assert ev.parse_methods("selfextend,none") == ["selfextend", "none"]
-    for bad in (lambda: ev.parse_lengths("4x"), lambda: ev.parse_depths("1.5"), lambda: ev.parse_methods("rope")):
+    assert options.parse_lengths("4k, 8k,16k,100") == [4096, 8192, 16384, 100]
+    assert options.parse_lengths("1.5k") == [1536]
+    assert options.parse_depths("0,0.25,1") == [0.0, 0.25, 1.0]
+    assert options.parse_methods("all") == ["none", "selfextend", "yarn", "dynamic"]
+    assert options.parse_methods("selfextend,none") == ["selfextend", "none"]
+    for bad in (lambda: options.parse_lengths("4x"), lambda: options.parse_depths("1.5"), lambda: options.parse_methods("rope")):
         with pytest.raises(LongLMError):
             bad()
 
@@ -71,14 +74,14 @@ def test_parse_lengths_depths_methods():
 @pytest.mark.parametrize("length", [128, 160, 400, 1000, 3000])
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
 def test_passkey_prompt_length_and_depth(count, length, depth):
-    prompt = ev.passkey_prompt(count, length, depth=depth, key="48213")
+    prompt = passkey.passkey_prompt(count, length, depth=depth, key="48213")
     assert abs(count(prompt.text) - length) <= 4
     key_line = KEY_LINE.format(key="48213")
     assert prompt.text.startswith(TASK + " ") and prompt.text.endswith(" " + QUESTION)
     assert prompt.text.count(key_line) == 1
     before, after = prompt.text[len(TASK):-len(QUESTION)].split(key_line)
-    n_before = sum(before.count(s) for s in ev.FILLER_SENTENCES)
-    n_after = sum(after.count(s) for s in ev.FILLER_SENTENCES)
+    n_before = sum(before.count(s) for s in passkey.FILLER_SENTENCES)
+    n_after = sum(after.count(s) for s in passkey.FILLER_SENTENCES)
     total = n_before + n_after
     assert total > 0
     assert abs(n_before / total - depth) <= 1 / total + 1e-9  # within one filler sentence of the depth
@@ -88,15 +91,15 @@ def test_passkey_prompt_length_and_depth(count, length, depth):
 
 
 def test_passkey_prompt_whole_lines_are_the_papers_text(count):
-    prompt = ev.passkey_prompt(count, 400, depth=0.5, key="1")
-    assert (" ".join(ev.FILLER_SENTENCES)) == FILLER
+    prompt = passkey.passkey_prompt(count, 400, depth=0.5, key="1")
+    assert (" ".join(passkey.FILLER_SENTENCES)) == FILLER
     assert FILLER + " " + FILLER in prompt.text
 
 
 def _fact_parts(prompt, answer):
-    fact = ev.FACT_LINE.format(answer=answer)
-    head = ev.FACT_INTRO + "\n\n"
-    tail = "\n\n" + ev.FACT_QUESTION
+    fact = fact_task.FACT_LINE.format(answer=answer)
+    head = fact_task.FACT_INTRO + "\n\n"
+    tail = "\n\n" + fact_task.FACT_QUESTION
     assert prompt.text.startswith(head) and prompt.text.endswith(tail)
     body = prompt.text[len(head):-len(tail)]
     assert body.count(fact) == 1
@@ -107,7 +110,7 @@ def _fact_parts(prompt, answer):
 @pytest.mark.parametrize("length", [128, 160, 400, 1000])
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
 def test_fact_prompt_length_and_depth(count, length, depth):
-    prompt = ev.fact_prompt(count, length, depth=depth, answer="saffron", haystack=SHORT_SENTENCES)
+    prompt = fact_task.fact_prompt(count, length, depth=depth, answer="saffron", haystack=SHORT_SENTENCES)
     assert abs(count(prompt.text) - length) <= 4
     before, after = _fact_parts(prompt, "saffron")
     assert "  " not in prompt.text
@@ -121,7 +124,7 @@ def test_fact_prompt_length_and_depth(count, length, depth):
 @pytest.mark.parametrize("length", [1000, 4000])
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
 def test_fact_prompt_in_the_shipped_novel(count, length, depth):
-    prompt = ev.fact_prompt(count, length, depth=depth, answer="nutmeg", haystack=HAYSTACK)
+    prompt = fact_task.fact_prompt(count, length, depth=depth, answer="nutmeg", haystack=HAYSTACK)
     assert abs(count(prompt.text) - length) <= 4
     before, after = _fact_parts(prompt, "nutmeg")
     assert HAYSTACK.startswith(before)  # real prose, in order, with nothing repeated
@@ -130,12 +133,12 @@ def test_fact_prompt_in_the_shipped_novel(count, length, depth):
 
 def test_shipped_text_is_long_enough_for_32k_prompts():
     assert len(HAYSTACK.encode()) > 600_000 and "Gutenberg" not in HAYSTACK
-    assert (ev.SAMPLE_HAYSTACK.parent / "pride-and-prejudice.LICENSE.txt").is_file()
+    assert (fact_task.SAMPLE_HAYSTACK.parent / "pride-and-prejudice.LICENSE.txt").is_file()
 
 
 @pytest.mark.parametrize("build", [
-    lambda count: ev.passkey_prompt(count, 20, depth=0.5, key="1"),
-    lambda count: ev.fact_prompt(count, 20, depth=0.5, answer="sage", haystack=HAYSTACK),
+    lambda count: passkey.passkey_prompt(count, 20, depth=0.5, key="1"),
+    lambda count: fact_task.fact_prompt(count, 20, depth=0.5, answer="sage", haystack=HAYSTACK),
 ])
 def test_length_below_the_fixed_part_is_refused(count, build):
     with pytest.raises(LongLMError, match="a 20-token prompt is too short"):
@@ -144,7 +147,7 @@ def test_length_below_the_fixed_part_is_refused(count, build):
 
 def test_short_haystack_is_refused(count):
     with pytest.raises(LongLMError, match="too short"):
-        ev.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="A short text. Only two sentences.")
+        fact_task.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="A short text. Only two sentences.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,14 +177,14 @@ def test_found_key(answer, key, hit):
     ("", False),
 ])
 def test_fact_match(answer, hit):
-    assert ev.fact_match(answer, "cardamom") is hit
-    assert ev.score("fact", answer, "cardamom") is hit
+    assert fact_task.fact_match(answer, "cardamom") is hit
+    assert runner.score("fact", answer, "cardamom") is hit
 
 
 def test_fact_match_phrases():
-    assert ev.fact_match(" Black pepper, ground fine.", "black pepper")
-    assert not ev.fact_match(" black tea", "black pepper")
-    assert ev.fact_match(" the baker's wife", "baker\u2019s wife")
+    assert fact_task.fact_match(" Black pepper, ground fine.", "black pepper")
+    assert not fact_task.fact_match(" black tea", "black pepper")
+    assert fact_task.fact_match(" the baker's wife", "baker\u2019s wife")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_table_text():
         _record("selfextend", 96, 1.0, False, W=8, G=4, trial=1),
         _record("yarn", 96, 0.0, False, factor=1.6562),
     ]
-    text = ev.format_tables(records, L=64, lengths=[48, 96], depths=[0.0, 1.0], methods=["none", "selfextend", "yarn"],
+    text = tables.format_tables(records, L=64, lengths=[48, 96], depths=[0.0, 1.0], methods=["none", "selfextend", "yarn"],
                             task="passkey", model="tiny")
     assert text == (
         "passkey retrieval on tiny, L=64; cells are correct/cases\n"
@@ -237,7 +240,7 @@ def test_rope_scaling_restores_module_and_config(rope_type):
     original_params = dict(model.config.rope_parameters)
     with torch.no_grad():
         before = model(ids).logits
-    with ev.rope_scaling(model, rope_type, factor=2.0, context_window=64) as params:
+    with scaling.rope_scaling(model, rope_type, factor=2.0, context_window=64) as params:
         assert model.model.rotary_emb is not original_module
         assert type(model.model.rotary_emb) is type(original_module)
         assert model.model.rotary_emb.rope_type == rope_type
@@ -255,7 +258,7 @@ def test_rope_scaling_restores_module_and_config(rope_type):
 def test_rope_scaling_refuses_models_with_scaled_rope():
     model = tiny_model("llama3-rope")
     with pytest.raises(LongLMError, match="already uses rope type 'llama3'"):
-        with ev.rope_scaling(model, "yarn", factor=2.0, context_window=32):
+        with scaling.rope_scaling(model, "yarn", factor=2.0, context_window=32):
             pass
 
 
@@ -314,7 +317,7 @@ def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     progress = [line for line in second.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 2 and all("length=160" in line for line in progress)
     assert "2 case(s) taken from" in second.stderr
-    records = ev.load_results(results)
+    records = results_file.load_results(results)
     assert len(records) == 4 and records[:2] == marked
     row = next(line for line in second.stdout.splitlines() if line.startswith("   128"))
     assert row.endswith("1/1  1/1  100%")  # the marked cases count as correct
@@ -322,7 +325,7 @@ def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     # A different seed is a different case.
     third = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--method", "selfextend",
                 "--seed", "1", "--results", results)
-    assert third.exit_code == 0 and len(ev.load_results(results)) == 5
+    assert third.exit_code == 0 and len(results_file.load_results(results)) == 5
 
 
 def test_fact_task_and_short_lengths(tokenizer, tmp_path):
@@ -334,9 +337,9 @@ def test_fact_task_and_short_lengths(tokenizer, tmp_path):
     cases = json.loads(out.read_text())["cases"]
     assert len(cases) == 4
     for c in cases:
-        assert c["task"] == "fact" and c["expected"] in ev.FACT_ANSWERS
+        assert c["task"] == "fact" and c["expected"] in fact_task.FACT_ANSWERS
         assert c["haystack"] == "pride-and-prejudice.txt"
-        assert c["correct"] == ev.fact_match(c["answer"], c["expected"])
+        assert c["correct"] == fact_task.fact_match(c["answer"], c["expected"])
         assert c["extended"] == (c["method"] == "selfextend" and c["length"] == 300)
     assert "(length 140 fits in L: run as the plain model)" in result.stdout
 
@@ -366,9 +369,9 @@ def test_interrupted_run_keeps_finished_cases_and_resumes(model_dir, tmp_path, m
     monkeypatch.setattr(generate, "prefill", interrupted_on_third)
     first = run(*args)
     assert first.exit_code == 130 and first.stderr.endswith("Interrupted.\n")
-    assert len(ev.load_results(results)) == 2
+    assert len(results_file.load_results(results)) == 2
     monkeypatch.setattr(generate, "prefill", lambda *a, **k: calls.append(1) or real_prefill(*a, **k))
     second = run(*args)
     assert second.exit_code == 0, second.output
     assert len(calls) == 4  # one more case, the one that was interrupted
-    assert [r["depth"] for r in ev.load_results(results)] == [0.0, 0.5, 1.0]
+    assert [r["depth"] for r in results_file.load_results(results)] == [0.0, 0.5, 1.0]

@@ -3,7 +3,7 @@ import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from longlm_cli import LongLMError, UnsupportedModelError
-from longlm_cli.selfextend import GroupedKeyCache, LayerRope, apply_selfextend, remove_selfextend, rotate
+from longlm_cli.engine.selfextend import GroupedKeyCache, LayerRope, apply_selfextend, remove_selfextend, rotate
 
 from tiny_models import ARCHS, VOCAB, reference_logits, tiny_model
 
@@ -161,9 +161,9 @@ def test_rejects_bad_settings(kwargs):
 
 def test_plain_torch_path_matches_reference(monkeypatch):
     """The block kernel other devices use (and softcapping uses) agrees with the reference too."""
-    from longlm_cli import selfextend
+    from longlm_cli.engine import blocks
 
-    monkeypatch.setattr(selfextend, "_attend", selfextend._attend_torch)
+    monkeypatch.setattr(blocks, "_attend", blocks._attend_torch)
     model = tiny_model("qwen2")
     ids = _ids(N)
     expected = reference_logits(model, ids, window=W, group_size=G)
@@ -189,7 +189,7 @@ def test_cuda_matches_cpu_float32(arch):
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "phi", "gemma3"])
 def test_flex_attention_path_matches_reference(monkeypatch, arch):
     """The CUDA path (FlexAttention, two block-masked calls merged by log-sum-exp), run eagerly on the CPU."""
-    from longlm_cli import selfextend
+    from longlm_cli.engine import selfextend
 
     monkeypatch.setattr(selfextend, "_use_flex", lambda query: True)
     model = tiny_model(arch)
@@ -222,7 +222,7 @@ def test_attention_at_32k_tokens_matches_direct_softmax():
     import math
     import types
 
-    from longlm_cli import selfextend as se
+    from longlm_cli.engine import selfextend as se
 
     K, Q, H, Hkv, D, W, G = 32767, 2048, 3, 1, 64, 1024, 9
     gen = torch.Generator().manual_seed(0)

@@ -9,8 +9,8 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
-from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFILL_CHUNK, DEFAULT_TEMPERATURE
-from .selfextend import GroupedKeyCache, selfextend_settings
+from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFILL_CHUNK, DEFAULT_TEMPERATURE
+from ..engine.selfextend import GroupedKeyCache, selfextend_settings
 
 ProgressFn = Callable[[int, int], None]  # (tokens done, tokens total)
 

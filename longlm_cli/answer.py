@@ -1,0 +1,67 @@
+"""The one-shot answer behind `longlm summarize` and `longlm ask`: prepare, prefill through the cache, decode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, Callable, Sequence
+
+from .doccache import DocCacheSettings
+from .pipeline import ExtensionSettings, ModelSettings, PlanFn, prefill_prompt, prepare
+from .planning import Plan
+from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
+from .runtime.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    model: str
+    plan: Plan
+    extended: bool
+    prompt_tokens: int
+    new_tokens: int
+    sources: tuple[str, ...]
+    timings: dict = field(default_factory=dict)  # seconds: load, prefill, decode
+    cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # the plan is a dataclass too: nested into a dict
+
+
+def answer_documents(
+    task: str,
+    paths: Sequence[str],
+    *,
+    question: str | None = None,
+    prompt_file: str | None = None,
+    model: ModelSettings = ModelSettings(),
+    extension: ExtensionSettings = ExtensionSettings(),
+    sampling: SamplingSettings = SamplingSettings(),
+    stdin: IO[bytes] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
+    on_plan: PlanFn | None = None,
+    loaded: LoadedModel | None = None,
+    cache: DocCacheSettings = DocCacheSettings(),
+) -> Answer:
+    """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
+
+    The whole document goes through one forward context: it is never truncated or chunked. SelfExtend is
+    applied only when the prompt plus the answer exceed the model's pretraining window.
+    With ``cache.enabled`` the document part of the prompt goes through the persistent document cache
+    (see pipeline.prefill_prompt): loaded when an earlier run saved it, else prefilled and saved.
+    """
+    prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, prompt_file=prompt_file,
+                       model=model, extension=extension, stdin=stdin, on_plan=on_plan, loaded=loaded)
+    session = Session.start(prepared.loaded.model)
+    start = time.perf_counter()
+    logits, status = prefill_prompt(session, prepared, prepared.ids, chunk=extension.prefill_chunk, cache=cache,
+                                    progress=progress)
+    timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
+    decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
+    timings["decode"] = decoded.seconds
+    plan = prepared.plan
+    return Answer(text=decoded.text, model=prepared.loaded.name, plan=plan, extended=plan.needs_extension,
+                  prompt_tokens=len(prepared.ids), new_tokens=len(decoded.token_ids),
+                  sources=prepared.document.sources, timings=timings, cache=status)

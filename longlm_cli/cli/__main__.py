@@ -1,0 +1,5 @@
+"""`python -m longlm_cli.cli`: the same as the `longlm` command."""
+
+from .app import main
+
+main()

@@ -1,0 +1,64 @@
+"""`longlm cache list|clear|prune`: the document cache as a user sees it."""
+
+from __future__ import annotations
+
+import click
+
+from .app import cli
+
+
+@cli.group()
+def cache() -> None:
+    """The document cache: prefilled documents saved so that later questions skip re-reading them.
+
+    Entries live in the user cache directory (kv/ under $LONGLM_CACHE_DIR, else ~/.cache/longlm); the least
+    recently used are evicted above $LONGLM_CACHE_MAX_BYTES (default 4 GiB).
+    """
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _echo_removed(removed, directory) -> None:
+    click.echo(f"Removed {_entries(len(removed))} ({_size(sum(e.size for e in removed))}) from {directory}")
+
+
+@cache.command("list")
+def cache_list() -> None:
+    """One line per entry, most recently used first: key prefix, size, last used, source documents."""
+    import time
+
+    from ..doccache import kv_dir, list_entries
+
+    entries = list_entries()
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used))
+        click.echo(f"{e.key[:12]}  {_size(e.size):>10}  {when}  {', '.join(e.sources) or '?'}")
+    total = sum(e.size for e in entries)
+    click.echo(f"{_entries(len(entries))}, {_size(total)} in {kv_dir()}", err=True)
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Delete every entry."""
+    from ..doccache import clear, kv_dir
+
+    _echo_removed(clear(), kv_dir())
+
+
+@cache.command("prune")
+@click.option("--max-bytes", type=click.IntRange(min=0), metavar="BYTES",
+              help="Keep at most this many bytes.  [default: $LONGLM_CACHE_MAX_BYTES, else 4 GiB]")
+def cache_prune(max_bytes) -> None:
+    """Delete least-recently-used entries until the cache fits its size limit."""
+    from ..doccache import kv_dir, prune
+
+    _echo_removed(prune(max_bytes=max_bytes), kv_dir())

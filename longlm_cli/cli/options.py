@@ -1,0 +1,52 @@
+"""Options and help texts shared by several commands, declared once, with defaults from defaults.py."""
+
+from __future__ import annotations
+
+import click
+
+from ..defaults import (
+    DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_WINDOW_FRACTION, DEVICES, DTYPES, MAX_GROUP_SIZE,
+)
+
+MODEL_HELP = (
+    "Model: 'default' (the embedded SmolLM2-135M-Instruct), a Hugging Face model id, a local model directory "
+    "with config.json, or a .gguf file. `plan` also takes family names (llama2, llama3, mistral, qwen2.5, ...)."
+)
+WINDOW_HELP = (
+    f"Neighbour window W: the nearest W tokens keep exact positions. Must be below the model's "
+    f"pretraining window L.  [default: L // {DEFAULT_WINDOW_FRACTION}]"
+)
+GROUP_HELP = (
+    f"Group size G: distant positions are divided by G (1 to {MAX_GROUP_SIZE}).  [default: the smallest "
+    "G >= 2 that puts the farthest grouped position at or below 7/12 of L]"
+)
+
+model_option = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH",
+                            help=MODEL_HELP)
+window_option = click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
+group_option = click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)
+
+
+def apply(command, options):
+    """Decorate ``command`` with ``options`` in the order given (the first one listed first in --help)."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def loading_options(command):
+    """--model, --device, --dtype, --trust-remote-code: for every command that loads a model."""
+    return apply(command, [
+        model_option,
+        click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
+                     help="Where to run: auto picks CUDA when present."),
+        click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True,
+                     help="Weights dtype: auto is float32 on CPU, bfloat16 on CUDA."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Allow model code from the hub to run (off by default)."),
+    ])
+
+
+def extension_options(command):
+    """--window and --group-size."""
+    return apply(command, [window_option, group_option])

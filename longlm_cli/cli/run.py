@@ -1,0 +1,180 @@
+"""`longlm summarize`, `longlm ask` and `longlm chat`: options, the prefill progress line, the streamed answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
+from .app import cli
+from .options import apply, extension_options, loading_options
+
+
+class Progress:
+    """Prefill progress on stderr: tokens done, tokens/s and ETA. Drawn only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.start = None
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.start is None or done == 0:
+            self.start = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        bar = "#" * int(width * done / total) + "-" * (width - int(width * done / total))
+        click.echo(f"\rReading [{bar}] {done:,}/{total:,} tokens  {rate:,.0f} tok/s  ETA {eta:,.0f}s ",
+                   err=True, nl=done >= total)
+
+
+def _stream(piece: str) -> None:
+    """Print a piece of the answer as soon as it is decoded."""
+    click.echo(piece, nl=False)
+    sys.stdout.flush()
+
+
+def _plan_echo(verbose: bool, counted: str):
+    """The on_plan callback: with -v, the line describing the model and the plan, and the plan's warning."""
+    def show(plan, loaded) -> None:
+        if not verbose:
+            return
+        mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
+        click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+                   f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+        if plan.warning:
+            click.echo(f"Warning: {plan.warning}", err=True)
+    return show
+
+
+def _run_options(command):
+    """Options shared by summarize, ask and chat."""
+    command = apply(command, [
+        click.option("--prompt-file", type=click.Path(dir_okay=False), metavar="PATH",
+                     help="Your own prompt template: {document} where the document goes, then the instruction "
+                     "({question} for ask)."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS,
+                     show_default=True, help="Longest answer, in tokens."),
+        click.option("--temperature", type=click.FloatRange(min=0.0), default=DEFAULT_TEMPERATURE,
+                     show_default=True, help="Sampling temperature; 0 is greedy decoding."),
+        click.option("--seed", type=int, help="Random seed for sampling (with --temperature > 0)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON object: answer, plan, token counts and timings."),
+        click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
+        click.option("--no-cache", is_flag=True,
+                     help="Neither load nor save the prefilled document in the document cache (`longlm cache`)."),
+    ])
+    return loading_options(extension_options(command))
+
+
+def _settings(*, model, device, dtype, trust_remote_code, window, group_size, max_new_tokens, temperature, seed,
+              no_cache) -> dict:
+    """The library's settings objects from the shared options."""
+    from ..doccache import DocCacheSettings
+    from ..pipeline import ExtensionSettings, ModelSettings
+    from ..runtime.generate import SamplingSettings
+
+    return dict(
+        model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+        extension=ExtensionSettings(window=window, group_size=group_size),
+        sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+        cache=DocCacheSettings(enabled=not no_cache),
+    )
+
+
+def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options) -> None:
+    from ..answer import answer_documents
+
+    if not files:
+        raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
+    answer = answer_documents(
+        task, files, question=question, prompt_file=prompt_file, **_settings(**options),
+        on_text=None if as_json else _stream, progress=Progress(enabled=sys.stderr.isatty()),
+        on_plan=_plan_echo(verbose, "prompt and answer"),
+    )
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), indent=2))
+    else:
+        click.echo()
+    if verbose:
+        t = answer.timings
+        click.echo(f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
+                   f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, metavar="FILE...")
+@_run_options
+def summarize(files, **options) -> None:
+    """Summarize one or more documents (PDF, text, Markdown, or '-' for stdin).
+
+    The whole document is read in one forward context; when it is longer than the model's window,
+    SelfExtend is switched on with the W and G that `longlm plan` would choose.
+    """
+    _run("summarize", files, None, **options)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("question")
+@_run_options
+def ask(files, question, **options) -> None:
+    """Answer QUESTION about one or more documents (PDF, text, Markdown, or '-' for stdin).
+
+    Example: longlm ask book.txt "Who is the narrator's brother?"
+    """
+    _run("ask", files, question, **options)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@_run_options
+@click.option("--budget", type=click.IntRange(min=1), metavar="TOKENS",
+              help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]")
+def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
+    """Ask questions about documents, one after another, reading them only once.
+
+    Each question is answered from the document and the conversation so far. Type a question per line;
+    Ctrl-D or /exit leaves. Works with piped input too: printf 'q1\\nq2\\n' | longlm chat doc.txt
+    """
+    from ..chat import ChatSettings, start_chat
+
+    if "-" in files:
+        raise click.UsageError("chat reads questions from stdin; give the documents as files")
+    session = start_chat(
+        files, prompt_file=prompt_file, **_settings(**options), chat=ChatSettings(budget=budget),
+        progress=Progress(enabled=sys.stderr.isatty()), on_plan=_plan_echo(verbose, "document and conversation"),
+    )
+    for question in _questions(interactive=sys.stdin.isatty()):
+        turn = session.ask(question, on_text=None if as_json else _stream)
+        if as_json:
+            click.echo(json.dumps({"question": turn.question, "text": turn.text, "prompt_tokens": turn.prompt_tokens,
+                                   "new_tokens": turn.new_tokens, "cache": turn.cache}))
+        else:
+            click.echo()
+        if verbose:
+            click.echo(f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "
+                       f"{turn.seconds:.1f}s; document cache {turn.cache}", err=True)
+
+
+def _questions(*, interactive: bool):
+    """Questions from stdin, one per line, until end of input or /exit; blank lines are skipped."""
+    while True:
+        if interactive:
+            click.echo("> ", nl=False, err=True)
+        line = sys.stdin.readline()
+        if not line:
+            return
+        question = line.strip()
+        if question == "/exit":
+            return
+        if question:
+            yield question

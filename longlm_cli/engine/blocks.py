@@ -1,0 +1,136 @@
+"""Exact block attention: softmax blocks that need no mask or only a causal one, merged by log-sum-exp.
+
+Each block returns its output and log-sum-exp, and blocks are merged exactly, so the result is one softmax over
+the union of keys. The neighbour band (true positions) and the grouped part (grouped positions) of SelfExtend
+are both expressed as such blocks here; no tensor has both a query axis and a key axis longer than one query
+chunk times the keys that chunk can see.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KEY_BLOCK = 4096  # keys per block on the plain-torch path (bounds the score tensor)
+
+
+def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
+    """Softmax attention of one block, with its log-sum-exp for exact merging.
+
+    q: [B, H, Q, D]; k, v: [B, Hkv, K, D] (H a multiple of Hkv). ``causal``: query t sees keys s <= t
+    (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
+    """
+    if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, causal, scale=scale
+        )
+        return out, lse
+    return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
+
+
+def _attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
+    """Plain-torch version of ``_attend`` (softcapping, other devices); keys in blocks of KEY_BLOCK."""
+    B, H, Q, D = q.shape
+    hkv, K = k.shape[1], k.shape[2]
+    rep = H // hkv
+    qg = q.float().reshape(B, hkv, rep * Q, D)
+    out = lse = None
+    for start in range(0, K, KEY_BLOCK):
+        stop = min(K, start + KEY_BLOCK)
+        scores = (qg @ k[:, :, start:stop].float().transpose(-1, -2)) * scale  # [B, Hkv, rep*Q, k]
+        if softcap is not None:
+            scores = softcap * torch.tanh(scores / softcap)
+        scores = scores.view(B, hkv, rep, Q, stop - start)
+        if causal:
+            t = torch.arange(Q, device=q.device)[:, None]
+            s = torch.arange(start, stop, device=q.device)[None, :]
+            scores = scores.masked_fill(s > t, float("-inf"))
+        block_lse = torch.logsumexp(scores, dim=-1)  # [B, Hkv, rep, Q]
+        probs = torch.exp(scores - block_lse[..., None]).nan_to_num_(0.0)
+        block_out = probs.view(B, hkv, rep * Q, stop - start) @ v[:, :, start:stop].float()
+        block_out = block_out.view(B, H, Q, D)
+        block_lse = block_lse.view(B, H, Q)
+        if out is None:
+            out, lse = block_out, block_lse
+        else:
+            out, lse = merge(out, lse, block_out, block_lse)
+    return out.to(q.dtype), lse
+
+
+def merge(out_a, lse_a, out_b, lse_b):
+    """Combine two softmax-attention results over disjoint key sets into the result over their union."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    wa = torch.exp(lse_a - lse)[..., None]
+    wb = torch.exp(lse_b - lse)[..., None]
+    return out_a.float() * wa + out_b.float() * wb, lse
+
+
+class Accumulator:
+    """Running (output, log-sum-exp) for every query row of one attention call."""
+
+    def __init__(self, B: int, H: int, Q: int, D: int, device):
+        self.out = torch.zeros(B, H, Q, D, dtype=torch.float32, device=device)
+        self.lse = torch.full((B, H, Q), float("-inf"), dtype=torch.float32, device=device)
+
+    def set(self, rows: slice, out: torch.Tensor, lse: torch.Tensor) -> None:
+        """The first block of these rows: no merge needed."""
+        self.out[:, :, rows] = out
+        self.lse[:, :, rows] = lse
+
+    def add(self, rows: slice, out: torch.Tensor, lse: torch.Tensor) -> None:
+        merged_out, merged_lse = merge(self.out[:, :, rows], self.lse[:, :, rows], out, lse)
+        self.out[:, :, rows] = merged_out
+        self.lse[:, :, rows] = merged_lse
+
+
+def neighbour_blocks(acc, rows: slice, q, k, v, a: int, window: int, *, scale, softcap):
+    """Keys with 0 <= i - j < window for the C queries i in [a, a + C); needs C <= max(1, window - 1).
+
+    q: [B, H, C, D] (these rows); k, v: all keys [B, Hkv, K, D] indexed by position. Sets ``rows`` of acc.
+    """
+    C = q.shape[2]
+    lo = a - window + 1  # oldest key the first query of the chunk can see
+    if C == 1:  # decoding: one block, no mask
+        out, lse = _attend(q, k[:, :, max(0, lo) : a + 1], v[:, :, max(0, lo) : a + 1], scale=scale,
+                           causal=False, softcap=softcap)
+        acc.set(rows, out, lse)
+        return
+    # Keys [a, a + C): top-left causal.
+    out, lse = _attend(q, k[:, :, a : a + C], v[:, :, a : a + C], scale=scale, causal=True, softcap=softcap)
+    acc.set(rows, out, lse)
+    if window < 2:
+        return
+    # Keys [lo + C, a): seen by every row.
+    full_lo = max(0, lo + C)
+    if full_lo < a:
+        out, lse = _attend(q, k[:, :, full_lo:a], v[:, :, full_lo:a], scale=scale, causal=False, softcap=softcap)
+        acc.add(rows, out, lse)
+    # Keys [lo, lo + C): row t sees key s iff s >= t. Reversing both axes turns this into top-left causal.
+    tri_lo, tri_hi = max(0, lo), max(0, min(lo + C, a))
+    if tri_lo < tri_hi:
+        kf = k[:, :, tri_lo:tri_hi].flip(2)
+        vf = v[:, :, tri_lo:tri_hi].flip(2)
+        out, lse = _attend(q.flip(2), kf, vf, scale=scale, causal=True, softcap=softcap)
+        acc.add(rows, out.flip(2), lse.flip(-1))
+
+
+def group_blocks(acc, rows: slice, qg, kg, v, a: int, window: int, *, scale, softcap):
+    """Keys with i - j >= window, scored with grouped q and k, for queries [a, a + C) with a >= window.
+
+    qg: [B, H, C, D] grouped queries; kg: grouped keys by position. Merges into ``rows`` of acc.
+    """
+    C = qg.shape[2]
+    if C == 1:  # decoding: one block, no mask
+        hi = a - window + 1
+        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+        acc.add(rows, out, lse)
+        return
+    # Keys [0, a - W): seen by every row.
+    if a - window > 0:
+        hi = a - window
+        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+        acc.add(rows, out, lse)
+    # Keys [a - W, a + C - W): top-left causal against queries [a, a + C).
+    lo, hi = a - window, a + C - window
+    out, lse = _attend(qg, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
+    acc.add(rows, out, lse)
+

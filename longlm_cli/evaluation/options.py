@@ -1,0 +1,47 @@
+"""Parsing the evaluation's option values: lengths (4k, 16000), depths (0..1) and method names."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import LongLMError
+
+LENGTH_UNIT = 1024  # "4k" is 4 * 1024 = 4096 tokens
+METHODS = ("none", "selfextend", "yarn", "dynamic")
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'4k,8k,16000' -> [4096, 8192, 16000]: a k suffix multiplies by 1024."""
+    lengths = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", part)
+        if not match:
+            raise LongLMError(f"bad length {part!r}: give token counts like 4k,8k,16000 (k = 1024)")
+        value = float(match.group(1)) * (LENGTH_UNIT if match.group(2) else 1)
+        if value < 1 or value != int(value):
+            raise LongLMError(f"bad length {part!r}: it must be a whole number of tokens >= 1")
+        lengths.append(int(value))
+    return lengths
+
+
+def parse_depths(text: str) -> list[float]:
+    depths = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            depth = float(part)
+        except ValueError:
+            raise LongLMError(f"bad depth {part!r}: give fractions between 0 and 1, like 0,0.5,1") from None
+        if not 0.0 <= depth <= 1.0:
+            raise LongLMError(f"bad depth {part!r}: depths are fractions between 0 (start) and 1 (end)")
+        depths.append(depth)
+    return depths
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if "all" in names:
+        return list(METHODS)
+    for name in names:
+        if name not in METHODS:
+            raise LongLMError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or all")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,67 @@
+"""Reporting an evaluation: one accuracy table per method (rows lengths, columns depths), and its JSON form."""
+
+from __future__ import annotations
+
+METHOD_TITLES = {
+    "none": "plain model",
+    "selfextend": "SelfExtend",
+    "yarn": "YaRN (transformers rope_type yarn)",
+    "dynamic": "dynamic NTK (transformers rope_type dynamic)",
+}
+
+
+def format_tables(records: list[dict], *, L: int, lengths, depths, methods, task: str, model: str) -> str:
+    """One accuracy table per method: rows are lengths, columns depths, cells correct/cases."""
+    blocks = [f"{task} retrieval on {model}, L={L:,}; cells are correct/cases"]
+    for method in methods:
+        rows = [r for r in records if r["method"] == method]
+        header = ["length", *_setup_columns(method), *(f"d={d:g}" for d in depths), "all"]
+        table = [header]
+        plain = []
+        for length in lengths:
+            at = [r for r in rows if r["length"] == length]
+            table.append([f"{length:,}", *_setup_cells(method, at), *_depth_cells(at, depths)])
+            if method != "none" and at and not any(r.get("extended") for r in at):
+                plain.append(length)
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        note = [f"  (length {', '.join(f'{n:,}' for n in plain)} fits in L: run as the plain model)"] if plain else []
+        blocks.append("\n".join([f"{method}: {METHOD_TITLES[method]}", *lines, *note]))
+    return "\n\n".join(blocks)
+
+
+def _setup_columns(method: str) -> list[str]:
+    if method == "selfextend":
+        return ["W", "G"]
+    if method in ("yarn", "dynamic"):
+        return ["factor"]
+    return []
+
+
+def _setup_cells(method: str, at: list[dict]) -> list[str]:
+    """The setting a method ran with at one length: W and G, or the scaling factor ('-' when none)."""
+    if method == "selfextend":
+        first = next((r for r in at if r.get("W") is not None), None)
+        return [str(first["W"]), str(first["G"])] if first else ["-", "-"]
+    if method in ("yarn", "dynamic"):
+        first = next((r for r in at if r.get("factor") is not None), None)
+        return [f"{first['factor']:g}"] if first else ["-"]
+    return []
+
+
+def _depth_cells(at: list[dict], depths) -> list[str]:
+    """correct/cases per depth, then the percentage over all of them ('-' where nothing ran)."""
+    cells = []
+    for depth in depths:
+        cell = [r for r in at if r["depth"] == depth]
+        cells.append(f"{sum(bool(r['correct']) for r in cell)}/{len(cell)}" if cell else "-")
+    hits = sum(bool(r["correct"]) for r in at)
+    cells.append(f"{100 * hits / len(at):.0f}%" if at else "-")
+    return cells
+
+
+def evaluation_to_dict(evaluation, *, model: str) -> dict:
+    s = evaluation.settings
+    return {"model": model, "L": evaluation.L, "task": s.task, "lengths": list(s.lengths), "depths": list(s.depths),
+            "trials": s.trials, "seed": s.seed, "methods": list(s.methods), "resumed": evaluation.resumed,
+            "cases": evaluation.records}

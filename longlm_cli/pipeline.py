@@ -1,0 +1,158 @@
+"""The answering pipeline under `ask`, `summarize` and `chat`: settings, `prepare` and `prefill_prompt`.
+
+``prepare`` reads the template and the documents, loads the model, plans W and G for the prompt plus the room
+asked for, and switches SelfExtend on or off. ``prefill_prompt`` prefills a prompt whose first tokens are the
+document, loading that prefix from the document cache (doccache.py, a plain store) when an earlier run saved
+it, else prefilling and saving it. answer.py and chat.py are thin users of both.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Callable, Sequence
+
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
+from .doccache import (
+    DocCacheSettings, cache_unsupported_reason, document_key, document_prefix_length, load_entry, model_identity,
+    prune, save_entry, warn,
+)
+from .documents import Document, read_documents
+from .planning import Plan, make_plan
+from .runtime.generate import ProgressFn, Session, prefill
+from .runtime.models import LoadedModel, load_model
+from .templates import Template, chat_token_ids, load_template, user_message
+
+PlanFn = Callable[[Plan, LoadedModel], None]
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    model: str = DEFAULT_MODEL
+    device: str = DEFAULT_DEVICE
+    dtype: str = DEFAULT_DTYPE
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ExtensionSettings:
+    window: int | None = None  # None: chosen by the plan
+    group_size: int | None = None
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything an answer needs before its prefill: the inputs, the loaded model and the plan it runs with."""
+
+    template: Template
+    document: Document
+    loaded: LoadedModel
+    requested_model: str
+    ids: list[int]  # the prompt: the template filled with the document and the question, as chat-template ids
+    plan: Plan
+    load_seconds: float
+
+
+def prepare(task: str, paths: Sequence[str], *, question: str | None, reserve: int, prompt_file: str | None = None,
+            model: ModelSettings = ModelSettings(), extension: ExtensionSettings = ExtensionSettings(),
+            stdin: IO[bytes] | None = None, on_plan: PlanFn | None = None,
+            loaded: LoadedModel | None = None) -> Prepared:
+    """Read, load, plan for the prompt plus ``reserve`` tokens, and switch SelfExtend on or off to match.
+
+    The template is checked before any heavy work; the document is never truncated.
+    """
+    template = load_template(task, prompt_file)
+    document = read_documents(paths, stdin=stdin)
+    start = time.perf_counter()
+    loaded = loaded or load_model(model.model, device=model.device, dtype=model.dtype,
+                                  trust_remote_code=model.trust_remote_code)
+    load_seconds = time.perf_counter() - start
+    ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
+    plan = make_plan(context_window=loaded.context_window, length=len(ids) + reserve,
+                     window=extension.window, group_size=extension.group_size)
+    configure(loaded.model, plan)
+    if on_plan is not None:
+        on_plan(plan, loaded)
+    return Prepared(template=template, document=document, loaded=loaded, requested_model=model.model, ids=ids,
+                    plan=plan, load_seconds=load_seconds)
+
+
+def configure(model, plan: Plan) -> None:
+    """SelfExtend with the plan's W and G when the plan needs extension, else the model's own attention."""
+    from .engine.selfextend import apply_selfextend, remove_selfextend
+
+    if plan.needs_extension:
+        apply_selfextend(model, group_size=plan.G, window=plan.W)
+    else:
+        remove_selfextend(model)
+
+
+def prefill_prompt(session: Session, prepared: Prepared, ids: Sequence[int], *, chunk: int = DEFAULT_PREFILL_CHUNK,
+                   cache: DocCacheSettings = DocCacheSettings(), progress: ProgressFn | None = None):
+    """Prefill ``ids`` (a prompt that starts with ``prepared``'s document) through the document cache.
+
+    Returns (last logits [1, V], status) with status "hit", "miss" or "off" as in ``prefill_cached``.
+    """
+    prefix_len, key = (prompt_cache_key(prepared.loaded, prepared.requested_model, prepared.template,
+                                        prepared.document.text, ids, prepared.plan)
+                       if cache.enabled else (0, None))
+    return prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=prepared.document.sources,
+                          chunk=chunk, progress=progress, settings=cache, device=prepared.loaded.device)
+
+
+def prompt_cache_key(loaded: LoadedModel, requested_model: str, template: Template, document: str,
+                     ids: Sequence[int], plan: Plan) -> tuple[int, str]:
+    """(document prefix length, cache key) for the prompt ``ids`` = chat_token_ids(template filled with document)."""
+    before, _ = template.split()
+    prefix_len = document_prefix_length(ids, lambda after: chat_token_ids(loaded.tokenizer, before + document + after))
+    key = document_key(
+        prefix_ids=ids[:prefix_len], document=document, identity=model_identity(requested_model, loaded.model),
+        dtype=loaded.dtype, device_type=str(loaded.device).split(":")[0], window=plan.W, group_size=plan.G,
+        extended=plan.needs_extension, template=template.text,
+    )
+    return prefix_len, key
+
+
+def _offset_progress(progress, base: int, total: int):
+    if progress is None:
+        return None
+    return lambda done, _: progress(base + done, total)
+
+
+def prefill_cached(session: Session, ids: Sequence[int], *, prefix_len: int, key: str | None,
+                   sources: Sequence[str], chunk: int, progress=None,
+                   settings: DocCacheSettings = DocCacheSettings(), device=None, dtype=None):
+    """Prefill ``ids`` into ``session``, the first ``prefix_len`` through the document cache.
+
+    Returns (last logits [1, V], status) with status "hit" (the prefix was loaded), "miss" (prefilled and
+    saved) or "off" (cache disabled or not possible for this model: everything prefilled at once).
+    """
+    import torch
+
+    device = device if device is not None else next(session.model.parameters()).device
+    input_ids = torch.tensor([list(ids)], device=device)
+    reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
+    if reason is not None:
+        print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
+    if not settings.enabled or key is None or reason is not None or not 0 < prefix_len < len(ids):
+        return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
+    directory = settings.resolved_directory()
+    limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work
+    prefix = list(ids[:prefix_len])
+    dtype = dtype if dtype is not None else next(session.model.parameters()).dtype
+    total = len(ids)
+    if load_entry(directory, key, prefix, session.cache, dtype=dtype, device=device):
+        status = "hit"
+    else:
+        prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
+        status = "miss"
+        try:
+            save_entry(directory, key, session.cache, prefix, sources)
+            prune(directory, max_bytes=limit, keep=key)
+        except OSError as exc:
+            warn(f"could not save the document cache in {directory}: {exc.strerror or exc}")
+    logits = prefill(session, input_ids[:, prefix_len:], chunk=chunk,
+                     progress=_offset_progress(progress, prefix_len, total))
+    return logits, status

@@ -1,0 +1,1 @@
+"""Running a model: loading it (and converting GGUF files once), chunked prefill and token-by-token decoding."""
