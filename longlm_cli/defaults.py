@@ -27,6 +27,7 @@ DOC_CACHE_MAX_BYTES_ENV = "LONGLM_CACHE_MAX_BYTES"
 DEFAULT_CHAT_BUDGET_FACTOR = 4      # chat plans for the document plus this many times --max-new-tokens
 
 # Evaluation (`longlm passkey`)
+EVAL_TASKS = ("passkey", "fact")
 DEFAULT_EVAL_TASK = "passkey"
 DEFAULT_EVAL_LENGTHS = "4k,8k,16k"
 DEFAULT_EVAL_DEPTHS = "0,0.25,0.5,0.75,1"

@@ -4,6 +4,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from helpers import L, corpus_tokenizer, save_tiny_llama
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +16,18 @@ def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
         return
     monkeypatch.setenv("LONGLM_CACHE_DIR", str(tmp_path_factory.mktemp("longlm-cache")))
     monkeypatch.delenv("LONGLM_CACHE_MAX_BYTES", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), corpus_tokenizer(), window=L)
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = corpus_tokenizer()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=L))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -11,7 +11,7 @@ from longlm_cli.runtime.models import load_model
 from longlm_cli.pipeline import ModelSettings, configure
 from longlm_cli.templates import load_template, user_message
 
-from test_cli_run import CORPUS, run, tiny_dir  # noqa: F401  (tiny_dir is a fixture)
+from helpers import CORPUS, run
 
 TOKENS = 6
 

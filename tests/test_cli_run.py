@@ -18,63 +18,7 @@ from longlm_cli.cli import cli
 from longlm_cli.planning import make_plan
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
-from test_documents import blank_pdf, text_pdf
-from tiny_models import reference_logits, save_tiny_llama
-
-L = 64  # the tiny model's pretraining window
-CORPUS = (
-    "The lighthouse keeper counted the ships every evening. Each ship carried salt, timber or wool to the "
-    "northern harbour, and the keeper wrote its name in a green ledger. "
-) * 3
-CHAT_TEMPLATE = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
-
-
-def _tokenizer() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([CORPUS], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), _tokenizer(), window=L)
-
-
-@pytest.fixture(scope="session")
-def gpt2_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tokenizer = _tokenizer()
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=L))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def reference_answer(model_dir, task, document, question=None, *, max_new_tokens):
-    """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step."""
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    model = LlamaForCausalLM.from_pretrained(model_dir).eval()
-    ids = chat_token_ids(tokenizer, user_message(load_template(task), document, question))
-    plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
-    out = []
-    for _ in range(max_new_tokens):
-        logits = reference_logits(model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G)
-        token = int(logits[0, -1].argmax())
-        if token == tokenizer.eos_token_id:
-            break
-        out.append(token)
-    return tokenizer.decode(out, skip_special_tokens=True), plan, len(ids)
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
-
+from helpers import CORPUS, L, blank_pdf, reference_answer, run, text_pdf
 
 def test_summarize_text_file_streams_the_reference_answer(tiny_dir, tmp_path):
     doc = tmp_path / "ships.txt"

@@ -19,7 +19,7 @@ from longlm_cli.planning import make_plan
 from longlm_cli.pipeline import configure
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
-from test_cli_run import CORPUS, reference_answer, run, tiny_dir  # noqa: F401  (tiny_dir is a fixture)
+from helpers import CORPUS, reference_answer, run
 
 FIXED = ("-w", 8, "-g", 16)  # a fixed plan, so that questions of any length share the document entry
 
@@ -239,7 +239,7 @@ def test_cache_list_and_clear(tiny_dir, doc, tmp_path):
 
 
 def test_sliding_window_models_are_not_cached(tmp_path, capsys):
-    from tiny_models import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model("gemma3")
     session = Session.start(model)

@@ -18,7 +18,7 @@ from longlm_cli.errors import LongLMError
 from longlm_cli.evaluation.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
 from longlm_cli.planning import make_plan
 
-from tiny_models import save_tiny_llama, tiny_model
+from helpers import save_tiny_llama, tiny_model, train_tokenizer
 
 L = 64  # the tiny model's pretraining window
 HAYSTACK = fact_task.SAMPLE_HAYSTACK.read_text(encoding="utf-8")
@@ -27,15 +27,9 @@ SHORT_SENTENCES = " ".join(f"Ship {i} sailed at dawn." for i in range(400))
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     corpus = [TASK, FILLER, KEY_LINE, QUESTION, fact_task.FACT_INTRO, fact_task.FACT_LINE, fact_task.FACT_QUESTION,
               " ".join(fact_task.FACT_ANSWERS), SHORT_SENTENCES, HAYSTACK[:20000]]
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>")
+    return train_tokenizer(corpus, vocab_size=1000, special_tokens=["<|end|>"])
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig,
 from longlm_cli import LongLMError, UnsupportedModelError
 from longlm_cli.engine.selfextend import GroupedKeyCache, LayerRope, apply_selfextend, remove_selfextend, rotate
 
-from tiny_models import ARCHS, VOCAB, reference_logits, tiny_model
+from helpers import ARCHS, VOCAB, reference_logits, tiny_model
 
 W, G, N = 16, 4, 200
 TOL = 1e-4
@@ -146,7 +146,7 @@ def test_refuses_model_without_rope():
 
 
 def test_refuses_dynamic_rope():
-    config = LlamaConfig(**{**{k: v for k, v in __import__("tiny_models").BASE.items()},
+    config = LlamaConfig(**{**{k: v for k, v in __import__("helpers").BASE.items()},
                             "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}})
     model = LlamaForCausalLM(config)
     with pytest.raises(UnsupportedModelError, match="rope type 'dynamic'"):

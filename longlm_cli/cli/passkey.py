@@ -8,7 +8,7 @@ import click
 
 from ..defaults import (
     DEFAULT_EVAL_DEPTHS, DEFAULT_EVAL_LENGTHS, DEFAULT_EVAL_METHODS, DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_RESULTS,
-    DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS,
+    DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS, EVAL_TASKS,
 )
 from .app import cli
 from .options import extension_options, loading_options
@@ -16,7 +16,7 @@ from .options import extension_options, loading_options
 
 @cli.command()
 @loading_options
-@click.option("--task", type=click.Choice(["passkey", "fact"]), default=DEFAULT_EVAL_TASK, show_default=True,
+@click.option("--task", type=click.Choice(EVAL_TASKS), default=DEFAULT_EVAL_TASK, show_default=True,
               help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
               "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.")
 @click.option("--lengths", default=DEFAULT_EVAL_LENGTHS, show_default=True, metavar="N,N,...",

@@ -19,9 +19,6 @@ from .passkey import found_key, passkey_prompt, random_key
 from .prompts import EvalPrompt
 from .results import append_result, case_key, load_results, prepare_results
 
-TASKS = ("passkey", "fact")
-
-
 @dataclass(frozen=True)
 class EvalSettings:
     model: str

@@ -1,13 +1,23 @@
-"""Tiny random models for tests, built from configs (no download), and a straightforward SelfExtend reference."""
+"""Shared test helpers: tiny random models built from configs (no download), a straightforward SelfExtend
+reference, throwaway tokenizers, hand-built PDFs and an in-process CLI runner. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
 import inspect
 
+import io
+
 import torch
 import transformers
-from transformers import AttentionInterface
+from click.testing import CliRunner
+from pypdf import PdfWriter
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AttentionInterface, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.masking_utils import AttentionMaskInterface
+
+from longlm_cli.cli import cli
+from longlm_cli.planning import make_plan
+from longlm_cli.templates import chat_token_ids, load_template, user_message
 
 VOCAB = 128
 BASE = dict(
@@ -148,3 +158,94 @@ def save_tiny_llama(path, tokenizer, *, window: int = 64, seed: int = 0):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokenizers, documents and the CLI
+
+L = 64  # the tiny model's pretraining window
+CORPUS = (
+    "The lighthouse keeper counted the ships every evening. Each ship carried salt, timber or wool to the "
+    "northern harbour, and the keeper wrote its name in a green ledger. "
+) * 3
+CHAT_TEMPLATE = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
+
+
+def train_tokenizer(texts, *, vocab_size: int, special_tokens: list[str], chat_template: str | None = None,
+                    eos_token: str = "<|end|>") -> PreTrainedTokenizerFast:
+    """A throwaway byte-level BPE tokenizer trained on ``texts`` (no download)."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos_token)
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    return fast
+
+
+def corpus_tokenizer() -> PreTrainedTokenizerFast:
+    """The tokenizer of the CLI tests' tiny models: trained on CORPUS, with a chat template."""
+    return train_tokenizer([CORPUS], vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
+                           chat_template=CHAT_TEMPLATE)
+
+
+def reference_answer(model_dir, task, document, question=None, *, max_new_tokens):
+    """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    ids = chat_token_ids(tokenizer, user_message(load_template(task), document, question))
+    plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
+    out = []
+    for _ in range(max_new_tokens):
+        logits = reference_logits(model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G)
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        out.append(token)
+    return tokenizer.decode(out, skip_special_tokens=True), plan, len(ids)
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def text_pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF, one Helvetica text line per page, built by hand (pypdf cannot write text)."""
+    count = len(pages)
+    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(count))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    for i, text in enumerate(pages):
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode()
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode()
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def blank_pdf(*, password: str | None = None) -> bytes:
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    if password is not None:
+        writer.encrypt(password)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
