@@ -22,15 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from longlm_cli.answer import answer_documents  # noqa: E402
 from longlm_cli.doccache import DocCacheSettings  # noqa: E402
+from longlm_cli.pipeline import ModelSettings  # noqa: E402
 from longlm_cli.runtime.generate import SamplingSettings  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
-from longlm_cli.answer import answer_documents  # noqa: E402
-from longlm_cli.pipeline import ModelSettings  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "harbour-report.md"
-QUESTIONS = ("Which ships arrived at the harbour, and what did they carry?",
-             "What does section 3 say about the lighthouse?")
+QUESTIONS = (
+    "Which ships arrived at the harbour, and what did they carry?",
+    "What does section 3 say about the lighthouse?",
+)
 
 
 def build_document(tokenizer, target: int) -> str:
@@ -56,21 +58,45 @@ def main() -> None:
         runs = []
         for question in QUESTIONS:
             start = time.perf_counter()
-            answer = answer_documents("ask", [str(doc)], question=question, loaded=loaded, cache=settings,
-                                      model=ModelSettings(model="default", device=args.device),
-                                      sampling=SamplingSettings(max_new_tokens=args.max_new_tokens))
-            runs.append(dict(cache=answer.cache, wall_s=time.perf_counter() - start,
-                             prefill_s=answer.timings["prefill"], decode_s=answer.timings["decode"],
-                             prompt_tokens=answer.prompt_tokens, W=answer.plan.W, G=answer.plan.G))
+            answer = answer_documents(
+                "ask",
+                [str(doc)],
+                question=question,
+                loaded=loaded,
+                cache=settings,
+                model=ModelSettings(model="default", device=args.device),
+                sampling=SamplingSettings(max_new_tokens=args.max_new_tokens),
+            )
+            runs.append(
+                dict(
+                    cache=answer.cache,
+                    wall_s=time.perf_counter() - start,
+                    prefill_s=answer.timings["prefill"],
+                    decode_s=answer.timings["decode"],
+                    prompt_tokens=answer.prompt_tokens,
+                    W=answer.plan.W,
+                    G=answer.plan.G,
+                )
+            )
         entry_bytes = sum(p.stat().st_size for p in (Path(work) / "kv").glob("*.safetensors"))
     first, second = runs
     ratio = second["wall_s"] / first["prefill_s"]
-    result = dict(model=loaded.name, device=loaded.device, dtype=loaded.dtype, first=first, second=second,
-                  entry_bytes=entry_bytes, ratio_second_wall_to_first_prefill=round(ratio, 4), target=0.05)
+    result = dict(
+        model=loaded.name,
+        device=loaded.device,
+        dtype=loaded.dtype,
+        first=first,
+        second=second,
+        entry_bytes=entry_bytes,
+        ratio_second_wall_to_first_prefill=round(ratio, 4),
+        target=0.05,
+    )
     print(json.dumps(result, indent=2))
-    print(f"first ask ({first['cache']}): wall {first['wall_s']:.1f}s, prefill {first['prefill_s']:.1f}s for "
-          f"{first['prompt_tokens']:,} tokens; second ask ({second['cache']}): wall {second['wall_s']:.2f}s; "
-          f"ratio {ratio:.1%} (target <= 5%)")
+    print(
+        f"first ask ({first['cache']}): wall {first['wall_s']:.1f}s, prefill {first['prefill_s']:.1f}s for "
+        f"{first['prompt_tokens']:,} tokens; second ask ({second['cache']}): wall {second['wall_s']:.2f}s; "
+        f"ratio {ratio:.1%} (target <= 5%)"
+    )
     if first["cache"] != "miss" or second["cache"] != "hit":
         sys.exit("unexpected cache status: the second ask should hit the entry the first one saved")
 

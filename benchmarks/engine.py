@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
-from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 
 W, G = 1024, 4
 
@@ -115,8 +115,7 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
     remove_selfextend(model)
     plain_session = Session(model=model, cache=session.cache, grouped=None)
     plain = min(decode_steps(plain_session) for _ in range(2))
-    return {"context": context, "plain_ms": plain * 1e3, "selfextend_ms": extended * 1e3,
-            "ratio": extended / plain}
+    return {"context": context, "plain_ms": plain * 1e3, "selfextend_ms": extended * 1e3, "ratio": extended / plain}
 
 
 def bench_memory(n: int = 32768) -> dict:
@@ -152,21 +151,33 @@ def main() -> None:
         model = load_model("default", device="cpu", dtype="float32").model
     if args.only in (None, "prefill"):
         r = results["prefill"] = bench_prefill(model, args.prefill_tokens)
-        print(f"(a) prefill {r['tokens']} tokens: plain SDPA {r['plain_s']:.2f} s, SelfExtend {r['selfextend_s']:.2f} s,"
-              f" ratio {r['ratio']:.3f} (target <= 1.2)", flush=True)
+        print(
+            f"(a) prefill {r['tokens']} tokens: plain SDPA {r['plain_s']:.2f} s, SelfExtend {r['selfextend_s']:.2f} s,"
+            f" ratio {r['ratio']:.3f} (target <= 1.2)",
+            flush=True,
+        )
     if args.only in (None, "chunked"):
         r = results["chunked_prefill"] = bench_chunked_prefill(model, args.prefill_tokens)
-        print(f"(a') chunked prefill {r['tokens']} tokens (as the CLI does it): plain SDPA {r['plain_s']:.2f} s,"
-              f" SelfExtend {r['selfextend_s']:.2f} s, ratio {r['ratio']:.3f}", flush=True)
+        print(
+            f"(a') chunked prefill {r['tokens']} tokens (as the CLI does it): plain SDPA {r['plain_s']:.2f} s,"
+            f" SelfExtend {r['selfextend_s']:.2f} s, ratio {r['ratio']:.3f}",
+            flush=True,
+        )
     if args.only in (None, "decode"):
         r = results["decode"] = bench_decode(model, args.decode_context)
-        print(f"(b) decode at {r['context']} tokens: plain SDPA {r['plain_ms']:.1f} ms/token, SelfExtend"
-              f" {r['selfextend_ms']:.1f} ms/token, ratio {r['ratio']:.3f} (target <= 1.3)", flush=True)
+        print(
+            f"(b) decode at {r['context']} tokens: plain SDPA {r['plain_ms']:.1f} ms/token, SelfExtend"
+            f" {r['selfextend_ms']:.1f} ms/token, ratio {r['ratio']:.3f} (target <= 1.3)",
+            flush=True,
+        )
     if args.only in (None, "memory"):
         del model
         r = results["memory"] = bench_memory(args.memory_tokens)
-        print(f"(c) peak RSS of a {r['tokens']}-token SelfExtend prefill (float32, whole process):"
-              f" {r['peak_rss_gib']:.2f} GiB (target <= 4 GiB); took {r['seconds']:.0f} s", flush=True)
+        print(
+            f"(c) peak RSS of a {r['tokens']}-token SelfExtend prefill (float32, whole process):"
+            f" {r['peak_rss_gib']:.2f} GiB (target <= 4 GiB); took {r['seconds']:.0f} s",
+            flush=True,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

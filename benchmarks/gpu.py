@@ -19,13 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-import engine  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
-from longlm_cli.evaluation.passkey import passkey_prompt  # noqa: E402
-from longlm_cli.evaluation.runner import greedy_answer  # noqa: E402
-from longlm_cli.evaluation.passkey import found_key, random_key  # noqa: E402
-from longlm_cli.planning import make_plan  # noqa: E402
 from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
+from longlm_cli.evaluation.passkey import (  # noqa: E402
+    found_key,
+    passkey_prompt,  # noqa: E402
+    random_key,
+)
+from longlm_cli.evaluation.runner import greedy_answer  # noqa: E402
+from longlm_cli.planning import make_plan  # noqa: E402
+from longlm_cli.runtime.models import load_model  # noqa: E402
+
+import engine  # noqa: E402
 
 
 def main() -> None:
@@ -46,12 +50,17 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
         r = engine.bench_prefill(model, n, repeats=3)
         peak = torch.cuda.max_memory_allocated() / 2**30
-        print(f"prefill {n}: plain SDPA {r['plain_s'] * 1e3:.0f} ms, SelfExtend (W={engine.W}, G={engine.G})"
-              f" {r['selfextend_s'] * 1e3:.0f} ms, ratio {r['ratio']:.3f} (target <= 1.2); peak {peak:.2f} GiB",
-              flush=True)
+        print(
+            f"prefill {n}: plain SDPA {r['plain_s'] * 1e3:.0f} ms, SelfExtend (W={engine.W}, G={engine.G})"
+            f" {r['selfextend_s'] * 1e3:.0f} ms, ratio {r['ratio']:.3f} (target <= 1.2); peak {peak:.2f} GiB",
+            flush=True,
+        )
     r = engine.bench_decode(model, args.decode_context)
-    print(f"decode at {r['context']}: plain {r['plain_ms']:.2f} ms/token, SelfExtend {r['selfextend_ms']:.2f}"
-          f" ms/token, ratio {r['ratio']:.3f}", flush=True)
+    print(
+        f"decode at {r['context']}: plain {r['plain_ms']:.2f} ms/token, SelfExtend {r['selfextend_ms']:.2f}"
+        f" ms/token, ratio {r['ratio']:.3f}",
+        flush=True,
+    )
     rng = random.Random(0)
     count = lambda text: len(loaded.tokenizer(text)["input_ids"])  # noqa: E731
     for n in [int(x) for x in args.passkey_lengths.split(",")]:
@@ -63,8 +72,11 @@ def main() -> None:
             apply_selfextend(model, group_size=plan.G, window=plan.W)
             answer = greedy_answer(model, loaded.tokenizer, ids, max_new_tokens=8)
             remove_selfextend(model)
-            print(f"passkey {ids.shape[1]} tokens depth {depth:.2f} W={plan.W} G={plan.G}: "
-                  f"{'correct' if found_key(answer, key) else 'wrong'} ({answer.strip()!r})", flush=True)
+            print(
+                f"passkey {ids.shape[1]} tokens depth {depth:.2f} W={plan.W} G={plan.G}: "
+                f"{'correct' if found_key(answer, key) else 'wrong'} ({answer.strip()!r})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

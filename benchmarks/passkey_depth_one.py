@@ -48,8 +48,10 @@ def main() -> None:
     loaded = load_model("smollm2", device="cpu")
     tokenizer, model = loaded.tokenizer, loaded.model
     count = lambda text: len(tokenizer(text)["input_ids"])
-    print(f"plain SmolLM2-135M-Instruct (L={loaded.context_window:,}), {args.length:,}-token prompts, greedy, "
-          f"{DEFAULT_EVAL_NEW_TOKENS} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"plain SmolLM2-135M-Instruct (L={loaded.context_window:,}), {args.length:,}-token prompts, greedy, "
+        f"{DEFAULT_EVAL_NEW_TOKENS} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     hits: dict[str, int] = {}
     keys = args.keys.split(",")
     start = time.perf_counter()

@@ -17,7 +17,12 @@ _LAZY = {
 }
 
 __all__ = [
-    "LongLMError", "InputError", "ModelError", "PlanError", "UnsupportedModelError", *_LAZY,
+    "LongLMError",
+    "InputError",
+    "ModelError",
+    "PlanError",
+    "UnsupportedModelError",
+    *_LAZY,
 ]
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import IO, Callable, Sequence
+from typing import IO
 
 from .doccache import DocCacheSettings
 from .pipeline import ExtensionSettings, ModelSettings, PlanFn, prefill_prompt, prepare
@@ -52,16 +53,35 @@ def answer_documents(
     With ``cache.enabled`` the document part of the prompt goes through the persistent document cache
     (see pipeline.prefill_prompt): loaded when an earlier run saved it, else prefilled and saved.
     """
-    prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, prompt_file=prompt_file,
-                       model=model, extension=extension, stdin=stdin, on_plan=on_plan, loaded=loaded)
+    prepared = prepare(
+        task,
+        paths,
+        question=question,
+        reserve=sampling.max_new_tokens,
+        prompt_file=prompt_file,
+        model=model,
+        extension=extension,
+        stdin=stdin,
+        on_plan=on_plan,
+        loaded=loaded,
+    )
     session = Session.start(prepared.loaded.model)
     start = time.perf_counter()
-    logits, status = prefill_prompt(session, prepared, prepared.ids, chunk=extension.prefill_chunk, cache=cache,
-                                    progress=progress)
+    logits, status = prefill_prompt(
+        session, prepared, prepared.ids, chunk=extension.prefill_chunk, cache=cache, progress=progress
+    )
     timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds
     plan = prepared.plan
-    return Answer(text=decoded.text, model=prepared.loaded.name, plan=plan, extended=plan.needs_extension,
-                  prompt_tokens=len(prepared.ids), new_tokens=len(decoded.token_ids),
-                  sources=prepared.document.sources, timings=timings, cache=status)
+    return Answer(
+        text=decoded.text,
+        model=prepared.loaded.name,
+        plan=plan,
+        extended=plan.needs_extension,
+        prompt_tokens=len(prepared.ids),
+        new_tokens=len(decoded.token_ids),
+        sources=prepared.document.sources,
+        timings=timings,
+        cache=status,
+    )

@@ -125,8 +125,9 @@ def pretraining_window(model: str) -> ModelWindow:
     if not path.exists():
         cached = hf_cached_model_dir(model)
         if cached is not None:
-            return _window_from_config_file(cached / "config.json", name=model,
-                                            where="config.json in the Hugging Face cache")
+            return _window_from_config_file(
+                cached / "config.json", name=model, where="config.json in the Hugging Face cache"
+            )
         raise _model_not_found(model)
     if path.is_dir():
         return _window_from_config_file(path / "config.json", name=model)
@@ -199,7 +200,7 @@ def _original_window(section: dict) -> tuple[int, str] | None:
             continue
         if _is_positive_int(rope.get(_ORIGINAL_KEY)):
             return rope[_ORIGINAL_KEY], f"{rope_key}.{_ORIGINAL_KEY}"
-        for sub_key, sub in rope.items():   # per-attention-type parameters, e.g. {"full_attention": {...}}
+        for sub_key, sub in rope.items():  # per-attention-type parameters, e.g. {"full_attention": {...}}
             if isinstance(sub, dict) and _is_positive_int(sub.get(_ORIGINAL_KEY)):
                 return sub[_ORIGINAL_KEY], f"{rope_key}.{sub_key}.{_ORIGINAL_KEY}"
     return None

@@ -10,8 +10,9 @@ what a fresh run over the whole conversation would give.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Sequence
+from typing import IO
 
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings, common_prefix_length
@@ -58,8 +59,15 @@ def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:
 class Chat:
     """One conversation over one document: call ``ask`` for each question."""
 
-    def __init__(self, prepared: Prepared, *, extension: ExtensionSettings, sampling: SamplingSettings,
-                 cache: DocCacheSettings, progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        prepared: Prepared,
+        *,
+        extension: ExtensionSettings,
+        sampling: SamplingSettings,
+        cache: DocCacheSettings,
+        progress: ProgressFn | None = None,
+    ) -> None:
         self.prepared = prepared
         self.loaded = prepared.loaded
         self.plan = prepared.plan
@@ -81,15 +89,27 @@ class Chat:
         ids = render_conversation(self.loaded.tokenizer, messages)
         self._check_room(ids)
         if first:
-            logits, status = prefill_prompt(self.session, prepared, ids, chunk=self.extension.prefill_chunk,
-                                            cache=self.cache, progress=self.progress)
+            logits, status = prefill_prompt(
+                self.session,
+                prepared,
+                ids,
+                chunk=self.extension.prefill_chunk,
+                cache=self.cache,
+                progress=self.progress,
+            )
         else:
             logits, status = self._append(ids), "conversation"
         decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
         self.cached_ids = ids + list(decoded.token_ids)
         self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
-        return Turn(question=question, text=decoded.text, prompt_tokens=len(ids), new_tokens=len(decoded.token_ids),
-                    cache=status, seconds=time.perf_counter() - start)
+        return Turn(
+            question=question,
+            text=decoded.text,
+            prompt_tokens=len(ids),
+            new_tokens=len(decoded.token_ids),
+            cache=status,
+            seconds=time.perf_counter() - start,
+        )
 
     def _check_room(self, ids: list[int]) -> None:
         needed = len(ids) + self.sampling.max_new_tokens
@@ -97,7 +117,8 @@ class Chat:
             raise ConversationTooLongError(
                 f"the conversation has outgrown its plan: {len(ids):,} tokens plus {self.sampling.max_new_tokens:,} "
                 f"for the answer exceed the capacity {self.plan.capacity:,} (W={self.plan.W}, G={self.plan.G}); "
-                "start a new chat with a larger --budget")
+                "start a new chat with a larger --budget"
+            )
 
     def _append(self, ids: list[int]):
         """Prefill what ``ids`` adds to the cached conversation, first cutting the cache to the common prefix."""
@@ -130,6 +151,16 @@ def start_chat(
     The document is prefilled (or loaded from the document cache) with the first question.
     """
     budget = chat.budget if chat.budget is not None else DEFAULT_CHAT_BUDGET_FACTOR * sampling.max_new_tokens
-    prepared = prepare("ask", paths, question="", reserve=budget, prompt_file=prompt_file, model=model,
-                       extension=extension, stdin=stdin, on_plan=on_plan, loaded=loaded)
+    prepared = prepare(
+        "ask",
+        paths,
+        question="",
+        reserve=budget,
+        prompt_file=prompt_file,
+        model=model,
+        extension=extension,
+        stdin=stdin,
+        on_plan=on_plan,
+        loaded=loaded,
+    )
     return Chat(prepared, extension=extension, sampling=sampling, cache=cache, progress=progress)

@@ -1,16 +1,16 @@
 """Named defaults shared by function signatures and Click options. Importing this module is free (no torch)."""
 
 # SelfExtend planning
-DEFAULT_WINDOW_FRACTION = 8          # W = L // 8 unless the user chooses (1024 for an 8k model)
-MIN_WINDOW = 16                      # below this the neighbour band is too thin to be useful
-MAX_GROUP_SIZE = 64                  # the largest group size we consider sensible
-TARGET_FRACTION = 7 / 12             # aim the farthest grouped position at the middle of (1/2 .. 2/3) * L
+DEFAULT_WINDOW_FRACTION = 8  # W = L // 8 unless the user chooses (1024 for an 8k model)
+MIN_WINDOW = 16  # below this the neighbour band is too thin to be useful
+MAX_GROUP_SIZE = 64  # the largest group size we consider sensible
+TARGET_FRACTION = 7 / 12  # aim the farthest grouped position at the middle of (1/2 .. 2/3) * L
 LOW_FRACTION = 1 / 2
 HIGH_FRACTION = 2 / 3
 
 # Engine
-DEFAULT_QUERY_CHUNK = 4096           # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
-DEFAULT_PREFILL_CHUNK = 2048         # tokens per forward pass during prefill (bounds activation memory)
+DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
+DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds activation memory)
 
 # Generation
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -19,12 +19,12 @@ DEFAULT_DEVICE = "auto"
 DEFAULT_DTYPE = "auto"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_MODEL = "smollm2"           # the embedded SmolLM2-135M-Instruct
+DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 
 # Document KV cache
-DEFAULT_DOC_CACHE_MAX_BYTES = 4 * 1024**3   # least-recently-used entries are evicted above this (LONGLM_CACHE_MAX_BYTES)
+DEFAULT_DOC_CACHE_MAX_BYTES = 4 * 1024**3  # least-recently-used entries are evicted above this (LONGLM_CACHE_MAX_BYTES)
 DOC_CACHE_MAX_BYTES_ENV = "LONGLM_CACHE_MAX_BYTES"
-DEFAULT_CHAT_BUDGET_FACTOR = 4      # chat plans for the document plus this many times --max-new-tokens
+DEFAULT_CHAT_BUDGET_FACTOR = 4  # chat plans for the document plus this many times --max-new-tokens
 
 # Evaluation (`longlm passkey`)
 EVAL_TASKS = ("passkey", "fact")

@@ -22,9 +22,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .defaults import DEFAULT_DOC_CACHE_MAX_BYTES, DOC_CACHE_MAX_BYTES_ENV
@@ -130,8 +130,12 @@ def model_identity(requested: str, model) -> dict:
     """
     config = model.config
     location = str(getattr(config, "_name_or_path", "") or getattr(config, "name_or_path", "") or requested)
-    identity = {"requested": requested, "location": location, "class": type(model).__name__,
-                "revision": str(getattr(config, "_commit_hash", None) or "")}
+    identity = {
+        "requested": requested,
+        "location": location,
+        "class": type(model).__name__,
+        "revision": str(getattr(config, "_commit_hash", None) or ""),
+    }
     path = Path(location).expanduser()
     if path.is_dir():
         identity["location"] = str(path.resolve())
@@ -145,8 +149,19 @@ def model_identity(requested: str, model) -> dict:
     return identity
 
 
-def document_key(*, prefix_ids: Sequence[int], document: str, identity: dict, dtype: str, device_type: str,
-                 window: int, group_size: int, extended: bool, template: str, version: str = __version__) -> str:
+def document_key(
+    *,
+    prefix_ids: Sequence[int],
+    document: str,
+    identity: dict,
+    dtype: str,
+    device_type: str,
+    window: int,
+    group_size: int,
+    extended: bool,
+    template: str,
+    version: str = __version__,
+) -> str:
     """The sha256 (hex) naming a document cache entry."""
     parts = {
         "format": FORMAT,
@@ -253,8 +268,10 @@ def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], cache_template)
     if ids is None or metadata.get("tokens") != str(n) or ids.tolist() != list(prefix_ids):
         raise CorruptEntry("it holds other tokens")
     layers = len(cache_template.layers) or int(metadata.get("layers") or 0)  # 0: layers are created lazily
-    if metadata.get("layers") != str(layers) or set(tensors) != {"ids", *(f"{p}.{i}" for p in "kv"
-                                                                           for i in range(layers))}:
+    if metadata.get("layers") != str(layers) or set(tensors) != {
+        "ids",
+        *(f"{p}.{i}" for p in "kv" for i in range(layers)),
+    }:
         raise CorruptEntry("it holds a different number of layers")
     for i in range(layers):
         k, v = tensors[f"k.{i}"], tensors[f"v.{i}"]
@@ -334,8 +351,16 @@ def list_entries(directory: Path | None = None, *, with_sources: bool = True) ->
         except OSError:
             continue
         sources, tokens = _sources_of(path) if with_sources else ((), None)
-        entries.append(Entry(key=path.name[: -len(SUFFIX)], path=path, size=stat.st_size, last_used=stat.st_mtime,
-                             sources=sources, tokens=tokens))
+        entries.append(
+            Entry(
+                key=path.name[: -len(SUFFIX)],
+                path=path,
+                size=stat.st_size,
+                last_used=stat.st_mtime,
+                sources=sources,
+                tokens=tokens,
+            )
+        )
     entries.sort(key=lambda e: e.last_used, reverse=True)
     return entries
 

@@ -23,7 +23,7 @@ def read_gguf_metadata(stream: BinaryIO) -> dict[str, object]:
         raise ValueError("missing GGUF magic bytes")
     (version,) = _unpack(stream, "<I")
     count_format = "<I" if version == 1 else "<Q"
-    _unpack(stream, count_format)                        # tensor count
+    _unpack(stream, count_format)  # tensor count
     (kv_count,) = _unpack(stream, count_format)
     metadata: dict[str, object] = {}
     for _ in range(kv_count):

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Sequence
+from typing import IO
 
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
 from .doccache import (
-    DocCacheSettings, cache_unsupported_reason, document_key, document_prefix_length, load_entry, model_identity,
-    prune, save_entry, warn,
+    DocCacheSettings,
+    cache_unsupported_reason,
+    document_key,
+    document_prefix_length,
+    load_entry,
+    model_identity,
+    prune,
+    save_entry,
+    warn,
 )
 from .documents import Document, read_documents
 from .planning import Plan, make_plan
@@ -55,10 +63,19 @@ class Prepared:
     load_seconds: float
 
 
-def prepare(task: str, paths: Sequence[str], *, question: str | None, reserve: int, prompt_file: str | None = None,
-            model: ModelSettings = ModelSettings(), extension: ExtensionSettings = ExtensionSettings(),
-            stdin: IO[bytes] | None = None, on_plan: PlanFn | None = None,
-            loaded: LoadedModel | None = None) -> Prepared:
+def prepare(
+    task: str,
+    paths: Sequence[str],
+    *,
+    question: str | None,
+    reserve: int,
+    prompt_file: str | None = None,
+    model: ModelSettings = ModelSettings(),
+    extension: ExtensionSettings = ExtensionSettings(),
+    stdin: IO[bytes] | None = None,
+    on_plan: PlanFn | None = None,
+    loaded: LoadedModel | None = None,
+) -> Prepared:
     """Read, load, plan for the prompt plus ``reserve`` tokens, and switch SelfExtend on or off to match.
 
     The template is checked before any heavy work; the document is never truncated.
@@ -66,17 +83,29 @@ def prepare(task: str, paths: Sequence[str], *, question: str | None, reserve: i
     template = load_template(task, prompt_file)
     document = read_documents(paths, stdin=stdin)
     start = time.perf_counter()
-    loaded = loaded or load_model(model.model, device=model.device, dtype=model.dtype,
-                                  trust_remote_code=model.trust_remote_code)
+    loaded = loaded or load_model(
+        model.model, device=model.device, dtype=model.dtype, trust_remote_code=model.trust_remote_code
+    )
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
-    plan = make_plan(context_window=loaded.context_window, length=len(ids) + reserve,
-                     window=extension.window, group_size=extension.group_size)
+    plan = make_plan(
+        context_window=loaded.context_window,
+        length=len(ids) + reserve,
+        window=extension.window,
+        group_size=extension.group_size,
+    )
     configure(loaded.model, plan)
     if on_plan is not None:
         on_plan(plan, loaded)
-    return Prepared(template=template, document=document, loaded=loaded, requested_model=model.model, ids=ids,
-                    plan=plan, load_seconds=load_seconds)
+    return Prepared(
+        template=template,
+        document=document,
+        loaded=loaded,
+        requested_model=model.model,
+        ids=ids,
+        plan=plan,
+        load_seconds=load_seconds,
+    )
 
 
 def configure(model, plan: Plan) -> None:
@@ -89,28 +118,55 @@ def configure(model, plan: Plan) -> None:
         remove_selfextend(model)
 
 
-def prefill_prompt(session: Session, prepared: Prepared, ids: Sequence[int], *, chunk: int = DEFAULT_PREFILL_CHUNK,
-                   cache: DocCacheSettings = DocCacheSettings(), progress: ProgressFn | None = None):
+def prefill_prompt(
+    session: Session,
+    prepared: Prepared,
+    ids: Sequence[int],
+    *,
+    chunk: int = DEFAULT_PREFILL_CHUNK,
+    cache: DocCacheSettings = DocCacheSettings(),
+    progress: ProgressFn | None = None,
+):
     """Prefill ``ids`` (a prompt that starts with ``prepared``'s document) through the document cache.
 
     Returns (last logits [1, V], status) with status "hit", "miss" or "off" as in ``prefill_cached``.
     """
-    prefix_len, key = (prompt_cache_key(prepared.loaded, prepared.requested_model, prepared.template,
-                                        prepared.document.text, ids, prepared.plan)
-                       if cache.enabled else (0, None))
-    return prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=prepared.document.sources,
-                          chunk=chunk, progress=progress, settings=cache, device=prepared.loaded.device)
+    prefix_len, key = (
+        prompt_cache_key(
+            prepared.loaded, prepared.requested_model, prepared.template, prepared.document.text, ids, prepared.plan
+        )
+        if cache.enabled
+        else (0, None)
+    )
+    return prefill_cached(
+        session,
+        ids,
+        prefix_len=prefix_len,
+        key=key,
+        sources=prepared.document.sources,
+        chunk=chunk,
+        progress=progress,
+        settings=cache,
+        device=prepared.loaded.device,
+    )
 
 
-def prompt_cache_key(loaded: LoadedModel, requested_model: str, template: Template, document: str,
-                     ids: Sequence[int], plan: Plan) -> tuple[int, str]:
+def prompt_cache_key(
+    loaded: LoadedModel, requested_model: str, template: Template, document: str, ids: Sequence[int], plan: Plan
+) -> tuple[int, str]:
     """(document prefix length, cache key) for the prompt ``ids`` = chat_token_ids(template filled with document)."""
     before, _ = template.split()
     prefix_len = document_prefix_length(ids, lambda after: chat_token_ids(loaded.tokenizer, before + document + after))
     key = document_key(
-        prefix_ids=ids[:prefix_len], document=document, identity=model_identity(requested_model, loaded.model),
-        dtype=loaded.dtype, device_type=str(loaded.device).split(":")[0], window=plan.W, group_size=plan.G,
-        extended=plan.needs_extension, template=template.text,
+        prefix_ids=ids[:prefix_len],
+        document=document,
+        identity=model_identity(requested_model, loaded.model),
+        dtype=loaded.dtype,
+        device_type=str(loaded.device).split(":")[0],
+        window=plan.W,
+        group_size=plan.G,
+        extended=plan.needs_extension,
+        template=template.text,
     )
     return prefix_len, key
 
@@ -121,9 +177,19 @@ def _offset_progress(progress, base: int, total: int):
     return lambda done, _: progress(base + done, total)
 
 
-def prefill_cached(session: Session, ids: Sequence[int], *, prefix_len: int, key: str | None,
-                   sources: Sequence[str], chunk: int, progress=None,
-                   settings: DocCacheSettings = DocCacheSettings(), device=None, dtype=None):
+def prefill_cached(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    prefix_len: int,
+    key: str | None,
+    sources: Sequence[str],
+    chunk: int,
+    progress=None,
+    settings: DocCacheSettings = DocCacheSettings(),
+    device=None,
+    dtype=None,
+):
     """Prefill ``ids`` into ``session``, the first ``prefix_len`` through the document cache.
 
     Returns (last logits [1, V], status) with status "hit" (the prefix was loaded), "miss" (prefilled and
@@ -153,6 +219,7 @@ def prefill_cached(session: Session, ids: Sequence[int], *, prefix_len: int, key
             prune(directory, max_bytes=limit, keep=key)
         except OSError as exc:
             warn(f"could not save the document cache in {directory}: {exc.strerror or exc}")
-    logits = prefill(session, input_ids[:, prefix_len:], chunk=chunk,
-                     progress=_offset_progress(progress, prefix_len, total))
+    logits = prefill(
+        session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
+    )
     return logits, status

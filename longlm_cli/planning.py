@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import IO
 
+from .catalogue import ModelWindow, pretraining_window
 from .defaults import (
     DEFAULT_WINDOW_FRACTION,
     HIGH_FRACTION,
@@ -21,17 +22,17 @@ from .defaults import (
     MIN_WINDOW,
     TARGET_FRACTION,
 )
-from .catalogue import ModelWindow, pretraining_window
 from .errors import PlanError
 from .tokens import TokenCount
 
-_TARGET = Fraction(TARGET_FRACTION).limit_denominator(1000)   # exactly 7/12: no float surprises at the boundary
-_HIGH = Fraction(HIGH_FRACTION).limit_denominator(1000)       # exactly 2/3
+_TARGET = Fraction(TARGET_FRACTION).limit_denominator(1000)  # exactly 7/12: no float surprises at the boundary
+_HIGH = Fraction(HIGH_FRACTION).limit_denominator(1000)  # exactly 2/3
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Choosing W and G
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -55,9 +56,7 @@ class Plan:
     warning: str | None = None
 
 
-def make_plan(
-    *, context_window: int, length: int, window: int | None = None, group_size: int | None = None
-) -> Plan:
+def make_plan(*, context_window: int, length: int, window: int | None = None, group_size: int | None = None) -> Plan:
     """Choose W and G so that the farthest grouped position W + (N - W) / G sits in (1/2 .. 2/3) * L.
 
     `context_window` is L, `length` is N. Unset `window` defaults to L // DEFAULT_WINDOW_FRACTION; unset
@@ -150,8 +149,17 @@ def _build(L: int, N: int, W: int, G: int, *, reason: str) -> Plan:
     farthest = W + (N - W) / G
     low, high = L * LOW_FRACTION, L * HIGH_FRACTION
     return Plan(
-        L=L, N=N, W=W, G=G, needs_extension=G > 1, capacity=(L - W) * G + W, farthest=farthest,
-        low=low, high=high, reason=reason, warning=_warning(W, G, farthest, high),
+        L=L,
+        N=N,
+        W=W,
+        G=G,
+        needs_extension=G > 1,
+        capacity=(L - W) * G + W,
+        farthest=farthest,
+        low=low,
+        high=high,
+        reason=reason,
+        warning=_warning(W, G, farthest, high),
     )
 
 
@@ -170,6 +178,7 @@ def _warning(W: int, G: int, farthest: float, high: float) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # From a model and a document to a plan, and back to text
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PlanReport:

@@ -4,7 +4,6 @@ reference, throwaway tokenizers, hand-built PDFs and an in-process CLI runner. F
 from __future__ import annotations
 
 import inspect
-
 import io
 
 import torch
@@ -21,8 +20,14 @@ from longlm_cli.templates import chat_token_ids, load_template, user_message
 
 VOCAB = 128
 BASE = dict(
-    vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=64,
 )
 
 
@@ -32,9 +37,19 @@ def _layers(kinds):
 
 ARCHS = {
     "llama": ("llama", {}),
-    "llama3-rope": ("llama", dict(rope_parameters=dict(
-        rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=32))),
+    "llama3-rope": (
+        "llama",
+        dict(
+            rope_parameters=dict(
+                rope_type="llama3",
+                rope_theta=10000.0,
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=32,
+            )
+        ),
+    ),
     "mistral": ("mistral", dict(sliding_window=None)),
     "mistral-sliding": ("mistral", dict(sliding_window=40)),
     "mixtral": ("mixtral", dict(sliding_window=None, num_local_experts=2, num_experts_per_tok=1)),
@@ -43,8 +58,15 @@ ARCHS = {
     "phi": ("phi", dict(rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5))),
     "phi3": ("phi3", dict(pad_token_id=0)),
     "gemma": ("gemma", {}),
-    "gemma2": ("gemma2", dict(sliding_window=40, attn_logit_softcapping=5.0, final_logit_softcapping=30.0,
-                              **_layers(["sliding_attention", "full_attention", "sliding_attention"]))),
+    "gemma2": (
+        "gemma2",
+        dict(
+            sliding_window=40,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=30.0,
+            **_layers(["sliding_attention", "full_attention", "sliding_attention"]),
+        ),
+    ),
     "gemma3": ("gemma3_text", dict(sliding_window=40, **_layers(["sliding_attention", "full_attention"]))),
 }
 
@@ -98,8 +120,19 @@ def _rerotate(model, module, x, true_pos, new_pos):
     return torch.cat((raw * cos2 + _rotate_half(raw) * sin2, x[..., R:].float()), dim=-1)
 
 
-def reference_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
-                        sliding_window=None, position_ids=None, **kwargs):
+def reference_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    dropout=0.0,
+    softcap=None,
+    sliding_window=None,
+    position_ids=None,
+    **kwargs,
+):
     model, W, G = REFERENCE["model"], REFERENCE["window"], REFERENCE["group"]
     B, H, Q, D = query.shape
     K = key.shape[2]
@@ -108,7 +141,7 @@ def reference_attention(module, query, key, value, attention_mask, scaling=None,
     v = value.repeat_interleave(rep, 1).float()
     q = query.float()
     kpos = torch.arange(K)
-    qpos = kpos[K - Q:]
+    qpos = kpos[K - Q :]
     i, j = qpos[:, None], kpos[None, :]
     scores = q @ k.transpose(-1, -2) * scaling
     if softcap:
@@ -147,8 +180,15 @@ def reference_logits(model, input_ids, *, window: int, group_size: int):
 def save_tiny_llama(path, tokenizer, *, window: int = 64, seed: int = 0):
     """Save a tiny random Llama (pretraining window ``window``) with ``tokenizer`` to ``path``, as a model dir."""
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=window, eos_token_id=tokenizer.eos_token_id)
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=window,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():
@@ -171,14 +211,16 @@ CORPUS = (
 CHAT_TEMPLATE = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
 
 
-def train_tokenizer(texts, *, vocab_size: int, special_tokens: list[str], chat_template: str | None = None,
-                    eos_token: str = "<|end|>") -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts, *, vocab_size: int, special_tokens: list[str], chat_template: str | None = None, eos_token: str = "<|end|>"
+) -> PreTrainedTokenizerFast:
     """A throwaway byte-level BPE tokenizer trained on ``texts`` (no download)."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(list(texts), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos_token)
     if chat_template is not None:
@@ -188,8 +230,9 @@ def train_tokenizer(texts, *, vocab_size: int, special_tokens: list[str], chat_t
 
 def corpus_tokenizer() -> PreTrainedTokenizerFast:
     """The tokenizer of the CLI tests' tiny models: trained on CORPUS, with a chat template."""
-    return train_tokenizer([CORPUS], vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
-                           chat_template=CHAT_TEMPLATE)
+    return train_tokenizer(
+        [CORPUS], vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"], chat_template=CHAT_TEMPLATE
+    )
 
 
 def reference_answer(model_dir, task, document, question=None, *, max_new_tokens):

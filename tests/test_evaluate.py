@@ -5,18 +5,16 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
+from longlm_cli.cli import cli
 from longlm_cli.engine import scaling
+from longlm_cli.errors import LongLMError
 from longlm_cli.evaluation import fact as fact_task
 from longlm_cli.evaluation import options, passkey, runner, tables
 from longlm_cli.evaluation import results as results_file
-from longlm_cli.runtime import generate
-from longlm_cli.cli import cli
-from longlm_cli.errors import LongLMError
 from longlm_cli.evaluation.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
 from longlm_cli.planning import make_plan
+from longlm_cli.runtime import generate
 
 from helpers import save_tiny_llama, tiny_model, train_tokenizer
 
@@ -27,8 +25,18 @@ SHORT_SENTENCES = " ".join(f"Ship {i} sailed at dawn." for i in range(400))
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    corpus = [TASK, FILLER, KEY_LINE, QUESTION, fact_task.FACT_INTRO, fact_task.FACT_LINE, fact_task.FACT_QUESTION,
-              " ".join(fact_task.FACT_ANSWERS), SHORT_SENTENCES, HAYSTACK[:20000]]
+    corpus = [
+        TASK,
+        FILLER,
+        KEY_LINE,
+        QUESTION,
+        fact_task.FACT_INTRO,
+        fact_task.FACT_LINE,
+        fact_task.FACT_QUESTION,
+        " ".join(fact_task.FACT_ANSWERS),
+        SHORT_SENTENCES,
+        HAYSTACK[:20000],
+    ]
     return train_tokenizer(corpus, vocab_size=1000, special_tokens=["<|end|>"])
 
 
@@ -56,7 +64,11 @@ def test_parse_lengths_depths_methods():
     assert options.parse_depths("0,0.25,1") == [0.0, 0.25, 1.0]
     assert options.parse_methods("all") == ["none", "selfextend", "yarn", "dynamic"]
     assert options.parse_methods("selfextend,none") == ["selfextend", "none"]
-    for bad in (lambda: options.parse_lengths("4x"), lambda: options.parse_depths("1.5"), lambda: options.parse_methods("rope")):
+    for bad in (
+        lambda: options.parse_lengths("4x"),
+        lambda: options.parse_depths("1.5"),
+        lambda: options.parse_methods("rope"),
+    ):
         with pytest.raises(LongLMError):
             bad()
 
@@ -73,7 +85,7 @@ def test_passkey_prompt_length_and_depth(count, length, depth):
     key_line = KEY_LINE.format(key="48213")
     assert prompt.text.startswith(TASK + " ") and prompt.text.endswith(" " + QUESTION)
     assert prompt.text.count(key_line) == 1
-    before, after = prompt.text[len(TASK):-len(QUESTION)].split(key_line)
+    before, after = prompt.text[len(TASK) : -len(QUESTION)].split(key_line)
     n_before = sum(before.count(s) for s in passkey.FILLER_SENTENCES)
     n_after = sum(after.count(s) for s in passkey.FILLER_SENTENCES)
     total = n_before + n_after
@@ -95,7 +107,7 @@ def _fact_parts(prompt, answer):
     head = fact_task.FACT_INTRO + "\n\n"
     tail = "\n\n" + fact_task.FACT_QUESTION
     assert prompt.text.startswith(head) and prompt.text.endswith(tail)
-    body = prompt.text[len(head):-len(tail)]
+    body = prompt.text[len(head) : -len(tail)]
     assert body.count(fact) == 1
     before, after = body.split(fact)
     return before.strip(), after.strip()
@@ -130,10 +142,13 @@ def test_shipped_text_is_long_enough_for_32k_prompts():
     assert (fact_task.SAMPLE_HAYSTACK.parent / "pride-and-prejudice.LICENSE.txt").is_file()
 
 
-@pytest.mark.parametrize("build", [
-    lambda count: passkey.passkey_prompt(count, 20, depth=0.5, key="1"),
-    lambda count: fact_task.fact_prompt(count, 20, depth=0.5, answer="sage", haystack=HAYSTACK),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda count: passkey.passkey_prompt(count, 20, depth=0.5, key="1"),
+        lambda count: fact_task.fact_prompt(count, 20, depth=0.5, answer="sage", haystack=HAYSTACK),
+    ],
+)
 def test_length_below_the_fixed_part_is_refused(count, build):
     with pytest.raises(LongLMError, match="a 20-token prompt is too short"):
         build(count)
@@ -148,28 +163,34 @@ def test_short_haystack_is_refused(count):
 # Scoring
 
 
-@pytest.mark.parametrize("answer, key, hit", [
-    (" 48213. Remember it.", "48213", True),
-    ("48213", "48213", True),
-    (" 4821", "48213", False),
-    (" 482134", "48213", False),
-    (" the key 11111 then 48213", "48213", False),
-    (" no digits", "48213", False),
-])
+@pytest.mark.parametrize(
+    "answer, key, hit",
+    [
+        (" 48213. Remember it.", "48213", True),
+        ("48213", "48213", True),
+        (" 4821", "48213", False),
+        (" 482134", "48213", False),
+        (" the key 11111 then 48213", "48213", False),
+        (" no digits", "48213", False),
+    ],
+)
 def test_found_key(answer, key, hit):
     assert found_key(answer, key) is hit
 
 
-@pytest.mark.parametrize("answer, hit", [
-    (" cardamom.", True),
-    ("Cardamom", True),
-    (" the cardamom, of course", True),
-    (" CARDAMOM! And sugar.", True),
-    (" cardamoms.", False),
-    (" I think cardamom.", False),
-    (" saffron, not cardamom", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "answer, hit",
+    [
+        (" cardamom.", True),
+        ("Cardamom", True),
+        (" the cardamom, of course", True),
+        (" CARDAMOM! And sugar.", True),
+        (" cardamoms.", False),
+        (" I think cardamom.", False),
+        (" saffron, not cardamom", False),
+        ("", False),
+    ],
+)
 def test_fact_match(answer, hit):
     assert fact_task.fact_match(answer, "cardamom") is hit
     assert runner.score("fact", answer, "cardamom") is hit
@@ -186,21 +207,41 @@ def test_fact_match_phrases():
 
 
 def _record(method, length, depth, correct, **extra):
-    return {"method": method, "length": length, "depth": depth, "correct": correct, "W": None, "G": None,
-            "factor": None, "extended": method != "none" and length > 64, **extra}
+    return {
+        "method": method,
+        "length": length,
+        "depth": depth,
+        "correct": correct,
+        "W": None,
+        "G": None,
+        "factor": None,
+        "extended": method != "none" and length > 64,
+        **extra,
+    }
 
 
 def test_table_text():
     records = [
-        _record("none", 48, 0.0, True), _record("none", 48, 1.0, True),
-        _record("none", 96, 0.0, False), _record("none", 96, 1.0, True),
-        _record("selfextend", 48, 0.0, True), _record("selfextend", 48, 1.0, False),
-        _record("selfextend", 96, 0.0, True, W=8, G=4), _record("selfextend", 96, 1.0, True, W=8, G=4),
+        _record("none", 48, 0.0, True),
+        _record("none", 48, 1.0, True),
+        _record("none", 96, 0.0, False),
+        _record("none", 96, 1.0, True),
+        _record("selfextend", 48, 0.0, True),
+        _record("selfextend", 48, 1.0, False),
+        _record("selfextend", 96, 0.0, True, W=8, G=4),
+        _record("selfextend", 96, 1.0, True, W=8, G=4),
         _record("selfextend", 96, 1.0, False, W=8, G=4, trial=1),
         _record("yarn", 96, 0.0, False, factor=1.6562),
     ]
-    text = tables.format_tables(records, L=64, lengths=[48, 96], depths=[0.0, 1.0], methods=["none", "selfextend", "yarn"],
-                            task="passkey", model="tiny")
+    text = tables.format_tables(
+        records,
+        L=64,
+        lengths=[48, 96],
+        depths=[0.0, 1.0],
+        methods=["none", "selfextend", "yarn"],
+        task="passkey",
+        model="tiny",
+    )
     assert text == (
         "passkey retrieval on tiny, L=64; cells are correct/cases\n"
         "\n"
@@ -262,16 +303,41 @@ def test_rope_scaling_refuses_models_with_scaled_rope():
 
 def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
     results, out = tmp_path / "r.jsonl", tmp_path / "out.json"
-    result = run("passkey", "--model", model_dir, "--lengths", "128,160", "--depths", "0,1", "--method", "all",
-                 "--results", results, "--json", out)
+    result = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128,160",
+        "--depths",
+        "0,1",
+        "--method",
+        "all",
+        "--results",
+        results,
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     cases = data["cases"]
     assert len(cases) == 16 and data["L"] == L
     assert {c["method"] for c in cases} == {"none", "selfextend", "yarn", "dynamic"}
     for c in cases:
-        assert set(c) >= {"method", "task", "length", "tokens", "depth", "trial", "expected", "answer", "correct",
-                          "seconds", "W", "G"}
+        assert set(c) >= {
+            "method",
+            "task",
+            "length",
+            "tokens",
+            "depth",
+            "trial",
+            "expected",
+            "answer",
+            "correct",
+            "seconds",
+            "W",
+            "G",
+        }
         assert abs(c["tokens"] - c["length"]) <= 4
         assert c["correct"] == found_key(c["answer"], c["expected"])
         if c["method"] == "selfextend":
@@ -292,8 +358,19 @@ def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
 
 def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     results = tmp_path / "r.jsonl"
-    first = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0,1", "--method", "selfextend",
-                "--results", results)
+    first = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128",
+        "--depths",
+        "0,1",
+        "--method",
+        "selfextend",
+        "--results",
+        results,
+    )
     assert first.exit_code == 0, first.output
     lines = results.read_text().splitlines()
     assert len(lines) == 2
@@ -304,8 +381,19 @@ def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     calls = []
     real_prefill = generate.prefill
     monkeypatch.setattr(generate, "prefill", lambda *a, **k: calls.append(1) or real_prefill(*a, **k))
-    second = run("passkey", "--model", model_dir, "--lengths", "128,160", "--depths", "0,1", "--method", "selfextend",
-                 "--results", results)
+    second = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128,160",
+        "--depths",
+        "0,1",
+        "--method",
+        "selfextend",
+        "--results",
+        results,
+    )
     assert second.exit_code == 0, second.output
     assert len(calls) == 2  # only the two cases at length 160 ran
     progress = [line for line in second.stderr.splitlines() if line.startswith("[")]
@@ -317,16 +405,44 @@ def test_resume_skips_finished_cases(model_dir, tmp_path, monkeypatch):
     assert row.endswith("1/1  1/1  100%")  # the marked cases count as correct
 
     # A different seed is a different case.
-    third = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--method", "selfextend",
-                "--seed", "1", "--results", results)
+    third = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128",
+        "--depths",
+        "0",
+        "--method",
+        "selfextend",
+        "--seed",
+        "1",
+        "--results",
+        results,
+    )
     assert third.exit_code == 0 and len(results_file.load_results(results)) == 5
 
 
 def test_fact_task_and_short_lengths(tokenizer, tmp_path):
     model_dir = save_tiny_llama(tmp_path / "wide", tokenizer, window=160)  # L = 160
     out = tmp_path / "out.json"
-    result = run("passkey", "--model", model_dir, "--task", "fact", "--lengths", "140,300", "--depths", "0.5",
-                 "--method", "none,selfextend", "--results", tmp_path / "r.jsonl", "--json", out)
+    result = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--task",
+        "fact",
+        "--lengths",
+        "140,300",
+        "--depths",
+        "0.5",
+        "--method",
+        "none,selfextend",
+        "--results",
+        tmp_path / "r.jsonl",
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     cases = json.loads(out.read_text())["cases"]
     assert len(cases) == 4
@@ -341,16 +457,37 @@ def test_fact_task_and_short_lengths(tokenizer, tmp_path):
 def test_bad_options_are_one_line_errors(model_dir, tmp_path):
     result = run("passkey", "--model", model_dir, "--lengths", "4q", "--results", tmp_path / "r.jsonl")
     assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
-        "Error: bad length '4q': give token counts like 4k,8k,16000 (k = 1024)"]
-    result = run("passkey", "--model", model_dir, "--task", "fact", "--haystack", tmp_path / "missing.txt",
-                 "--results", tmp_path / "r.jsonl")
+        "Error: bad length '4q': give token counts like 4k,8k,16000 (k = 1024)"
+    ]
+    result = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--task",
+        "fact",
+        "--haystack",
+        tmp_path / "missing.txt",
+        "--results",
+        tmp_path / "r.jsonl",
+    )
     assert result.exit_code == 1 and "does not exist" in result.stderr
 
 
 def test_interrupted_run_keeps_finished_cases_and_resumes(model_dir, tmp_path, monkeypatch):
     results = tmp_path / "r.jsonl"
-    args = ("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0,0.5,1", "--method", "none",
-            "--results", results)
+    args = (
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128",
+        "--depths",
+        "0,0.5,1",
+        "--method",
+        "none",
+        "--results",
+        results,
+    )
     real_prefill = generate.prefill
     calls = []
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from longlm_cli.catalogue import KNOWN_MODELS, pretraining_window
 from longlm_cli.cli import cli, main
 from longlm_cli.errors import LongLMError, ModelError, PlanError
-from longlm_cli.catalogue import KNOWN_MODELS, pretraining_window
 from longlm_cli.gguf import read_gguf_metadata
 from longlm_cli.planning import Plan, make_plan, plan_to_dict
 from longlm_cli.tokens import TokenCount
@@ -52,11 +52,21 @@ def write_config(directory: Path, config: dict) -> Path:
 
 # --- make_plan -------------------------------------------------------------------------------------------------
 
+
 def test_llama2_30000_tokens():
     plan = make_plan(context_window=4096, length=30000)
     assert plan == Plan(
-        L=4096, N=30000, W=512, G=16, needs_extension=True, capacity=57856, farthest=2355.0,
-        low=2048.0, high=4096 * 2 / 3, reason=plan.reason, warning=None,
+        L=4096,
+        N=30000,
+        W=512,
+        G=16,
+        needs_extension=True,
+        capacity=57856,
+        farthest=2355.0,
+        low=2048.0,
+        high=4096 * 2 / 3,
+        reason=plan.reason,
+        warning=None,
     )
     assert plan.low < plan.farthest < plan.high
 
@@ -130,20 +140,27 @@ def test_window_above_two_thirds_falls_back_to_the_whole_window():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(window=4096), "window W=4096 must be smaller than the pretraining window L=4096; "
-                            "choose W between 1 and 4095 (default 512)"),
+        (
+            dict(window=4096),
+            "window W=4096 must be smaller than the pretraining window L=4096; "
+            "choose W between 1 and 4095 (default 512)",
+        ),
         (dict(window=0), "window W=0 is not valid; it must be at least 1 (default L // 8)"),
         (dict(group_size=0), "group size G=0 is not valid; it must be between 1 and 64"),
         (dict(group_size=65), "group size G=65 is not valid; it must be between 1 and 64"),
         (dict(length=0), "document length 0 is not valid; it must be at least 1 token"),
-        (dict(window=1024, group_size=9),
-         "W=1024 and G=9 put the farthest grouped position at 4243.6, beyond the pretraining window L=4096; "
-         "they allow at most 28672 tokens but the document has 30000; use --group-size 10 or more; "
-         "G=22 keeps it at or below 7L/12, the middle of the paper's range"),
-        (dict(length=3_000_000),
-         "document too long: 3000000 tokens needs G=1598 but the largest sensible group size is 64; "
-         "the most this model can read safely is 120661 tokens (L=4096, W=512); "
-         "use a model with a longer window or split the document"),
+        (
+            dict(window=1024, group_size=9),
+            "W=1024 and G=9 put the farthest grouped position at 4243.6, beyond the pretraining window L=4096; "
+            "they allow at most 28672 tokens but the document has 30000; use --group-size 10 or more; "
+            "G=22 keeps it at or below 7L/12, the middle of the paper's range",
+        ),
+        (
+            dict(length=3_000_000),
+            "document too long: 3000000 tokens needs G=1598 but the largest sensible group size is 64; "
+            "the most this model can read safely is 120661 tokens (L=4096, W=512); "
+            "use a model with a longer window or split the document",
+        ),
     ],
 )
 def test_plan_errors(kwargs, message):
@@ -161,8 +178,18 @@ def test_the_most_a_model_can_read_is_really_readable():
 
 # --- pretraining_window ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "L"), [("llama2", 4096), ("Llama3.1", 131072), ("QWEN2.5", 32768),
-                                         ("default", 8192), ("smollm2", 8192), ("phi-3-mini", 4096)])
+
+@pytest.mark.parametrize(
+    ("name", "L"),
+    [
+        ("llama2", 4096),
+        ("Llama3.1", 131072),
+        ("QWEN2.5", 32768),
+        ("default", 8192),
+        ("smollm2", 8192),
+        ("phi-3-mini", 4096),
+    ],
+)
 def test_known_names(name, L):
     assert pretraining_window(name).L == L
 
@@ -178,21 +205,31 @@ def test_config_max_position_embeddings(tmp_path):
 
 
 def test_config_prefers_original_window_of_rope_scaling(tmp_path):
-    model = write_config(tmp_path / "m", {
-        "max_position_embeddings": 131072,
-        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192},
-    })
+    model = write_config(
+        tmp_path / "m",
+        {
+            "max_position_embeddings": 131072,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192},
+        },
+    )
     window = pretraining_window(str(model))
     assert window.L == 8192
     assert window.source == "rope_scaling.original_max_position_embeddings in config.json"
 
 
 def test_config_nested_text_config(tmp_path):
-    model = write_config(tmp_path / "gemma3", {"text_config": {
-        "max_position_embeddings": 131072,
-        "rope_parameters": {"full_attention": {"original_max_position_embeddings": 32768},
-                            "sliding_attention": {"rope_type": "default"}},
-    }})
+    model = write_config(
+        tmp_path / "gemma3",
+        {
+            "text_config": {
+                "max_position_embeddings": 131072,
+                "rope_parameters": {
+                    "full_attention": {"original_max_position_embeddings": 32768},
+                    "sliding_attention": {"rope_type": "default"},
+                },
+            }
+        },
+    )
     window = pretraining_window(str(model))
     assert window.L == 32768
     assert window.source == "text_config.rope_parameters.full_attention.original_max_position_embeddings in config.json"
@@ -212,7 +249,9 @@ def test_hub_id_already_in_the_local_cache(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text("abc\n")
     window = pretraining_window("org/small")
     assert (window.name, window.L, window.source) == (
-        "org/small", 1024, "max_position_embeddings in config.json in the Hugging Face cache"
+        "org/small",
+        1024,
+        "max_position_embeddings in config.json in the Hugging Face cache",
     )
 
 
@@ -232,7 +271,7 @@ def test_gguf_context_length(tmp_path):
     gguf = pytest.importorskip("gguf")
     path = tmp_path / "tiny.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_token_list(["a", "bb", "ccc"])          # an array of strings before the key we want
+    writer.add_token_list(["a", "bb", "ccc"])  # an array of strings before the key we want
     writer.add_token_scores([0.0, 0.5, 1.0])
     writer.add_context_length(4096)
     writer.write_header_to_file()
@@ -262,12 +301,16 @@ def test_not_a_gguf_file(tmp_path):
 
 
 def test_plan_to_dict():
-    data = plan_to_dict(make_plan(context_window=4096, length=30000), model_label="llama2",
-                        tokens=TokenCount(count=30000, exact=False, method="tiktoken cl100k_base estimate"))
+    data = plan_to_dict(
+        make_plan(context_window=4096, length=30000),
+        model_label="llama2",
+        tokens=TokenCount(count=30000, exact=False, method="tiktoken cl100k_base estimate"),
+    )
     assert (data["model"], data["G"], data["length_exact"]) == ("llama2", 16, False)
 
 
 # --- the plan command ------------------------------------------------------------------------------------------
+
 
 def test_cli_llama2_30000_exact_output():
     result = run_plan("--model", "llama2", "--length", "30000")
@@ -280,7 +323,9 @@ def test_cli_local_config_directory(tmp_path):
     model = write_config(tmp_path / "tiny-llama", {"max_position_embeddings": 2048})
     result = run_plan("--model", str(model), "--length", "10000", "--window", "256")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"""\
+    assert (
+        result.stdout
+        == f"""\
 Model:                {model} (L from max_position_embeddings in config.json)
 Pretraining window L: 2,048 tokens
 Document length N:    10,000 tokens
@@ -293,6 +338,7 @@ Paper's range:        L/2 = 1,024 .. 2L/3 = 1,365.3
 N=10000 > L=2048, so SelfExtend is needed; W=256 as given; G=11 is the smallest group size that keeps \
 the farthest grouped position at or below 7L/12 (the middle of the paper's range L/2 .. 2L/3).
 """
+    )
 
 
 def test_cli_json():
@@ -300,10 +346,22 @@ def test_cli_json():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data == {
-        "model": "llama2", "L": 4096, "N": 30000, "W": 512, "G": 16, "needs_extension": True,
-        "capacity": 57856, "farthest": 2355.0, "low": 2048.0, "high": 4096 * 2 / 3,
-        "reason": data["reason"], "warning": None, "length_exact": True, "length_method": "given",
-        "L_source": "built-in table of model families", "sources": [],
+        "model": "llama2",
+        "L": 4096,
+        "N": 30000,
+        "W": 512,
+        "G": 16,
+        "needs_extension": True,
+        "capacity": 57856,
+        "farthest": 2355.0,
+        "low": 2048.0,
+        "high": 4096 * 2 / 3,
+        "reason": data["reason"],
+        "warning": None,
+        "length_exact": True,
+        "length_method": "given",
+        "L_source": "built-in table of model families",
+        "sources": [],
     }
 
 
@@ -326,9 +384,11 @@ def test_cli_warning_is_printed():
 
 def test_cli_unknown_model():
     known = ", ".join([*KNOWN_MODELS, "default"])
-    expect_error(["--model", "gpt-99", "--length", "100"],
-                 f"unknown model 'gpt-99'; known names: {known}; "
-                 "or give a local model directory with config.json, or a .gguf file")
+    expect_error(
+        ["--model", "gpt-99", "--length", "100"],
+        f"unknown model 'gpt-99'; known names: {known}; "
+        "or give a local model directory with config.json, or a .gguf file",
+    )
 
 
 def test_cli_missing_model_path(tmp_path):
@@ -337,27 +397,33 @@ def test_cli_missing_model_path(tmp_path):
 
 
 def test_cli_missing_hub_model():
-    expect_error(["--model", "nobody/not-downloaded-xyz", "--length", "100"],
-                 "model path nobody/not-downloaded-xyz does not exist; "
-                 "a hub id must already be in the local Hugging Face cache")
+    expect_error(
+        ["--model", "nobody/not-downloaded-xyz", "--length", "100"],
+        "model path nobody/not-downloaded-xyz does not exist; a hub id must already be in the local Hugging Face cache",
+    )
 
 
 def test_cli_window_too_large():
-    expect_error(["--model", "llama2", "--length", "30000", "--window", "5000"],
-                 "window W=5000 must be smaller than the pretraining window L=4096; "
-                 "choose W between 1 and 4095 (default 512)")
+    expect_error(
+        ["--model", "llama2", "--length", "30000", "--window", "5000"],
+        "window W=5000 must be smaller than the pretraining window L=4096; choose W between 1 and 4095 (default 512)",
+    )
 
 
 def test_cli_group_size_below_one():
-    expect_error(["--model", "llama2", "--length", "30000", "--group-size", "0"],
-                 "group size G=0 is not valid; it must be between 1 and 64")
+    expect_error(
+        ["--model", "llama2", "--length", "30000", "--group-size", "0"],
+        "group size G=0 is not valid; it must be between 1 and 64",
+    )
 
 
 def test_cli_document_too_long():
-    expect_error(["--model", "llama2", "--length", "200000"],
-                 "document too long: 200000 tokens needs G=107 but the largest sensible group size is 64; "
-                 "the most this model can read safely is 120661 tokens (L=4096, W=512); "
-                 "use a model with a longer window or split the document")
+    expect_error(
+        ["--model", "llama2", "--length", "200000"],
+        "document too long: 200000 tokens needs G=107 but the largest sensible group size is 64; "
+        "the most this model can read safely is 120661 tokens (L=4096, W=512); "
+        "use a model with a longer window or split the document",
+    )
 
 
 def test_cli_missing_file(tmp_path):

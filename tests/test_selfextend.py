@@ -132,7 +132,7 @@ def test_rotation_composes(arch):
         cos, sin = rotary(x, pos[None])
         R = cos.shape[-1]
         xr = x[..., :R]
-        rot = torch.cat((-xr[..., R // 2:], xr[..., :R // 2]), -1)
+        rot = torch.cat((-xr[..., R // 2 :], xr[..., : R // 2]), -1)
         return torch.cat((xr * cos[None] + rot * sin[None], x[..., R:]), -1)
 
     got = rotate(model_rotate(x, p), d, LayerRope(rotary.inv_freq))
@@ -146,8 +146,12 @@ def test_refuses_model_without_rope():
 
 
 def test_refuses_dynamic_rope():
-    config = LlamaConfig(**{**{k: v for k, v in __import__("helpers").BASE.items()},
-                            "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}})
+    config = LlamaConfig(
+        **{
+            **{k: v for k, v in __import__("helpers").BASE.items()},
+            "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+        }
+    )
     model = LlamaForCausalLM(config)
     with pytest.raises(UnsupportedModelError, match="rope type 'dynamic'"):
         apply_selfextend(model, group_size=G, window=W)
@@ -199,8 +203,10 @@ def test_flex_attention_path_matches_reference(monkeypatch, arch):
     assert (_logits(model, ids) - expected).abs().max().item() <= TOL
     # and chunked prefill plus decode through the same path
     cache, grouped = DynamicCache(config=model.config), GroupedKeyCache()
-    pieces = [_logits(model, ids[:, lo:hi], past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
-              for lo, hi in [(0, 90), (90, 198), (198, 199), (199, 200)]]
+    pieces = [
+        _logits(model, ids[:, lo:hi], past_key_values=cache, use_cache=True, longlm_grouped_keys=grouped)
+        for lo, hi in [(0, 90), (90, 198), (198, 199), (199, 200)]
+    ]
     assert (torch.cat(pieces, 1) - expected).abs().max().item() <= TOL
 
 

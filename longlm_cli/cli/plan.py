@@ -14,15 +14,20 @@ from .options import group_option, model_option, window_option
 @model_option
 @click.option("--length", "-n", type=int, metavar="N", help="Document length in tokens (instead of --file).")
 @click.option(
-    "--file", "-f", "files", multiple=True, metavar="PATH",
+    "--file",
+    "-f",
+    "files",
+    multiple=True,
+    metavar="PATH",
     help="Document to measure: PDF, text or Markdown file, or '-' for stdin. Repeat to join several "
     "(instead of --length).",
 )
 @window_option
 @group_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of text.")
-def plan(model: str, length: int | None, files: tuple[str, ...], window: int | None, group_size: int | None,
-         as_json: bool) -> None:
+def plan(
+    model: str, length: int | None, files: tuple[str, ...], window: int | None, group_size: int | None, as_json: bool
+) -> None:
     """Show the SelfExtend setting (W, G) a document needs on a model, without loading the model.
 
     Give the document length with --length, or a document with --file to count its tokens (with the

@@ -32,8 +32,11 @@ class Progress:
         eta = (total - done) / rate if rate > 0 else 0.0
         width = 30
         bar = "#" * int(width * done / total) + "-" * (width - int(width * done / total))
-        click.echo(f"\rReading [{bar}] {done:,}/{total:,} tokens  {rate:,.0f} tok/s  ETA {eta:,.0f}s ",
-                   err=True, nl=done >= total)
+        click.echo(
+            f"\rReading [{bar}] {done:,}/{total:,} tokens  {rate:,.0f} tok/s  ETA {eta:,.0f}s ",
+            err=True,
+            nl=done >= total,
+        )
 
 
 def _stream(piece: str) -> None:
@@ -44,39 +47,66 @@ def _stream(piece: str) -> None:
 
 def _plan_echo(verbose: bool, counted: str):
     """The on_plan callback: with -v, the line describing the model and the plan, and the plan's warning."""
+
     def show(plan, loaded) -> None:
         if not verbose:
             return
         mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
-        click.echo(f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
-                   f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens", err=True)
+        click.echo(
+            f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+            f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens",
+            err=True,
+        )
         if plan.warning:
             click.echo(f"Warning: {plan.warning}", err=True)
+
     return show
 
 
 def _run_options(command):
     """Options shared by summarize, ask and chat."""
-    command = apply(command, [
-        click.option("--prompt-file", type=click.Path(dir_okay=False), metavar="PATH",
-                     help="Your own prompt template: {document} where the document goes, then the instruction "
-                     "({question} for ask)."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS,
-                     show_default=True, help="Longest answer, in tokens."),
-        click.option("--temperature", type=click.FloatRange(min=0.0), default=DEFAULT_TEMPERATURE,
-                     show_default=True, help="Sampling temperature; 0 is greedy decoding."),
-        click.option("--seed", type=int, help="Random seed for sampling (with --temperature > 0)."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Print one JSON object: answer, plan, token counts and timings."),
-        click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
-        click.option("--no-cache", is_flag=True,
-                     help="Neither load nor save the prefilled document in the document cache (`longlm cache`)."),
-    ])
+    command = apply(
+        command,
+        [
+            click.option(
+                "--prompt-file",
+                type=click.Path(dir_okay=False),
+                metavar="PATH",
+                help="Your own prompt template: {document} where the document goes, then the instruction "
+                "({question} for ask).",
+            ),
+            click.option(
+                "--max-new-tokens",
+                type=click.IntRange(min=1),
+                default=DEFAULT_MAX_NEW_TOKENS,
+                show_default=True,
+                help="Longest answer, in tokens.",
+            ),
+            click.option(
+                "--temperature",
+                type=click.FloatRange(min=0.0),
+                default=DEFAULT_TEMPERATURE,
+                show_default=True,
+                help="Sampling temperature; 0 is greedy decoding.",
+            ),
+            click.option("--seed", type=int, help="Random seed for sampling (with --temperature > 0)."),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print one JSON object: answer, plan, token counts and timings."
+            ),
+            click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
+            click.option(
+                "--no-cache",
+                is_flag=True,
+                help="Neither load nor save the prefilled document in the document cache (`longlm cache`).",
+            ),
+        ],
+    )
     return loading_options(extension_options(command))
 
 
-def _settings(*, model, device, dtype, trust_remote_code, window, group_size, max_new_tokens, temperature, seed,
-              no_cache) -> dict:
+def _settings(
+    *, model, device, dtype, trust_remote_code, window, group_size, max_new_tokens, temperature, seed, no_cache
+) -> dict:
     """The library's settings objects from the shared options."""
     from ..doccache import DocCacheSettings
     from ..pipeline import ExtensionSettings, ModelSettings
@@ -96,8 +126,13 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options
     if not files:
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
     answer = answer_documents(
-        task, files, question=question, prompt_file=prompt_file, **_settings(**options),
-        on_text=None if as_json else _stream, progress=Progress(enabled=sys.stderr.isatty()),
+        task,
+        files,
+        question=question,
+        prompt_file=prompt_file,
+        **_settings(**options),
+        on_text=None if as_json else _stream,
+        progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=_plan_echo(verbose, "prompt and answer"),
     )
     if as_json:
@@ -106,8 +141,11 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options
         click.echo()
     if verbose:
         t = answer.timings
-        click.echo(f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
-                   f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}", err=True)
+        click.echo(
+            f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
+            f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}",
+            err=True,
+        )
 
 
 @cli.command()
@@ -137,8 +175,12 @@ def ask(files, question, **options) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @_run_options
-@click.option("--budget", type=click.IntRange(min=1), metavar="TOKENS",
-              help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    metavar="TOKENS",
+    help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]",
+)
 def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
     """Ask questions about documents, one after another, reading them only once.
 
@@ -150,19 +192,35 @@ def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
     session = start_chat(
-        files, prompt_file=prompt_file, **_settings(**options), chat=ChatSettings(budget=budget),
-        progress=Progress(enabled=sys.stderr.isatty()), on_plan=_plan_echo(verbose, "document and conversation"),
+        files,
+        prompt_file=prompt_file,
+        **_settings(**options),
+        chat=ChatSettings(budget=budget),
+        progress=Progress(enabled=sys.stderr.isatty()),
+        on_plan=_plan_echo(verbose, "document and conversation"),
     )
     for question in _questions(interactive=sys.stdin.isatty()):
         turn = session.ask(question, on_text=None if as_json else _stream)
         if as_json:
-            click.echo(json.dumps({"question": turn.question, "text": turn.text, "prompt_tokens": turn.prompt_tokens,
-                                   "new_tokens": turn.new_tokens, "cache": turn.cache}))
+            click.echo(
+                json.dumps(
+                    {
+                        "question": turn.question,
+                        "text": turn.text,
+                        "prompt_tokens": turn.prompt_tokens,
+                        "new_tokens": turn.new_tokens,
+                        "cache": turn.cache,
+                    }
+                )
+            )
         else:
             click.echo()
         if verbose:
-            click.echo(f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "
-                       f"{turn.seconds:.1f}s; document cache {turn.cache}", err=True)
+            click.echo(
+                f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "
+                f"{turn.seconds:.1f}s; document cache {turn.cache}",
+                err=True,
+            )
 
 
 def _questions(*, interactive: bool):

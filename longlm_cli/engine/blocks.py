@@ -20,9 +20,7 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
     """
     if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, scale=scale
-        )
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return out, lse
     return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
 
@@ -90,8 +88,9 @@ def neighbour_blocks(acc, rows: slice, q, k, v, a: int, window: int, *, scale, s
     C = q.shape[2]
     lo = a - window + 1  # oldest key the first query of the chunk can see
     if C == 1:  # decoding: one block, no mask
-        out, lse = _attend(q, k[:, :, max(0, lo) : a + 1], v[:, :, max(0, lo) : a + 1], scale=scale,
-                           causal=False, softcap=softcap)
+        out, lse = _attend(
+            q, k[:, :, max(0, lo) : a + 1], v[:, :, max(0, lo) : a + 1], scale=scale, causal=False, softcap=softcap
+        )
         acc.set(rows, out, lse)
         return
     # Keys [a, a + C): top-left causal.
@@ -133,4 +132,3 @@ def group_blocks(acc, rows: slice, qg, kg, v, a: int, window: int, *, scale, sof
     lo, hi = a - window, a + C - window
     out, lse = _attend(qg, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
     acc.add(rows, out, lse)
-

@@ -8,7 +8,6 @@ import torch
 from .blocks import merge
 from .rope import grouped_query_delta, rotate
 
-
 _FLEX_COMPILED = {}
 
 
@@ -30,10 +29,20 @@ def _flex_block(q, k, v, *, scale, softcap, mask_mod):
     block_mask = None if mask_mod is None else create_block_mask(mask_mod, None, None, Q, K, device=q.device)
     score_mod = None
     if softcap is not None:
+
         def score_mod(score, b, h, q_idx, kv_idx):
             return softcap * torch.tanh(score / softcap)
-    out, aux = _flex_fn(q.device.type)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
-                                       enable_gqa=q.shape[1] != k.shape[1], return_aux=AuxRequest(lse=True))
+
+    out, aux = _flex_fn(q.device.type)(
+        q,
+        k,
+        v,
+        score_mod=score_mod,
+        block_mask=block_mask,
+        scale=scale,
+        enable_gqa=q.shape[1] != k.shape[1],
+        return_aux=AuxRequest(lse=True),
+    )
     return out, aux.lse
 
 
@@ -59,12 +68,10 @@ def flex_selfextend(query, key, value, kg, first: int, band: int, group, rope, o
     def group_mask(b, h, q_idx, kv_idx):
         return kv_idx <= q_idx + start - band
 
-    g_out, g_lse = _flex_block(qg, kg, value[:, :, : kg.shape[2]], scale=scale, softcap=softcap,
-                               mask_mod=group_mask)
+    g_out, g_lse = _flex_block(qg, kg, value[:, :, : kg.shape[2]], scale=scale, softcap=softcap, mask_mod=group_mask)
     merged_out, merged_lse = merge(out[:, :, rows], lse[:, :, rows], g_out, g_lse)
     out = out.float()
     out[:, :, rows] = merged_out
     lse = lse.clone()
     lse[:, :, rows] = merged_lse
     return out, lse
-

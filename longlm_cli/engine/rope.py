@@ -22,7 +22,6 @@ class LayerRope:
         return 2 * self.inv_freq.numel()
 
 
-
 def rotate(x: torch.Tensor, delta: torch.Tensor, rope: LayerRope) -> torch.Tensor:
     """Rotate ``x`` (already rotated at some positions) by ``delta`` more positions, per row.
 
@@ -48,4 +47,3 @@ def grouped_query_delta(pos: torch.Tensor, group: int, window: int) -> torch.Ten
 def grouped_key_delta(pos: torch.Tensor, group: int) -> torch.Tensor:
     """Shift taking a key from its true position j to ``j // G``."""
     return pos // group - pos
-

@@ -14,8 +14,9 @@ from ..errors import LongLMError, UnsupportedModelError
 def _rotary_owner(model):
     inner = getattr(model, "model", None)
     if inner is None or getattr(inner, "rotary_emb", None) is None:
-        raise UnsupportedModelError(f"{type(model).__name__} has no model.rotary_emb module; YaRN and dynamic "
-                                    f"NTK scaling need a RoPE model")
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no model.rotary_emb module; YaRN and dynamic NTK scaling need a RoPE model"
+        )
     return inner
 
 
@@ -34,11 +35,15 @@ def rope_scaling(model, rope_type: str, *, factor: float, context_window: int):
     original_params = config.rope_parameters
     params = copy.deepcopy(original_params)
     if not isinstance(params, dict) or "rope_theta" not in params:
-        raise UnsupportedModelError("YaRN and dynamic scaling are only set up for one global rope_parameters "
-                                    "section; this model has per-layer RoPE settings")
+        raise UnsupportedModelError(
+            "YaRN and dynamic scaling are only set up for one global rope_parameters "
+            "section; this model has per-layer RoPE settings"
+        )
     if params.get("rope_type", "default") != "default":
-        raise UnsupportedModelError(f"the model already uses rope type {params['rope_type']!r}; YaRN and dynamic "
-                                    f"scaling are compared only on plain RoPE models")
+        raise UnsupportedModelError(
+            f"the model already uses rope type {params['rope_type']!r}; YaRN and dynamic "
+            f"scaling are compared only on plain RoPE models"
+        )
     new = {"rope_type": rope_type, "factor": float(factor), "rope_theta": params["rope_theta"]}
     if "partial_rotary_factor" in params:
         new["partial_rotary_factor"] = params["partial_rotary_factor"]

@@ -15,7 +15,6 @@ log-sum-exp (blocks.py on the CPU, flex.py on CUDA). This module owns the regist
 cache kept across forward calls, and the switch that turns a model's attention to SelfExtend and back.
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +36,16 @@ _ORIGINAL_ATTR = "_longlm_original_attn_implementation"
 # Architectures whose attention applies rotate-half RoPE to q and k before the attention function,
 # each covered by a test on a tiny random model.
 SUPPORTED_MODEL_TYPES = (
-    "llama", "mistral", "mixtral", "qwen2", "qwen3", "phi", "phi3", "gemma", "gemma2", "gemma3_text",
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
 )
 # Rope types whose angle is a fixed frequency times the position, so rotations compose. "dynamic" and
 # "longrope" change their frequencies with the sequence length (cached keys would have been rotated with
@@ -52,7 +60,6 @@ class SelfExtendConfig:
     group_size: int
     window: int
     query_chunk: int = DEFAULT_QUERY_CHUNK
-
 
 
 @dataclass(frozen=True)
@@ -150,14 +157,15 @@ def selfextend_attention(
 
     kg = None
     if group is not None and K - band > 0:
-        kg = _grouped_keys(key, K - band, first, spec, offset, getattr(module, "layer_idx", id(module)),
-                           longlm_grouped_keys)
+        kg = _grouped_keys(
+            key, K - band, first, spec, offset, getattr(module, "layer_idx", id(module)), longlm_grouped_keys
+        )
     if _use_flex(query):
-        out, _ = flex_selfextend(query, key, value, kg, first, band, group, spec.rope, offset, scale=scale,
-                                 softcap=softcap)
+        out, _ = flex_selfextend(
+            query, key, value, kg, first, band, group, spec.rope, offset, scale=scale, softcap=softcap
+        )
     else:
-        out = _blocked_selfextend(query, key, value, kg, first, band, group, spec, offset, scale=scale,
-                                  softcap=softcap)
+        out = _blocked_selfextend(query, key, value, kg, first, band, group, spec, offset, scale=scale, softcap=softcap)
     return out.transpose(1, 2).to(query.dtype), None  # [B, Q, H, D]
 
 
@@ -178,8 +186,9 @@ def _use_flex(query: torch.Tensor) -> bool:
     return query.device.type == "cuda"
 
 
-def _blocked_selfextend(query, key, value, kg, first: int, band: int, group, spec: _LayerSpec, offset: int, *,
-                        scale, softcap) -> torch.Tensor:
+def _blocked_selfextend(
+    query, key, value, kg, first: int, band: int, group, spec: _LayerSpec, offset: int, *, scale, softcap
+) -> torch.Tensor:
     """The CPU path: the band and the grouped part in query chunks of exact blocks. Returns [B, H, Q, D] float32."""
     B, H, Q, D = query.shape
     K = key.shape[2]
@@ -188,8 +197,7 @@ def _blocked_selfextend(query, key, value, kg, first: int, band: int, group, spe
     chunk = max(1, min(spec.config.query_chunk, band - 1))
     for a in range(first, K, chunk):
         rows = slice(a - first, min(K, a + chunk) - first)
-        neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band,
-                         scale=scale, softcap=softcap)
+        neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band, scale=scale, softcap=softcap)
     # Grouped part: a causal shape shifted by W, so chunks can be large.
     if kg is not None:
         chunk = spec.config.query_chunk
@@ -231,9 +239,15 @@ def _architecture(model: PreTrainedModel) -> str:
 
 
 def _rotary_modules(model: PreTrainedModel) -> list:
-    return [m for m in model.modules() if hasattr(m, "inv_freq") or any(
-        name.endswith("_inv_freq") and not name.endswith("original_inv_freq") for name, _ in m.named_buffers(recurse=False)
-    )]
+    return [
+        m
+        for m in model.modules()
+        if hasattr(m, "inv_freq")
+        or any(
+            name.endswith("_inv_freq") and not name.endswith("original_inv_freq")
+            for name, _ in m.named_buffers(recurse=False)
+        )
+    ]
 
 
 def _rope_type(rotary, layer_type: str | None) -> str:
@@ -251,8 +265,7 @@ def _layer_rope(rotary, layer_type: str | None) -> LayerRope:
 
 
 def _attention_modules(model: PreTrainedModel) -> list:
-    return [m for m in model.modules()
-            if hasattr(m, "layer_idx") and (hasattr(m, "q_proj") or hasattr(m, "qkv_proj"))]
+    return [m for m in model.modules() if hasattr(m, "layer_idx") and (hasattr(m, "q_proj") or hasattr(m, "qkv_proj"))]
 
 
 def _check_supported(model: PreTrainedModel) -> None:
@@ -276,8 +289,9 @@ def _check_supported(model: PreTrainedModel) -> None:
             )
 
 
-def apply_selfextend(model: PreTrainedModel, *, group_size: int, window: int,
-                     query_chunk: int = DEFAULT_QUERY_CHUNK) -> PreTrainedModel:
+def apply_selfextend(
+    model: PreTrainedModel, *, group_size: int, window: int, query_chunk: int = DEFAULT_QUERY_CHUNK
+) -> PreTrainedModel:
     """Switch a loaded transformers causal LM to SelfExtend attention (calling it again reconfigures it).
 
     ``window`` is the neighbour window W and ``group_size`` the group size G. Layers with a sliding window

@@ -27,13 +27,26 @@ def sample_haystack() -> Path:
 
 SAMPLE_HAYSTACK = sample_haystack()
 
-FACT_INTRO = ("There is an important fact hidden inside a long text. Find it and memorize it. "
-              "I will ask you about it.")
+FACT_INTRO = "There is an important fact hidden inside a long text. Find it and memorize it. I will ask you about it."
 FACT_LINE = "The secret ingredient of the baker's famous pie is {answer}."
-FACT_QUESTION = ("Question: What is the secret ingredient of the baker's famous pie?\n"
-                 "Answer: The secret ingredient of the baker's famous pie is")
-FACT_ANSWERS = ("cardamom", "saffron", "nutmeg", "tarragon", "lavender", "rosemary", "fenugreek", "allspice",
-                "marjoram", "turmeric", "aniseed", "caraway")
+FACT_QUESTION = (
+    "Question: What is the secret ingredient of the baker's famous pie?\n"
+    "Answer: The secret ingredient of the baker's famous pie is"
+)
+FACT_ANSWERS = (
+    "cardamom",
+    "saffron",
+    "nutmeg",
+    "tarragon",
+    "lavender",
+    "rosemary",
+    "fenugreek",
+    "allspice",
+    "marjoram",
+    "turmeric",
+    "aniseed",
+    "caraway",
+)
 
 
 def fact_answer(rng: random.Random) -> str:
@@ -69,8 +82,9 @@ def fact_prompt(count: CountFn, length: int, *, depth: float, answer: str, hayst
     n = closest(assemble, count, length, round((length - fixed) / per_word), per_word, limit=limit)
     text, position = assemble(n)
     if n == limit and count(text) < length - 8:
-        raise InputError(f"the haystack text is too short for a {length:,}-token prompt; give a longer one "
-                         f"with --haystack")
+        raise InputError(
+            f"the haystack text is too short for a {length:,}-token prompt; give a longer one with --haystack"
+        )
     return EvalPrompt(text=text, expected=answer, depth=depth, position=position)
 
 

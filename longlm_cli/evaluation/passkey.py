@@ -7,8 +7,10 @@ import re
 
 from .prompts import CountFn, EvalPrompt, check_room, closest
 
-TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-        "I will quiz you about the important information there.")
+TASK = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+    "I will quiz you about the important information there."
+)
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
@@ -32,6 +34,7 @@ def passkey_prompt(count: CountFn, length: int, *, depth: float, key: str) -> Ev
     The filler is the paper's line cut into its five sentences, so the length can be matched to a few tokens;
     a whole number of filler lines gives exactly the paper's text.
     """
+
     def assemble(n: int):
         before = round(n * depth)
         units = [FILLER_SENTENCES[i % len(FILLER_SENTENCES)] for i in range(n)]

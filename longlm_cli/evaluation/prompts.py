@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import LongLMError
 
@@ -14,7 +14,7 @@ CountFn = Callable[[str], int]
 class EvalPrompt:
     text: str
     expected: str
-    depth: float     # requested depth
+    depth: float  # requested depth
     position: float  # actual fraction of the filler or haystack text that comes before the key or fact
 
 
@@ -43,5 +43,7 @@ def closest(assemble, count: CountFn, length: int, start: int, per_unit: float, 
 
 def check_room(fixed: int, length: int) -> None:
     if fixed > length + 4:
-        raise LongLMError(f"a {length:,}-token prompt is too short: the task, key and question alone take "
-                          f"{fixed:,} tokens with this tokenizer")
+        raise LongLMError(
+            f"a {length:,}-token prompt is too short: the task, key and question alone take "
+            f"{fixed:,} tokens with this tokenizer"
+        )

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..defaults import DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS
 from ..errors import InputError
@@ -18,6 +18,7 @@ from .options import METHODS
 from .passkey import found_key, passkey_prompt, random_key
 from .prompts import EvalPrompt
 from .results import append_result, case_key, load_results, prepare_results
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -75,8 +76,9 @@ def _haystack_text(settings: EvalSettings) -> tuple[str, str]:
     return path.read_text(encoding="utf-8", errors="replace"), path.name
 
 
-def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
-                   on_case: Callable[[dict, int, int], None] | None = None) -> Evaluation:
+def run_evaluation(
+    loaded, settings: EvalSettings, *, results_path: Path, on_case: Callable[[dict, int, int], None] | None = None
+) -> Evaluation:
     """Run every (length, depth, trial, method) case not already in ``results_path``, appending each."""
     haystack, haystack_name = _haystack_text(settings) if settings.task == "fact" else (None, None)
     done = {case_key(r): r for r in load_results(results_path)}
@@ -87,8 +89,15 @@ def run_evaluation(loaded, settings: EvalSettings, *, results_path: Path,
         setups = {m: method_setup(m, length, L=evaluation.L, settings=settings) for m in settings.methods}
         for depth in settings.depths:
             for trial in range(settings.trials):
-                base = {"model": settings.model, "task": settings.task, "haystack": haystack_name, "length": length,
-                        "depth": depth, "trial": trial, "seed": settings.seed}
+                base = {
+                    "model": settings.model,
+                    "task": settings.task,
+                    "haystack": haystack_name,
+                    "length": length,
+                    "depth": depth,
+                    "trial": trial,
+                    "seed": settings.seed,
+                }
                 pending = _pending(evaluation, done, base, setups)
                 if not pending:
                     continue
@@ -132,8 +141,7 @@ def _prompt_ids(loaded, prompt: EvalPrompt):
     return torch.tensor([loaded.tokenizer(prompt.text)["input_ids"]], device=next(loaded.model.parameters()).device)
 
 
-def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: str, setup: Setup,
-              record: dict) -> None:
+def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: str, setup: Setup, record: dict) -> None:
     """Answer ``prompt`` (its ``ids`` [1, n]) with ``method`` and fill ``record`` with the answer and its score."""
     from ..engine.scaling import rope_scaling
     from ..engine.selfextend import apply_selfextend, remove_selfextend
@@ -151,25 +159,35 @@ def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: s
         # the same frequencies.
         chunk = ids.shape[1]
     try:
-        context = (rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
-                   if scaling else nullcontext())
+        context = (
+            rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
+            if scaling
+            else nullcontext()
+        )
         with context:
             answer = greedy_answer(model, tokenizer, ids, max_new_tokens=settings.max_new_tokens, chunk=chunk)
     finally:
         remove_selfextend(model)
-    record.update(tokens=int(ids.shape[1]), expected=prompt.expected, answer=answer,
-                  correct=score(settings.task, answer, prompt.expected),
-                  seconds=round(time.perf_counter() - start, 3), extended=setup.extended,
-                  position=round(prompt.position, 4))
+    record.update(
+        tokens=int(ids.shape[1]),
+        expected=prompt.expected,
+        answer=answer,
+        correct=score(settings.task, answer, prompt.expected),
+        seconds=round(time.perf_counter() - start, 3),
+        extended=setup.extended,
+        position=round(prompt.position, 4),
+    )
 
 
-def greedy_answer(model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS,
-                  chunk: int | None = None) -> str:
+def greedy_answer(
+    model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS, chunk: int | None = None
+) -> str:
     """The greedy answer to the prompt ``ids`` [1, n] from a fresh KV cache (prefilled in ``chunk``-token
     pieces; None is the CLI's default chunk)."""
     from ..runtime.generate import SamplingSettings, Session, decode, prefill
 
     session = Session.start(model)
     logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
-    return decode(session, tokenizer, logits,
-                  settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)).text
+    return decode(
+        session, tokenizer, logits, settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    ).text

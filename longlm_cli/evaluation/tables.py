@@ -62,6 +62,15 @@ def _depth_cells(at: list[dict], depths) -> list[str]:
 
 def evaluation_to_dict(evaluation, *, model: str) -> dict:
     s = evaluation.settings
-    return {"model": model, "L": evaluation.L, "task": s.task, "lengths": list(s.lengths), "depths": list(s.depths),
-            "trials": s.trials, "seed": s.seed, "methods": list(s.methods), "resumed": evaluation.resumed,
-            "cases": evaluation.records}
+    return {
+        "model": model,
+        "L": evaluation.L,
+        "task": s.task,
+        "lengths": list(s.lengths),
+        "depths": list(s.depths),
+        "trials": s.trials,
+        "seed": s.seed,
+        "methods": list(s.methods),
+        "resumed": evaluation.resumed,
+        "cases": evaluation.records,
+    }

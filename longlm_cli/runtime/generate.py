@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from transformers import DynamicCache
@@ -31,10 +31,11 @@ class Session:
     grouped: GroupedKeyCache | None
 
     @classmethod
-    def start(cls, model) -> "Session":
+    def start(cls, model) -> Session:
         extended = selfextend_settings(model) is not None
-        return cls(model=model, cache=DynamicCache(config=model.config),
-                   grouped=GroupedKeyCache() if extended else None)
+        return cls(
+            model=model, cache=DynamicCache(config=model.config), grouped=GroupedKeyCache() if extended else None
+        )
 
     @property
     def length(self) -> int:
@@ -48,8 +49,9 @@ class Session:
         return out.logits[:, -1].float()
 
 
-def prefill(session: Session, input_ids: torch.Tensor, *, chunk: int = DEFAULT_PREFILL_CHUNK,
-            progress: ProgressFn | None = None) -> torch.Tensor:
+def prefill(
+    session: Session, input_ids: torch.Tensor, *, chunk: int = DEFAULT_PREFILL_CHUNK, progress: ProgressFn | None = None
+) -> torch.Tensor:
     """Feed ``input_ids`` [1, n] in chunks of ``chunk`` tokens; return the last logits [1, V]."""
     total = input_ids.shape[1]
     logits = None
@@ -86,8 +88,14 @@ class Decoded:
     seconds: float
 
 
-def decode(session: Session, tokenizer, logits: torch.Tensor, *, settings: SamplingSettings,
-           on_text: Callable[[str], None] | None = None) -> Decoded:
+def decode(
+    session: Session,
+    tokenizer,
+    logits: torch.Tensor,
+    *,
+    settings: SamplingSettings,
+    on_text: Callable[[str], None] | None = None,
+) -> Decoded:
     """Generate up to ``settings.max_new_tokens`` after ``logits``, streaming text pieces to ``on_text``."""
     generator = None
     if settings.temperature > 0:
@@ -105,10 +113,10 @@ def decode(session: Session, tokenizer, logits: torch.Tensor, *, settings: Sampl
         ids.append(token)
         text = tokenizer.decode(ids, skip_special_tokens=True)
         if on_text is not None and not text.endswith("\ufffd") and len(text) > len(shown):
-            on_text(text[len(shown):])
+            on_text(text[len(shown) :])
             shown = text
         logits = session.forward(torch.tensor([[token]], device=device))
     text = tokenizer.decode(ids, skip_special_tokens=True)
     if on_text is not None and len(text) > len(shown):
-        on_text(text[len(shown):])
+        on_text(text[len(shown) :])
     return Decoded(text=text, token_ids=tuple(ids), seconds=time.perf_counter() - start)

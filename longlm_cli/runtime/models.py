@@ -74,7 +74,6 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging
 
     _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
@@ -114,8 +113,13 @@ def _quiet_transformers() -> None:
     std_logging.getLogger("huggingface_hub").setLevel(std_logging.ERROR)  # its retry warnings, one per try
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE,
-               trust_remote_code: bool = False) -> LoadedModel:
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str = DEFAULT_DEVICE,
+    dtype: str = DEFAULT_DTYPE,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference."""
     kind, location = resolve_model(name)
     device = pick_device(device)
@@ -127,15 +131,22 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype
         location = str(convert_gguf(Path(location)))
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype,
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except OSError as exc:
-        where = "the Hugging Face Hub (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else \
-            "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
+        where = (
+            "the Hugging Face Hub (HF_HUB_OFFLINE is set)"
+            if os.environ.get("HF_HUB_OFFLINE")
+            else "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
+        )
         raise ModelError(f"could not load model {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
     except ValueError as exc:
         raise ModelError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from exc
     model.to(device).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=display_name(name),
-                       context_window=context_window(model.config),
-                       device=device, dtype=str(torch_dtype).removeprefix("torch."))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=display_name(name),
+        context_window=context_window(model.config),
+        device=device,
+        dtype=str(torch_dtype).removeprefix("torch."),
+    )
