@@ -120,15 +120,16 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
 
 def bench_memory(n: int = 32768) -> dict:
     """Peak RSS of a fresh process that loads the model and prefills n tokens with SelfExtend."""
+    root = str(Path(__file__).resolve().parent.parent)
     code = (
-        "import resource, sys, torch; sys.path.insert(0, %r);"
+        f"import resource, sys, torch; sys.path.insert(0, {root!r});"
         "from longlm_cli.runtime.models import load_model; from longlm_cli.engine.selfextend import apply_selfextend;"
         "from longlm_cli.runtime.generate import Session, prefill;"
-        "m = load_model('default').model; apply_selfextend(m, group_size=%d, window=%d);"
-        "ids = torch.randint(100, 40000, (1, %d), generator=torch.Generator().manual_seed(0));"
+        f"m = load_model('default').model; apply_selfextend(m, group_size={G}, window={W});"
+        f"ids = torch.randint(100, 40000, (1, {n}), generator=torch.Generator().manual_seed(0));"
         "s = Session.start(m); prefill(s, ids);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    ) % (str(Path(__file__).resolve().parent.parent), G, W, n)
+    )
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     kib = int(out.stdout.strip().splitlines()[-1])

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import IO
 
 from .doccache import DocCacheSettings
-from .pipeline import ExtensionSettings, ModelSettings, PlanFn, prefill_prompt, prepare
+from .pipeline import prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
-from .runtime.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -35,41 +33,23 @@ def answer_documents(
     paths: Sequence[str],
     *,
     question: str | None = None,
-    prompt_file: str | None = None,
-    model: ModelSettings = ModelSettings(),
-    extension: ExtensionSettings = ExtensionSettings(),
     sampling: SamplingSettings = SamplingSettings(),
-    stdin: IO[bytes] | None = None,
     on_text: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
-    on_plan: PlanFn | None = None,
-    loaded: LoadedModel | None = None,
     cache: DocCacheSettings = DocCacheSettings(),
+    **inputs,
 ) -> Answer:
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
 
-    The whole document goes through one forward context: it is never truncated or chunked. SelfExtend is
-    applied only when the prompt plus the answer exceed the model's pretraining window.
-    With ``cache.enabled`` the document part of the prompt goes through the persistent document cache
-    (see pipeline.prefill_prompt): loaded when an earlier run saved it, else prefilled and saved.
+    ``inputs`` are pipeline.prepare's: prompt_file, model, extension, stdin, on_plan, loaded. The whole
+    document goes through one forward context: it is never truncated or chunked. SelfExtend is applied only
+    when the prompt plus the answer exceed the model's pretraining window. With ``cache.enabled`` the document
+    part of the prompt goes through the document cache (see pipeline.prefill_prompt).
     """
-    prepared = prepare(
-        task,
-        paths,
-        question=question,
-        reserve=sampling.max_new_tokens,
-        prompt_file=prompt_file,
-        model=model,
-        extension=extension,
-        stdin=stdin,
-        on_plan=on_plan,
-        loaded=loaded,
-    )
+    prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
     session = Session.start(prepared.loaded.model)
     start = time.perf_counter()
-    logits, status = prefill_prompt(
-        session, prepared, prepared.ids, chunk=extension.prefill_chunk, cache=cache, progress=progress
-    )
+    logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
     timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from .cachekeys import common_prefix_length
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
-from .doccache import DocCacheSettings, common_prefix_length
+from .doccache import DocCacheSettings
 from .errors import ConversationTooLongError
 from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, prefill_prompt, prepare
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
@@ -63,7 +64,6 @@ class Chat:
         self,
         prepared: Prepared,
         *,
-        extension: ExtensionSettings,
         sampling: SamplingSettings,
         cache: DocCacheSettings,
         progress: ProgressFn | None = None,
@@ -71,7 +71,6 @@ class Chat:
         self.prepared = prepared
         self.loaded = prepared.loaded
         self.plan = prepared.plan
-        self.extension = extension
         self.sampling = sampling
         self.cache = cache
         self.progress = progress
@@ -89,14 +88,7 @@ class Chat:
         ids = render_conversation(self.loaded.tokenizer, messages)
         self._check_room(ids)
         if first:
-            logits, status = prefill_prompt(
-                self.session,
-                prepared,
-                ids,
-                chunk=self.extension.prefill_chunk,
-                cache=self.cache,
-                progress=self.progress,
-            )
+            logits, status = prefill_prompt(self.session, prepared, ids, cache=self.cache, progress=self.progress)
         else:
             logits, status = self._append(ids), "conversation"
         decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
@@ -129,7 +121,7 @@ class Chat:
             # A negative count removes tokens; the grouped keys of the kept prefix stay valid.
             self.session.cache.crop(keep - self.session.length)
         new = torch.tensor([ids[keep:]], device=self.loaded.device)
-        return prefill(self.session, new, chunk=self.extension.prefill_chunk)
+        return prefill(self.session, new, chunk=self.prepared.extension.prefill_chunk)
 
 
 def start_chat(
@@ -163,4 +155,4 @@ def start_chat(
         on_plan=on_plan,
         loaded=loaded,
     )
-    return Chat(prepared, extension=extension, sampling=sampling, cache=cache, progress=progress)
+    return Chat(prepared, sampling=sampling, cache=cache, progress=progress)

@@ -14,18 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from .cachekeys import document_key, document_prefix_length, model_identity
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
-from .doccache import (
-    DocCacheSettings,
-    cache_unsupported_reason,
-    document_key,
-    document_prefix_length,
-    load_entry,
-    model_identity,
-    prune,
-    save_entry,
-    warn,
-)
+from .doccache import DocCacheSettings, cache_unsupported_reason, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
@@ -60,6 +51,7 @@ class Prepared:
     requested_model: str
     ids: list[int]  # the prompt: the template filled with the document and the question, as chat-template ids
     plan: Plan
+    extension: ExtensionSettings
     load_seconds: float
 
 
@@ -104,6 +96,7 @@ def prepare(
         requested_model=model.model,
         ids=ids,
         plan=plan,
+        extension=extension,
         load_seconds=load_seconds,
     )
 
@@ -123,11 +116,11 @@ def prefill_prompt(
     prepared: Prepared,
     ids: Sequence[int],
     *,
-    chunk: int = DEFAULT_PREFILL_CHUNK,
     cache: DocCacheSettings = DocCacheSettings(),
     progress: ProgressFn | None = None,
 ):
-    """Prefill ``ids`` (a prompt that starts with ``prepared``'s document) through the document cache.
+    """Prefill ``ids`` (a prompt that starts with ``prepared``'s document) through the document cache, in chunks
+    of the prepared extension settings' prefill_chunk tokens.
 
     Returns (last logits [1, V], status) with status "hit", "miss" or "off" as in ``prefill_cached``.
     """
@@ -144,7 +137,7 @@ def prefill_prompt(
         prefix_len=prefix_len,
         key=key,
         sources=prepared.document.sources,
-        chunk=chunk,
+        chunk=prepared.extension.prefill_chunk,
         progress=progress,
         settings=cache,
         device=prepared.loaded.device,

@@ -104,7 +104,7 @@ def _plan_without_extension(L: int, N: int, W: int, group_size: int | None) -> P
 
 def _default_group_size(L: int, N: int, W: int) -> tuple[int, str]:
     """Smallest G >= 2 with W + (N - W) / G <= 7L/12 (or 2L/3, or L, when a large W leaves no room below)."""
-    for fraction, label in (
+    for fraction, label in (  # noqa: B007  (label is used after the loop)
         (_TARGET, "7L/12 (the middle of the paper's range L/2 .. 2L/3)"),
         (_HIGH, "2L/3 (W leaves no room below 7L/12)"),
         (Fraction(1), "L (W leaves no room below 2L/3)"),

@@ -93,22 +93,7 @@ from .options import extension_options, loading_options
     help="Also write every case of this run's grid, with the settings, to PATH as JSON.",
 )
 def passkey(
-    model,
-    device,
-    dtype,
-    trust_remote_code,
-    task,
-    lengths,
-    depths,
-    trials,
-    seed,
-    methods,
-    window,
-    group_size,
-    haystack,
-    max_new_tokens,
-    results_path,
-    json_path,
+    model, device, dtype, trust_remote_code, lengths, depths, methods, results_path, json_path, **settings
 ) -> None:
     """Measure retrieval beyond the context window: passkey or fact prompts at given lengths and depths.
 
@@ -125,40 +110,33 @@ def passkey(
     from ..evaluation.tables import evaluation_to_dict, format_tables
     from ..runtime.models import load_model
 
-    settings = EvalSettings(
+    if settings["haystack"] is not None and settings["task"] != "fact":
+        raise click.UsageError("--haystack is for --task fact")
+    evaluation_settings = EvalSettings(
         model=model,
-        task=task,
         lengths=tuple(parse_lengths(lengths)),
         depths=tuple(parse_depths(depths)),
-        trials=trials,
-        seed=seed,
         methods=tuple(parse_methods(methods)),
-        window=window,
-        group_size=group_size,
-        max_new_tokens=max_new_tokens,
-        haystack=haystack,
+        **settings,
     )
-    if haystack is not None and task != "fact":
-        raise click.UsageError("--haystack is for --task fact")
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    evaluation = run_evaluation(loaded, settings, results_path=Path(results_path), on_case=_echo_case)
+    evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:
         click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)
-    click.echo(
-        format_tables(
-            evaluation.records,
-            L=evaluation.L,
-            lengths=settings.lengths,
-            depths=settings.depths,
-            methods=settings.methods,
-            task=task,
-            model=loaded.name,
-        )
+    s = evaluation_settings
+    tables = format_tables(
+        evaluation.records,
+        L=evaluation.L,
+        lengths=s.lengths,
+        depths=s.depths,
+        methods=s.methods,
+        task=s.task,
+        model=loaded.name,
     )
+    click.echo(tables)
     if json_path:
-        Path(json_path).write_text(
-            json.dumps(evaluation_to_dict(evaluation, model=loaded.name), indent=2) + "\n", encoding="utf-8"
-        )
+        data = evaluation_to_dict(evaluation, model=loaded.name)
+        Path(json_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _echo_case(record, done, total) -> None:

@@ -142,7 +142,8 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options
     if verbose:
         t = answer.timings
         click.echo(
-            f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; load {t['load']:.1f}s, "
+            f"Prompt {answer.prompt_tokens:,} tokens, answer {answer.new_tokens:,} tokens; "
+            f"load {t['load']:.1f}s, "
             f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}",
             err=True,
         )
