@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from longlm_cli.cli import cli
 from longlm_cli.engine import scaling
-from longlm_cli.errors import LongLMError
+from longlm_cli.errors import InputError, LongLMError
 from longlm_cli.evaluation import fact as fact_task
 from longlm_cli.evaluation import options, passkey, runner, tables
 from longlm_cli.evaluation import results as results_file
@@ -506,3 +506,71 @@ def test_interrupted_run_keeps_finished_cases_and_resumes(model_dir, tmp_path, m
     assert second.exit_code == 0, second.output
     assert len(calls) == 4  # one more case, the one that was interrupted
     assert [r["depth"] for r in results_file.load_results(results)] == [0.0, 0.5, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad results files, outputs and haystacks
+
+
+def test_results_file_that_is_not_results_is_refused(model_dir, tmp_path):
+    results = tmp_path / "photo.jsonl"
+    results.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary")
+    result = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--results", results)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {results} is not a longlm results file (no line is a finished case); give another --results "
+        "path or remove it\n"
+    )
+    assert results.read_bytes() == b"\x89PNG\r\n\x1a\n\xff\xfe binary"
+
+
+def test_results_lines_not_utf8_or_lacking_fields_run_again(model_dir, tmp_path):
+    results = tmp_path / "r.jsonl"
+    args = ("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0,1", "--method", "none")
+    first = run(*args, "--results", results)
+    assert first.exit_code == 0, first.output
+    good, other = results.read_text().splitlines()
+    lacking = json.dumps({k: v for k, v in json.loads(other).items() if k != "correct"})
+    results.write_bytes(good.encode() + b"\n\xff\xfe not utf-8\n" + lacking.encode() + b"\n")
+    second = run(*args, "--results", results)
+    assert second.exit_code == 0, second.output
+    assert f"Warning: 2 line(s) of {results} are not finished cases; those cases run again" in second.stderr
+    assert "1 case(s) taken from" in second.stderr
+    assert len(results_file.load_results(results)) == 2
+
+
+def test_json_into_a_missing_directory_fails_before_the_run(model_dir, tmp_path):
+    out = tmp_path / "missing" / "out.json"
+    result = run("passkey", "--model", model_dir, "--lengths", "128", "--json", out, "--results", tmp_path / "r")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: --json {out}: the directory {out.parent} does not exist\n"
+    assert not (tmp_path / "r").exists()  # refused before any case ran
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty (no text, or only whitespace)"), (b"\x00\x01\x02\x03" * 50, "is a binary file")],
+)
+def test_empty_or_binary_haystack_is_refused(model_dir, tmp_path, content, message):
+    haystack = tmp_path / "hay.txt"
+    haystack.write_bytes(content)
+    result = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--task",
+        "fact",
+        "--haystack",
+        haystack,
+        "--lengths",
+        "128",
+        "--results",
+        tmp_path / "r.jsonl",
+    )
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {haystack} {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_too_short_haystack_string_is_refused(count):
+    with pytest.raises(InputError, match="too short"):
+        fact_task.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="")

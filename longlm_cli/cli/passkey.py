@@ -106,6 +106,7 @@ def passkey(
     from pathlib import Path
 
     from ..evaluation.options import parse_depths, parse_lengths, parse_methods
+    from ..evaluation.results import check_writable
     from ..evaluation.runner import EvalSettings, run_evaluation
     from ..evaluation.tables import evaluation_to_dict, format_tables
     from ..runtime.models import load_model
@@ -119,6 +120,8 @@ def passkey(
         methods=tuple(parse_methods(methods)),
         **settings,
     )
+    if json_path:
+        check_writable(Path(json_path), option="--json")
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:

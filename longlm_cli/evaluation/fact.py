@@ -81,7 +81,7 @@ def fact_prompt(count: CountFn, length: int, *, depth: float, answer: str, hayst
     limit = len(words)
     n = closest(assemble, count, length, round((length - fixed) / per_word), per_word, limit=limit)
     text, position = assemble(n)
-    if n == limit and count(text) < length - 8:
+    if count(text) < length - 8:  # only when the whole haystack is used: an empty or too short text
         raise InputError(
             f"the haystack text is too short for a {length:,}-token prompt; give a longer one with --haystack"
         )

@@ -1,11 +1,29 @@
-"""The resumable results file: one JSON line per finished case, read back to skip cases already run."""
+"""The resumable results file: one JSON line per finished case, read back to skip cases already run.
+
+The file is untrusted on the way back in: a line cut off by a killed run, a line that is not UTF-8 or not
+JSON, or a record that lacks a field is not a finished case (the case runs again, with one warning). A file
+that holds no result at all but is not empty is someone else's file: it is refused, never appended to.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
+from ..errors import InputError
+
 CASE_FIELDS = ("model", "task", "haystack", "method", "length", "depth", "trial", "seed", "W", "G", "factor")
+# What a finished case must hold to be reported again: name -> accepted types.
+RESULT_FIELDS = {
+    "correct": (bool,),
+    "answer": (str,),
+    "expected": (str,),
+    "tokens": (int,),
+    "seconds": (int, float),
+    "extended": (bool,),
+}
 
 
 def case_key(record: dict) -> tuple:
@@ -13,29 +31,69 @@ def case_key(record: dict) -> tuple:
     return tuple(record.get(k) for k in CASE_FIELDS)
 
 
+def is_finished(record: object) -> bool:
+    """Whether ``record`` is a complete finished case (every result field present with its type)."""
+    if not isinstance(record, dict):
+        return False
+    return all(isinstance(record.get(k), types) for k, types in RESULT_FIELDS.items())
+
+
 def load_results(path: Path) -> list[dict]:
-    """The cases in a results file; unreadable lines (a run killed mid-write) are skipped."""
-    if not path.exists():
+    """The finished cases in a results file; lines that are not a finished case are skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
+    except OSError as exc:
+        raise InputError(f"cannot read the results file {path}: {exc.strerror or exc}") from None
+    lines = [line for line in data.splitlines() if line.strip()]
+    records = [r for r in map(_parse, lines) if is_finished(r)]
+    if lines and not records and not all(line.lstrip().startswith(b"{") for line in lines):
+        raise InputError(
+            f"{path} is not a longlm results file (no line is a finished case); give another --results path "
+            "or remove it"
+        )
+    skipped = len(lines) - len(records)
+    if skipped and not data.endswith(b"\n") and not is_finished(_parse(lines[-1])):
+        skipped -= 1  # the last line of a run killed mid-write: expected, not worth a warning
+    if skipped:
+        print(
+            f"Warning: {skipped} line(s) of {path} are not finished cases; those cases run again",
+            file=sys.stderr,
+            flush=True,
+        )
     return records
+
+
+def _parse(line: bytes) -> object:
+    try:
+        return json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def check_writable(path: Path, *, option: str) -> None:
+    """Refuse, before any work, an output path that could not be written at the end of a long run."""
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} {path} is not writable")
 
 
 def prepare_results(path: Path) -> None:
     """Create the file's directory; after a run killed mid-line, start the next record on a new line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as out:
-            out.seek(-1, 2)
-            if out.read(1) != b"\n":
-                out.write(b"\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size:
+            with path.open("rb+") as out:
+                out.seek(-1, 2)
+                if out.read(1) != b"\n":
+                    out.write(b"\n")
+    except OSError as exc:
+        raise InputError(f"cannot write the results file {path}: {exc.strerror or exc}") from None
 
 
 def append_result(path: Path, record: dict) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..defaults import DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS
-from ..errors import InputError
 from .fact import SAMPLE_HAYSTACK, fact_answer, fact_match, fact_prompt
 from .options import METHODS
 from .passkey import found_key, passkey_prompt, random_key
@@ -70,10 +69,11 @@ def method_setup(method: str, length: int, *, L: int, settings: EvalSettings) ->
 
 
 def _haystack_text(settings: EvalSettings) -> tuple[str, str]:
+    """The fact task's haystack, read like any document (PDF, text in any encoding; binary refused)."""
+    from ..documents import read_documents
+
     path = Path(settings.haystack) if settings.haystack else SAMPLE_HAYSTACK
-    if not path.is_file():
-        raise InputError(f"haystack file {str(path)!r} does not exist")
-    return path.read_text(encoding="utf-8", errors="replace"), path.name
+    return read_documents([str(path)]).text, path.name
 
 
 def run_evaluation(
