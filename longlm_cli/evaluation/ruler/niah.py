@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import data
 from .fit import fit
 from .haystack import noise_lines, noise_text, place, split_sentences
-from .sample import ALL, Count, Draft, Sample
+from .sample import Count, Draft, Sample
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 HEAD = (
@@ -171,18 +171,13 @@ def generate_niah(task: str, count: Count, length: int, *, seed: int, depth: flo
     draft, tokens = fit(
         render, count, length, task=task, lo=0, hi=hi, top_up=TOP_UP if setting.haystack == "needle" else 0
     )
-    return Sample(
-        task=task,
-        context=draft.context,
-        question=draft.question,
+    return draft.sample(
+        task,
         answers=needles.answers,
-        metric=ALL,
         length=length,
         tokens=tokens,
         seed=seed,
         depth=depth if depth is not None else depths[needles.first],
-        needles=draft.needles,
-        positions=draft.positions,
         answer_prefix=prefix,
         max_new_tokens=MAX_NEW_TOKENS,
     )

@@ -73,15 +73,13 @@ def generate_qa(task: str, count: Count, length: int, *, seed: int, depth: float
         return Draft(HEAD + body, asked)
 
     draft, tokens = fit(render, count, length, task=task, lo=gold, hi=gold + len(extra), top_up=TOP_UP)
-    return Sample(
-        task=task,
-        context=draft.context,
-        question=draft.question,
+    return draft.sample(
+        task,
         answers=question.answers,
-        metric=PART,
         length=length,
         tokens=tokens,
         seed=seed,
+        metric=PART,
         answer_prefix=ANSWER_PREFIX,
         max_new_tokens=MAX_NEW_TOKENS,
     )

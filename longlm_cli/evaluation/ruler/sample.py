@@ -52,3 +52,19 @@ class Draft:
     question: str
     needles: tuple[str, ...] = ()
     positions: tuple[float, ...] = ()
+
+    def sample(self, task: str, *, answers, length: int, tokens: int, seed: int, metric: str = ALL, **extra) -> Sample:
+        """The Sample this draft makes: its text and needles, with the task's answers and settings."""
+        return Sample(
+            task=task,
+            context=self.context,
+            question=self.question,
+            answers=tuple(answers),
+            metric=metric,
+            length=length,
+            tokens=tokens,
+            seed=seed,
+            needles=self.needles,
+            positions=self.positions,
+            **extra,
+        )

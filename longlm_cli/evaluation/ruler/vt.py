@@ -23,7 +23,7 @@ import string
 
 from .fit import fit, largest_fitting
 from .haystack import noise_lines, place
-from .sample import ALL, Count, Draft, Sample
+from .sample import Count, Draft, Sample
 
 HEAD = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"
 QUESTION = "\nQuestion: Find all variables that are assigned the value {query} in the text above."
@@ -106,17 +106,12 @@ def generate_vt(task: str, count: Count, length: int, *, seed: int, depth: float
         return Draft(example + HEAD + text, question, placed.needles, placed.positions)
 
     draft, tokens = fit(render, count, length, task=task, lo=1, hi=10**8)
-    return Sample(
-        task=task,
-        context=draft.context,
-        question=draft.question,
+    return draft.sample(
+        task,
         answers=tuple(chains[0]),
-        metric=ALL,
         length=length,
         tokens=tokens,
         seed=seed,
-        needles=draft.needles,
-        positions=draft.positions,
         answer_prefix=ANSWER_PREFIX.format(num_v=HOPS + 1, query=value),
         max_new_tokens=MAX_NEW_TOKENS,
     )

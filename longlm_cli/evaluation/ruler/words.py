@@ -23,7 +23,7 @@ import string
 
 from . import data
 from .fit import fit
-from .sample import ALL, Count, Draft, Sample
+from .sample import Count, Draft, Sample
 
 CWE_HEAD = (
     "Below is a numbered list of words. In these words, some appear more often than others. "
@@ -85,12 +85,9 @@ def generate_cwe(task: str, count: Count, length: int, *, seed: int, depth: floa
         return Draft(example + CWE_HEAD + _word_list(order[:n], common, uncommon, seed), CWE_QUESTION)
 
     draft, tokens = fit(render, count, length, task=task, lo=COMMON, hi=len(order))
-    return Sample(
-        task=task,
-        context=draft.context,
-        question=draft.question,
+    return draft.sample(
+        task,
         answers=tuple(order[:COMMON]),
-        metric=ALL,
         length=length,
         tokens=tokens,
         seed=seed,
@@ -126,12 +123,9 @@ def generate_fwe(task: str, count: Count, length: int, *, seed: int, depth: floa
         return Draft(FWE_HEAD + _coded_text(vocabulary, n, seed), FWE_QUESTION)
 
     draft, tokens = fit(render, count, length, task=task, lo=FWE_MIN_WORDS, hi=10**8)
-    return Sample(
-        task=task,
-        context=draft.context,
-        question=draft.question,
+    return draft.sample(
+        task,
         answers=tuple(vocabulary[1:4]),
-        metric=ALL,
         length=length,
         tokens=tokens,
         seed=seed,
