@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
+from longlm_cli.evaluation.methods import greedy_answer  # noqa: E402
 from longlm_cli.evaluation.passkey import (  # noqa: E402
     found_key,
     passkey_prompt,  # noqa: E402
     random_key,
 )
-from longlm_cli.evaluation.runner import greedy_answer  # noqa: E402
 from longlm_cli.planning import make_plan  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
 

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from longlm_cli.defaults import DEFAULT_EVAL_NEW_TOKENS
+from longlm_cli.evaluation.methods import greedy_answer
 from longlm_cli.evaluation.passkey import FILLER_SENTENCES, QUESTION, found_key, passkey_prompt
-from longlm_cli.evaluation.runner import greedy_answer
 from longlm_cli.runtime.models import load_model
 
 

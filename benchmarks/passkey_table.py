@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from longlm_cli.evaluation.options import METHODS  # noqa: E402
+from longlm_cli.evaluation.methods import METHODS  # noqa: E402
 from longlm_cli.evaluation.results import load_results  # noqa: E402
 from longlm_cli.evaluation.tables import format_tables  # noqa: E402
 

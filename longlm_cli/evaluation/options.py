@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from ..errors import LongLMError
+from .methods import METHODS
 
 LENGTH_UNIT = 1024  # "4k" is 4 * 1024 = 4096 tokens
-METHODS = ("none", "selfextend", "yarn", "dynamic")
 
 
 def parse_lengths(text: str) -> list[int]:

@@ -26,19 +26,19 @@ RESULT_FIELDS = {
 }
 
 
-def case_key(record: dict) -> tuple:
+def case_key(record: dict, fields: tuple[str, ...] = CASE_FIELDS) -> tuple:
     """What identifies a case: two records with the same key are the same case."""
-    return tuple(record.get(k) for k in CASE_FIELDS)
+    return tuple(record.get(k) for k in fields)
 
 
-def is_finished(record: object) -> bool:
-    """Whether ``record`` is a complete finished case (every result field present with its type)."""
+def is_finished(record: object, required: dict = RESULT_FIELDS) -> bool:
+    """Whether ``record`` is a complete finished case (every ``required`` field present with its type)."""
     if not isinstance(record, dict):
         return False
-    return all(isinstance(record.get(k), types) for k, types in RESULT_FIELDS.items())
+    return all(isinstance(record.get(k), types) for k, types in required.items())
 
 
-def load_results(path: Path) -> list[dict]:
+def load_results(path: Path, required: dict = RESULT_FIELDS) -> list[dict]:
     """The finished cases in a results file; lines that are not a finished case are skipped."""
     try:
         data = path.read_bytes()
@@ -47,14 +47,14 @@ def load_results(path: Path) -> list[dict]:
     except OSError as exc:
         raise InputError(f"cannot read the results file {path}: {exc.strerror or exc}") from None
     lines = [line for line in data.splitlines() if line.strip()]
-    records = [r for r in map(_parse, lines) if is_finished(r)]
+    records = [r for r in map(_parse, lines) if is_finished(r, required)]
     if lines and not records and not all(line.lstrip().startswith(b"{") for line in lines):
         raise InputError(
             f"{path} is not a longlm results file (no line is a finished case); give another --results path "
             "or remove it"
         )
     skipped = len(lines) - len(records)
-    if skipped and not data.endswith(b"\n") and not is_finished(_parse(lines[-1])):
+    if skipped and not data.endswith(b"\n") and not is_finished(_parse(lines[-1]), required):
         skipped -= 1  # the last line of a run killed mid-write: expected, not worth a warning
     if skipped:
         print(

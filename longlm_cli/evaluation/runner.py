@@ -7,13 +7,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..defaults import DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS
 from .fact import SAMPLE_HAYSTACK, fact_answer, fact_match, fact_prompt
-from .options import METHODS
+from .methods import METHODS, Setup, answer_greedily, method_setup
 from .passkey import found_key, passkey_prompt, random_key
 from .prompts import EvalPrompt
 from .results import append_result, case_key, load_results, prepare_results
@@ -35,16 +34,6 @@ class EvalSettings:
 
 
 @dataclass
-class Setup:
-    """How one method runs at one length: SelfExtend's W and G, or a RoPE scaling factor."""
-
-    extended: bool
-    W: int | None = None
-    G: int | None = None
-    factor: float | None = None
-
-
-@dataclass
 class Evaluation:
     settings: EvalSettings
     L: int
@@ -54,18 +43,6 @@ class Evaluation:
 
 def score(task: str, answer: str, expected: str) -> bool:
     return found_key(answer, expected) if task == "passkey" else fact_match(answer, expected)
-
-
-def method_setup(method: str, length: int, *, L: int, settings: EvalSettings) -> Setup:
-    from ..planning import make_plan
-
-    target = length + settings.max_new_tokens
-    if method == "none" or target <= L:
-        return Setup(extended=False)
-    if method == "selfextend":
-        plan = make_plan(context_window=L, length=target, window=settings.window, group_size=settings.group_size)
-        return Setup(extended=True, W=plan.W, G=plan.G)
-    return Setup(extended=True, factor=round(target / L, 4))
 
 
 def _haystack_text(settings: EvalSettings) -> tuple[str, str]:
@@ -86,7 +63,7 @@ def run_evaluation(
     total = len(settings.lengths) * len(settings.depths) * settings.trials * len(settings.methods)
     prepare_results(results_path)
     for length in settings.lengths:
-        setups = {m: method_setup(m, length, L=evaluation.L, settings=settings) for m in settings.methods}
+        setups = {m: _setup(m, length, evaluation.L, settings) for m in settings.methods}
         for depth in settings.depths:
             for trial in range(settings.trials):
                 base = {
@@ -141,33 +118,21 @@ def _prompt_ids(loaded, prompt: EvalPrompt):
     return torch.tensor([loaded.tokenizer(prompt.text)["input_ids"]], device=next(loaded.model.parameters()).device)
 
 
+def _setup(method: str, length: int, L: int, settings: EvalSettings) -> Setup:
+    return method_setup(
+        method,
+        length,
+        L=L,
+        max_new_tokens=settings.max_new_tokens,
+        window=settings.window,
+        group_size=settings.group_size,
+    )
+
+
 def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: str, setup: Setup, record: dict) -> None:
     """Answer ``prompt`` (its ``ids`` [1, n]) with ``method`` and fill ``record`` with the answer and its score."""
-    from ..engine.scaling import rope_scaling
-    from ..engine.selfextend import apply_selfextend, remove_selfextend
-
-    model, tokenizer = loaded.model, loaded.tokenizer
     start = time.perf_counter()
-    if method == "selfextend" and setup.extended:
-        apply_selfextend(model, group_size=setup.G, window=setup.W)
-        scaling, chunk = None, None  # the CLI's chunked prefill, as `ask` runs it
-    else:
-        remove_selfextend(model)
-        scaling = method if method in ("yarn", "dynamic") and setup.extended else None
-        # One pass: transformers' SDPA then runs the causal kernel without a mask (a chunk after the first needs
-        # an explicit mask, a slower path: engine.py (a) vs (a')), and dynamic NTK rotates every prompt key with
-        # the same frequencies.
-        chunk = ids.shape[1]
-    try:
-        context = (
-            rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
-            if scaling
-            else nullcontext()
-        )
-        with context:
-            answer = greedy_answer(model, tokenizer, ids, max_new_tokens=settings.max_new_tokens, chunk=chunk)
-    finally:
-        remove_selfextend(model)
+    answer = answer_greedily(loaded, method, setup, ids, max_new_tokens=settings.max_new_tokens)
     record.update(
         tokens=int(ids.shape[1]),
         expected=prompt.expected,
@@ -177,17 +142,3 @@ def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: s
         extended=setup.extended,
         position=round(prompt.position, 4),
     )
-
-
-def greedy_answer(
-    model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS, chunk: int | None = None
-) -> str:
-    """The greedy answer to the prompt ``ids`` [1, n] from a fresh KV cache (prefilled in ``chunk``-token
-    pieces; None is the CLI's default chunk)."""
-    from ..runtime.generate import SamplingSettings, Session, decode, prefill
-
-    session = Session.start(model)
-    logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
-    return decode(
-        session, tokenizer, logits, settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
-    ).text

@@ -74,3 +74,24 @@ def evaluation_to_dict(evaluation, *, model: str) -> dict:
         "resumed": evaluation.resumed,
         "cases": evaluation.records,
     }
+
+
+def format_grid(records: list[dict], *, tasks, lengths, methods, L: int, model: str) -> str:
+    """One table per task, then their mean: rows are lengths, columns methods, cells RULER's score (0-100)."""
+    blocks = [f"RULER on {model}, L={L:,}; cells are the mean score x 100 over the samples run (n)"]
+    for task in (*tasks, "mean"):
+        table = [["length", *methods]]
+        for length in lengths:
+            row = [f"{length:,}"]
+            for method in methods:
+                cell = [
+                    r
+                    for r in records
+                    if r["length"] == length and r["method"] == method and (task == "mean" or r["task"] == task)
+                ]
+                row.append(f"{100 * sum(r['score'] for r in cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
+            table.append(row)
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        blocks.append("\n".join([f"{task}:" if task != "mean" else "mean over the tasks:", *lines]))
+    return "\n\n".join(blocks)

@@ -20,6 +20,7 @@ splitter that stands in for nltk's punkt is described in ``haystack``.
 
 from __future__ import annotations
 
+from . import niah, qa, vt, words
 from .data import data_available
 from .fit import tolerance
 from .metrics import postprocess, score, string_match_all, string_match_part
@@ -37,6 +38,16 @@ _GENERATORS = {
     "fwe": generate_fwe,
     "qa_1": generate_qa,
     "qa_2": generate_qa,
+}
+
+# RULER's tokens_to_generate per task: known before a sample is made, so a method can plan for it.
+MAX_NEW_TOKENS: dict[str, int] = {
+    **{task: niah.MAX_NEW_TOKENS for task in NIAH_SETTINGS},
+    "vt": vt.MAX_NEW_TOKENS,
+    "cwe": words.CWE_MAX_NEW_TOKENS,
+    "fwe": words.FWE_MAX_NEW_TOKENS,
+    "qa_1": qa.MAX_NEW_TOKENS,
+    "qa_2": qa.MAX_NEW_TOKENS,
 }
 
 TASKS: tuple[str, ...] = tuple(_GENERATORS)  # RULER's 13 tasks, in RULER's order

@@ -1,0 +1,161 @@
+"""`longlm eval`: RULER's tasks on the user's own model, per task x length x method, resumable.
+
+Every method answers the same samples (a sample is seeded by its task, length and index, never by the method).
+A prompt is the model's chat template around ``context + question`` (or the plain text with ``plain``, as the
+paper's runs used), then RULER's answer prefix as the start of the model's turn; the answer is greedy and
+scored with RULER's metric. Each finished case is one JSON line in the results file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ruler
+from .methods import Setup, answer_greedily, method_setup, parse_method
+from .results import append_result, case_key, load_results, prepare_results
+
+GRID_CASE_FIELDS = ("suite", "model", "task", "length", "sample", "seed", "method", "W", "G", "factor", "template")
+GRID_RESULT_FIELDS = {
+    "score": (int, float),
+    "answer": (str,),
+    "answers": (list,),
+    "tokens": (int,),
+    "seconds": (int, float),
+    "extended": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    model: str
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    methods: tuple[str, ...]
+    samples: int = 10
+    seed: int = 0
+    plain: bool = False  # no chat template: the plain prompt text, as in the paper's runs
+    window: int | None = None  # for plain `selfextend`: None is the planned W
+    group_size: int | None = None
+
+
+@dataclass
+class GridRun:
+    settings: GridSettings
+    L: int
+    records: list[dict] = field(default_factory=list)
+    resumed: int = 0
+
+
+def run_grid(
+    loaded, settings: GridSettings, *, results_path: Path, on_case: Callable[[dict, int, int], None] | None = None
+) -> GridRun:
+    """Run every (task, length, sample, method) case not already in ``results_path``, appending each."""
+    for method in settings.methods:
+        parse_method(method)  # refuse a bad spec before any work
+    done = {case_key(r, GRID_CASE_FIELDS): r for r in load_results(results_path, GRID_RESULT_FIELDS)}
+    run = GridRun(settings=settings, L=loaded.context_window)
+    total = len(settings.tasks) * len(settings.lengths) * settings.samples * len(settings.methods)
+    prepare_results(results_path)
+    for task in settings.tasks:
+        for length in settings.lengths:
+            for index in range(settings.samples):
+                pending = _pending(run, done, task, length, index)
+                if not pending:
+                    continue
+                sample = _sample(loaded.tokenizer, task, length, index, settings.seed)
+                answered: dict[Setup, dict] = {}  # methods that run alike here (e.g. all of them inside L) answer once
+                for method, setup, record in pending:
+                    if setup in answered:
+                        record.update(answered[setup])
+                    else:
+                        _run_case(loaded, sample, method, setup, record)
+                        answered[setup] = {k: record[k] for k in (*GRID_RESULT_FIELDS, "depth")}
+                    append_result(results_path, record)
+                    run.records.append(record)
+                    if on_case is not None:
+                        on_case(record, len(run.records), total)
+    return run
+
+
+def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> list[tuple[str, Setup, dict]]:
+    s = run.settings
+    template = "plain" if s.plain else "chat"
+    base = {
+        "suite": "ruler",
+        "model": s.model,
+        "task": task,
+        "length": length,
+        "sample": index,
+        "seed": s.seed,
+        "template": template,
+    }
+    pending = []
+    for method in s.methods:
+        max_new = ruler.MAX_NEW_TOKENS[task]
+        setup = method_setup(method, length, L=run.L, max_new_tokens=max_new, window=s.window, group_size=s.group_size)
+        record = {**base, "method": method, "W": setup.W, "G": setup.G, "factor": setup.factor}
+        key = case_key(record, GRID_CASE_FIELDS)
+        if key in done:
+            run.records.append(done[key])
+            run.resumed += 1
+        else:
+            pending.append((method, setup, record))
+    return pending
+
+
+def _sample(tokenizer, task: str, length: int, index: int, seed: int) -> ruler.Sample:
+    """The index-th sample of a cell: the same for every method."""
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return ruler.generate(task, count, length, seed=seed * 1_000_003 + index)
+
+
+def prompt_ids(tokenizer, sample: ruler.Sample, *, plain: bool, context: str | None = None) -> list[int]:
+    """The prompt's ids: chat template (unless ``plain``) around context + question, then the answer prefix."""
+    from ..templates import chat_token_ids
+
+    text = (sample.context if context is None else context) + sample.question
+    if plain:
+        return list(tokenizer(text + sample.answer_prefix, add_special_tokens=True)["input_ids"])
+    ids = (
+        chat_token_ids(tokenizer, text)
+        if getattr(tokenizer, "chat_template", None)
+        else list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    )
+    return ids + list(tokenizer(sample.answer_prefix.lstrip(), add_special_tokens=False)["input_ids"])
+
+
+def truncated_ids(tokenizer, sample: ruler.Sample, *, plain: bool, budget: int) -> list[int]:
+    """The prompt with the context cut at its end until the whole prompt fits ``budget`` tokens."""
+    ids = prompt_ids(tokenizer, sample, plain=plain)
+    context_ids = tokenizer(sample.context, add_special_tokens=False)["input_ids"]
+    keep = len(context_ids)
+    while len(ids) > budget and keep > 0:
+        keep = max(0, keep - (len(ids) - budget) - 4)  # a few spare: decoding and re-encoding may merge tokens
+        ids = prompt_ids(tokenizer, sample, plain=plain, context=tokenizer.decode(context_ids[:keep]))
+    return ids
+
+
+def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: dict) -> None:
+    import torch
+
+    plain = record["template"] == "plain"
+    if setup.budget is not None:
+        ids = truncated_ids(loaded.tokenizer, sample, plain=plain, budget=setup.budget)
+    else:
+        ids = prompt_ids(loaded.tokenizer, sample, plain=plain)
+    tensor = torch.tensor([ids], device=next(loaded.model.parameters()).device)
+    start = time.perf_counter()
+    max_new = ruler.MAX_NEW_TOKENS[sample.task]
+    answer = answer_greedily(loaded, method, setup, tensor, max_new_tokens=max_new)
+    record.update(
+        answers=list(sample.answers),
+        answer=answer,
+        score=ruler.score(sample, answer),
+        tokens=len(ids),
+        seconds=round(time.perf_counter() - start, 3),
+        extended=setup.extended,
+        depth=sample.depth,
+    )

@@ -1,0 +1,113 @@
+"""How a case is run with each method: the plain model, SelfExtend (planned W and G, or given ones), transformers'
+YaRN and dynamic NTK scalings, and truncation to the window (what a user without extension would do).
+
+Owns the method names and specs (`selfextend:1024x4` is SelfExtend with W = 1024, G = 4), the setting each
+method takes at a length (``Setup``), and ``answer_greedily``, which switches the model to a method, answers
+from a fresh KV cache and restores the model.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+from ..defaults import DEFAULT_EVAL_NEW_TOKENS
+from ..errors import LongLMError
+
+METHODS = ("none", "selfextend", "yarn", "dynamic")  # `--method all` in `longlm passkey`
+EXTRA_METHODS = ("truncate",)
+_GRID = re.compile(r"selfextend:(\d+)x(\d+)")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How one method runs at one length: SelfExtend's W and G, a RoPE scaling factor, or a token budget."""
+
+    extended: bool
+    W: int | None = None
+    G: int | None = None
+    factor: float | None = None
+    budget: int | None = None  # truncate: the most prompt tokens kept
+
+
+def parse_method(spec: str) -> tuple[str, int | None, int | None]:
+    """'selfextend:1024x4' -> ('selfextend', 1024, 4); 'yarn' -> ('yarn', None, None)."""
+    spec = spec.strip().lower()
+    match = _GRID.fullmatch(spec)
+    if match:
+        return "selfextend", int(match.group(1)), int(match.group(2))
+    if spec not in (*METHODS, *EXTRA_METHODS):
+        raise LongLMError(
+            f"unknown method {spec!r}; choose from {', '.join((*METHODS, *EXTRA_METHODS))}, or selfextend:WxG"
+        )
+    return spec, None, None
+
+
+def method_setup(spec: str, length: int, *, L: int, max_new_tokens: int, window=None, group_size=None) -> Setup:
+    """The setting ``spec`` runs with for a ``length``-token prompt on a model of window ``L``.
+
+    ``window``/``group_size`` are the user's SelfExtend choice for plain ``selfextend`` (None: planned).
+    """
+    from ..planning import make_plan
+
+    name, W, G = parse_method(spec)
+    target = length + max_new_tokens
+    if name == "none" or target <= L:
+        return Setup(extended=False)
+    if name == "truncate":
+        return Setup(extended=False, budget=L - max_new_tokens)
+    if name == "selfextend":
+        W, G = (W, G) if W is not None else (window, group_size)
+        plan = make_plan(context_window=L, length=target, window=W, group_size=G)
+        return Setup(extended=True, W=plan.W, G=plan.G)
+    return Setup(extended=True, factor=round(target / L, 4))
+
+
+@contextmanager
+def running(loaded, spec: str, setup: Setup):
+    """The model switched to ``spec`` with ``setup``; yields whether to prefill in one pass (else the CLI's chunks)."""
+    from ..engine.scaling import rope_scaling
+    from ..engine.selfextend import apply_selfextend, remove_selfextend
+
+    name = parse_method(spec)[0]
+    model = loaded.model
+    try:
+        if name == "selfextend" and setup.extended:
+            apply_selfextend(model, group_size=setup.G, window=setup.W)
+            yield False  # the CLI's chunked prefill, as `ask` runs it
+            return
+        remove_selfextend(model)
+        scaling = name if name in ("yarn", "dynamic") and setup.extended else None
+        context = (
+            rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
+            if scaling
+            else nullcontext()
+        )
+        with context:
+            # One pass: transformers' SDPA then runs the causal kernel without a mask (a chunk after the first
+            # needs an explicit mask, a slower path), and dynamic NTK rotates every prompt key alike.
+            yield True
+    finally:
+        remove_selfextend(model)
+
+
+def answer_greedily(loaded, spec: str, setup: Setup, ids, *, max_new_tokens: int) -> str:
+    """The greedy answer to ``ids`` [1, n] with method ``spec`` switched on, from a fresh KV cache."""
+    with running(loaded, spec, setup) as one_pass:
+        chunk = ids.shape[1] if one_pass else None
+        return greedy_answer(loaded.model, loaded.tokenizer, ids, max_new_tokens=max_new_tokens, chunk=chunk)
+
+
+def greedy_answer(
+    model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS, chunk: int | None = None
+) -> str:
+    """The greedy answer to the prompt ``ids`` [1, n] from a fresh KV cache (prefilled in ``chunk``-token
+    pieces; None is the CLI's default chunk)."""
+    from ..runtime.generate import SamplingSettings, Session, decode, prefill
+
+    session = Session.start(model)
+    logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
+    return decode(
+        session, tokenizer, logits, settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    ).text

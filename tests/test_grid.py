@@ -1,0 +1,118 @@
+"""`longlm eval`: RULER tasks x lengths x methods on a tiny model, the same samples for every method, resumable."""
+
+import json
+
+import pytest
+
+from longlm_cli.errors import LongLMError
+from longlm_cli.evaluation import grid, ruler
+from longlm_cli.evaluation.methods import Setup, method_setup, parse_method
+from longlm_cli.evaluation.tables import format_grid
+
+from helpers import corpus_tokenizer, run
+
+METHODS = "none,selfextend,selfextend:16x40,truncate"
+
+
+def test_parse_method():
+    assert parse_method("selfextend:1024x4") == ("selfextend", 1024, 4)
+    assert parse_method(" YaRN ") == ("yarn", None, None)
+    with pytest.raises(LongLMError, match="unknown method 'selfextend:1024'"):
+        parse_method("selfextend:1024")
+
+
+def test_method_setup_inside_and_beyond_the_window():
+    assert method_setup("truncate", 40, L=64, max_new_tokens=8) == Setup(extended=False)
+    assert method_setup("truncate", 400, L=64, max_new_tokens=8) == Setup(extended=False, budget=56)
+    assert method_setup("selfextend:16x40", 400, L=64, max_new_tokens=8) == Setup(extended=True, W=16, G=40)
+    assert method_setup("yarn", 120, L=64, max_new_tokens=8) == Setup(extended=True, factor=2.0)
+
+
+def test_truncated_prompt_fits_its_budget():
+    tokenizer = corpus_tokenizer()
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    sample = ruler.generate("fwe", count, 1500, seed=3)
+    full = grid.prompt_ids(tokenizer, sample, plain=False)
+    cut = grid.truncated_ids(tokenizer, sample, plain=False, budget=900)
+    assert len(full) > 900 >= len(cut) > 800
+    assert cut[-40:] == full[-40:]  # the question and answer prefix are kept; the context is cut at its end
+
+
+def test_eval_runs_every_method_on_the_same_samples_and_resumes(tiny_dir, tmp_path):
+    results = tmp_path / "r.jsonl"
+    args = (
+        "eval",
+        "--model",
+        tiny_dir,
+        "--tasks",
+        "vt",
+        "--lengths",
+        "1000",
+        "--samples",
+        "2",
+        "--methods",
+        METHODS,
+        "--results",
+        results,
+    )
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(records) == 8 and len([line for line in first.stderr.splitlines() if line.startswith("[")]) == 8
+    by_sample = {}
+    for r in records:
+        by_sample.setdefault(r["sample"], []).append(r)
+    assert all(len({json.dumps(r["answers"]) for r in rs}) == 1 for rs in by_sample.values())
+    assert len({json.dumps(rs[0]["answers"]) for rs in by_sample.values()}) == 2  # two different samples
+    grid_cases = [r for r in records if r["method"] == "selfextend:16x40"]
+    assert all((r["W"], r["G"]) == (16, 40) for r in grid_cases)
+    none = {r["sample"]: r for r in records if r["method"] == "none"}
+    assert all(r["tokens"] < none[r["sample"]]["tokens"] for r in records if r["method"] == "truncate")
+    assert "vt:" in first.stdout and "mean over the tasks:" in first.stdout
+    second = run(*args)
+    assert second.exit_code == 0, second.output
+    assert "8 case(s) taken from" in second.stderr
+    assert not [line for line in second.stderr.splitlines() if line.startswith("[")]
+    assert second.stdout == first.stdout
+
+
+def test_eval_without_the_data_is_one_error_line(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ruler, "data_available", lambda task=None: "RULER's data is not installed: pip install x")
+    result = run("eval", "--model", tiny_dir, "--tasks", "qa_1", "--results", tmp_path / "r.jsonl")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: RULER's data is not installed: pip install x\n"
+
+
+def test_unknown_task_is_refused(tiny_dir, tmp_path):
+    result = run("eval", "--model", tiny_dir, "--tasks", "vt,nope", "--results", tmp_path / "r.jsonl")
+    assert result.exit_code == 2 and "unknown task nope" in result.stderr
+
+
+def test_format_grid():
+    def record(task, length, method, score):
+        return {"task": task, "length": length, "method": method, "score": score}
+
+    records = [
+        record("vt", 4096, "none", 1.0),
+        record("vt", 4096, "none", 0.5),
+        record("vt", 4096, "selfextend", 0),
+        record("qa_1", 4096, "none", 0.0),
+    ]
+    text = format_grid(
+        records, tasks=["vt", "qa_1"], lengths=[4096, 8192], methods=["none", "selfextend"], L=8192, model="tiny"
+    )
+    assert text == (
+        "RULER on tiny, L=8,192; cells are the mean score x 100 over the samples run (n)\n\n"
+        "vt:\n"
+        "length      none  selfextend\n"
+        " 4,096  75.0 (2)     0.0 (1)\n"
+        " 8,192         -           -\n\n"
+        "qa_1:\n"
+        "length     none  selfextend\n"
+        " 4,096  0.0 (1)           -\n"
+        " 8,192        -           -\n\n"
+        "mean over the tasks:\n"
+        "length      none  selfextend\n"
+        " 4,096  50.0 (3)     0.0 (1)\n"
+        " 8,192         -           -"
+    )
