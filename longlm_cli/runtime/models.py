@@ -1,21 +1,34 @@
-"""Finding and loading models: the embedded SmolLM2 default, a .gguf file, a local directory or a hub id."""
+"""Finding and loading models: the embedded SmolLM2 default, a .gguf file, a local directory or a hub id.
+
+Model files are untrusted input: a GGUF is checked (gguf.check_gguf) before transformers reads it, and any failure
+to convert or load a model becomes one ModelError naming it. A GGUF is converted once into the user cache, under
+a file lock so that two first runs at once convert it once. The completion marker records the size and a digest
+of the first bytes of every file written, so a converted directory damaged later (a truncated
+model.safetensors) is noticed and converted again instead of failing on every run.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
 import shutil
+import struct
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import context_window, display_name, resolve_model
+from ..catalogue import context_window, display_name, gguf_metadata, pickle_only_weights, resolve_model
 from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEVICES, DTYPES
-from ..errors import ModelError
-from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir
+from ..errors import LongLMError, ModelError
+from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock
 
 _COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
+_HEAD_BYTES = 1 << 16  # each file's first bytes are digested: cheap, and they hold a safetensors header
+_LEGACY_MARKER = "ok"  # the marker of older versions, which recorded nothing
 
 
 @dataclass(frozen=True)
@@ -66,40 +79,126 @@ def _converted_dir_for(gguf: Path) -> Path:
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF file once into a transformers directory in the user cache; return that directory.
 
-    The conversion is written to a temporary directory beside the target and renamed into place only when
-    complete, so an interrupted run never leaves a directory that a later run would use.
+    Concurrent runs take turns on a lock file beside the target; the one that waited finds the work done. A
+    converted directory that no longer matches its marker is converted again, with one warning.
     """
     target = _converted_dir_for(gguf)
-    if (target / _COMPLETE).exists():
+    if (target / _COMPLETE).exists() and _damage(target) is None:
         return target
+    ensure_cache_dir(target.parent)
+    lock = target.with_name(f"{target.name}.lock")
+    with file_lock(lock, waiting=f"Waiting for another longlm process converting {gguf.name} into {target}..."):
+        if (target / _COMPLETE).exists():
+            problem = _damage(target)
+            if problem is None:
+                return target  # converted by the process we waited for
+            _say(f"Warning: the converted model in {target} is damaged ({problem}); converting {gguf.name} again")
+        gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before transformers
+        for stale in target.parent.glob(f".{target.name}.*"):  # work directories of killed runs (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        _convert_into(gguf, target)
+    return target
+
+
+def _convert_into(gguf: Path, target: Path) -> None:
+    """Convert into a temporary directory beside ``target``, renamed into place only when complete, so an
+    interrupted run never leaves a directory that a later run would use. Any failure is one ModelError."""
+    _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise ModelError(f"could not convert the GGUF file {gguf}: {exc.strerror or exc} in {target.parent}") from None
+    try:
+        _dequantize(gguf, work)
+        _write_marker(work)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, LongLMError):  # never KeyboardInterrupt
+            raise ModelError(f"could not convert the GGUF file {gguf}: {_describe(exc)}") from exc
+        raise
+
+
+def _dequantize(gguf: Path, work: Path) -> None:
+    """Load a GGUF with transformers (dequantizing it) and save it as safetensors with its tokenizer in ``work``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
-    _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    logging.enable_progress_bar()  # transformers' bar over the tensors being dequantized
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        logging.enable_progress_bar()  # transformers' bar over the tensors being dequantized
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        finally:
-            logging.disable_progress_bar()
-        # The GGUF quantizer marks the model unserializable; the weights are already dequantized.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        (work / _COMPLETE).write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return target
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    finally:
+        logging.disable_progress_bar()
+    # The GGUF quantizer marks the model unserializable; the weights are already dequantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+
+
+def _file_record(path: Path) -> dict[str, object]:
+    with path.open("rb") as stream:
+        head = stream.read(_HEAD_BYTES)
+    return {"size": path.stat().st_size, "head_sha256": hashlib.sha256(head).hexdigest()}
+
+
+def _write_marker(directory: Path) -> None:
+    """Write the completion marker of a converted directory, recording every file in it."""
+    files = {
+        path.relative_to(directory).as_posix(): _file_record(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != _COMPLETE
+    }
+    (directory / _COMPLETE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+
+
+def _damage(directory: Path) -> str | None:
+    """Why a converted directory that has a completion marker cannot be used; None when it is intact."""
+    try:
+        text = (directory / _COMPLETE).read_text(encoding="utf-8").strip()
+        files = {} if text == _LEGACY_MARKER else json.loads(text)["files"]
+        for name, record in files.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} is missing"
+            found = _file_record(path)
+            if found["size"] != record["size"]:
+                return f"{name} is {found['size']} bytes, {record['size']} were written"
+            if found != record:
+                return f"{name} has changed since it was written"
+        weights = sorted(directory.glob("*.safetensors"))
+        if not weights:
+            return "it holds no .safetensors weights"
+        return next(filter(None, map(_safetensors_damage, weights)), None)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"it cannot be checked: {_describe(exc)}"
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Whether a safetensors file is as long as its own header says (a truncated copy is shorter)."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        raw = stream.read(8)
+        header_size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else size
+        if header_size > size - 8:
+            return f"{path.name} is truncated ({size} bytes)"
+        header = json.loads(stream.read(header_size))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    expected = 8 + header_size + end
+    return None if size == expected else f"{path.name} is {size} bytes, its header says {expected}"
+
+
+def _describe(exc: BaseException, *, typed: bool = True) -> str:
+    """The first line of an exception, named by its type unless that is a plain OSError or ValueError."""
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+    if (not typed or type(exc) in (OSError, ValueError)) and line:
+        return line
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _quiet_transformers() -> None:
@@ -125,22 +224,9 @@ def load_model(
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     _quiet_transformers()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if kind == "gguf":
         location = str(convert_gguf(Path(location)))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        where = (
-            "the Hugging Face Hub (HF_HUB_OFFLINE is set)"
-            if os.environ.get("HF_HUB_OFFLINE")
-            else "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
-        )
-        raise ModelError(f"could not load model {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
-    except ValueError as exc:
-        raise ModelError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    tokenizer, model = _from_pretrained(name, kind, location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     model.to(device).eval()
     return LoadedModel(
         model=model,
@@ -150,3 +236,48 @@ def load_model(
         device=device,
         dtype=str(torch_dtype).removeprefix("torch."),
     )
+
+
+def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote_code: bool) -> tuple:
+    """(tokenizer, model) loaded by transformers; any failure (but KeyboardInterrupt) is one ModelError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, trust_remote_code=trust_remote_code)
+    except LongLMError:
+        raise
+    except Exception as exc:
+        raise ModelError(_load_failure(name, kind, location, exc, trust_remote_code)) from exc
+    return tokenizer, model
+
+
+def _load_failure(name: str, kind: str, location: str, exc: Exception, trust_remote_code: bool) -> str:
+    if kind == "hub" and isinstance(exc, OSError):
+        where = (
+            "the Hugging Face Hub (HF_HUB_OFFLINE is set)"
+            if os.environ.get("HF_HUB_OFFLINE")
+            else "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
+        )
+        return f"could not load model {name!r} from {where}: {_describe(exc, typed=False)}"
+    pickles = pickle_only_weights(Path(location)) if kind == "dir" else []
+    if pickles and isinstance(exc, pickle.UnpicklingError):
+        return (
+            f"model directory {name!r} has only pickle weights ({', '.join(pickles[:3])}), which torch's safe "
+            "(weights-only) loading refused and longlm does not load otherwise; convert them to safetensors"
+        )
+    if trust_remote_code and _raised_in_remote_code(exc):
+        return f"the remote code of model {name!r} (run by --trust-remote-code) failed: {_describe(exc)}"
+    if kind == "gguf":
+        return f"could not load model {name!r} converted into {location} (delete it to convert again): {_describe(exc)}"
+    return f"could not load model {name!r}: {_describe(exc)}"
+
+
+def _raised_in_remote_code(exc: BaseException) -> bool:
+    """Whether an exception comes from a model's own Python code: while transformers parses it (in
+    dynamic_module_utils) or runs it (imported as the package transformers_modules)."""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename)
+        if "transformers_modules" in path.parts or path.parts[-2:] == ("transformers", "dynamic_module_utils.py"):
+            return True
+    return False
