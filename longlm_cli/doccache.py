@@ -7,9 +7,10 @@ are the same for every question. After they are prefilled once, their keys and v
 
 Entries are named by cachekeys.document_key. They are safetensors files (tensors and string metadata only,
 never pickle) written under a temporary name and renamed into place, so a reader never sees a half-written
-file. A sha256 of the tensor bytes is kept in the metadata and checked on load: a corrupt, truncated or
-mismatched entry is reported once on stderr, deleted and rebuilt. The SelfExtend grouped keys are not saved:
-they are recomputed on the next forward call from the restored cache.
+file. Entries are untrusted input: on load the header is checked against the model (layers, key/value heads,
+head sizes) and the tokens before any tensor is read, then the sha256 of the tensors kept in the metadata, the
+dtype and finite values. A bad entry, or anything but a regular file at its name, is reported once on stderr,
+deleted and rebuilt. The SelfExtend grouped keys are not saved: they are recomputed on the next forward call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -27,11 +29,13 @@ from pathlib import Path
 from .cachekeys import FORMAT
 from .defaults import DEFAULT_DOC_CACHE_MAX_BYTES, DOC_CACHE_MAX_BYTES_ENV
 from .errors import CacheError
-from .paths import cache_dir
+from .paths import cache_dir, holding_directory_lock
 
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 3600  # temporary files older than this are leftovers of interrupted runs
+MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a fifo"}
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,24 @@ def entry_path(directory: Path, key: str) -> Path:
     return directory / f"{key}{SUFFIX}"
 
 
-def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sources: Sequence[str]) -> Path:
-    """Write the keys and values of ``cache`` (holding exactly ``prefix_ids``) as the entry ``key``."""
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sources: Sequence[str]) -> Path | None:
+    """Write the keys and values of ``cache`` (holding exactly ``prefix_ids``) as the entry ``key``.
+
+    Returns the entry's path, or None when a directory holds the entry's name: nothing can replace it, and
+    load_entry has already said so.
+    """
     import torch
     from safetensors.torch import save_file
 
+    if _is_directory(entry_path(directory, key)):
+        return None
     tensors = {"ids": torch.tensor(list(prefix_ids), dtype=torch.int64)}
     for i, layer in enumerate(cache.layers):
         tensors[f"k.{i}"] = layer.keys.detach().contiguous().cpu()
@@ -152,67 +169,111 @@ class CorruptEntry(Exception):
     """An entry that must not be used (internal: turned into a warning and a rebuild)."""
 
 
-def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], cache_template) -> dict:
-    """Load and check an entry; return its tensors. Raises CorruptEntry on any problem."""
+def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    key_dim = getattr(config, "qk_head_dim", None) or head_dim  # multi-head latent attention (DeepSeek, MiniCPM3)
+    value_dim = getattr(config, "v_head_dim", None) or head_dim  # caches keys and values of different sizes
+    shapes = {"ids": (tokens,)}
+    for i in range(config.num_hidden_layers):
+        shapes[f"k.{i}"], shapes[f"v.{i}"] = (1, kv_heads, tokens, key_dim), (1, kv_heads, tokens, value_dim)
+    return shapes
+
+
+def _read_header(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """An entry's metadata and tensor shapes from its header alone (no tensor data, no torch). Raises CorruptEntry."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path), device="cpu")
+        with open(path, "rb") as handle:  # a crafted header could make safetensors parse up to 100 MB of JSON
+            too_large = int.from_bytes(handle.read(8), "little") > MAX_HEADER_BYTES
+        if not too_large:
+            with safe_open(str(path), framework="numpy") as handle:
+                return handle.metadata() or {}, {n: tuple(handle.get_slice(n).get_shape()) for n in handle.keys()}
     except Exception as exc:  # safetensors raises its own error types, OSError, ValueError...
         raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
-    if metadata.get("format") != FORMAT or metadata.get("key") != key:
+    raise CorruptEntry("its header is too large")
+
+
+def _check_header(metadata: dict, shapes: dict, key: str, tokens: int, expected: dict) -> None:
+    """Raise CorruptEntry unless the header describes ``tokens`` tokens of ``key`` shaped as ``expected``."""
+    if metadata.get("format") != FORMAT or metadata.get("key") != key or "tensor_sha256" not in metadata:
         raise CorruptEntry("its metadata does not match")
-    if metadata.get("tensor_sha256") != _tensor_digest(tensors):
-        raise CorruptEntry("its tensor checksum does not match")
-    ids = tensors.get("ids")
-    n = len(prefix_ids)
-    if ids is None or metadata.get("tokens") != str(n) or ids.tolist() != list(prefix_ids):
+    if metadata.get("tokens") != str(tokens):
         raise CorruptEntry("it holds other tokens")
-    layers = len(cache_template.layers) or int(metadata.get("layers") or 0)  # 0: layers are created lazily
-    if metadata.get("layers") != str(layers) or set(tensors) != {
-        "ids",
-        *(f"{p}.{i}" for p in "kv" for i in range(layers)),
-    }:
-        raise CorruptEntry("it holds a different number of layers")
-    for i in range(layers):
-        k, v = tensors[f"k.{i}"], tensors[f"v.{i}"]
-        if k.ndim != 4 or v.ndim != 4 or k.shape[0] != 1 or k.shape[2] != n or v.shape[:3] != k.shape[:3]:
-            raise CorruptEntry("its tensor shapes do not match")
+    if metadata.get("layers") != str(len(expected) // 2) or set(shapes) != set(expected):
+        raise CorruptEntry("it holds a different number of layers or other tensors")
+    if any(shapes[name] != shape for name, shape in expected.items()):
+        raise CorruptEntry("its tensor shapes do not match the model")
+
+
+def _check_values(tensors: dict, prefix_ids: Sequence[int], dtype) -> None:
+    """Raise CorruptEntry unless the tensors hold ``prefix_ids`` and finite keys and values of ``dtype``."""
+    import torch
+
+    ids = tensors["ids"]
+    if ids.dtype != torch.int64 or ids.tolist() != list(prefix_ids):
+        raise CorruptEntry("it holds other tokens")
+    kv = [t for name, t in tensors.items() if name != "ids"]
+    if any(t.dtype != dtype for t in kv):
+        raise CorruptEntry("its dtype does not match the model")
+    # A NaN key or value passes every other check and silently turns every later answer into garbage.
+    if not all(bool(torch.isfinite(t).all()) for t in kv):
+        raise CorruptEntry("it holds NaN or infinite values")
+
+
+def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype) -> dict:
+    """Load and check an entry against the model of ``config``; return its tensors. Raises CorruptEntry."""
+    from safetensors.torch import load_file
+
+    metadata, shapes = _read_header(path)
+    expected = expected_tensors(config, len(prefix_ids))
+    _check_header(metadata, shapes, key, len(prefix_ids), expected)  # before loading: sizes are now bounded
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
+    if metadata["tensor_sha256"] != _tensor_digest(tensors):
+        raise CorruptEntry("its tensor checksum does not match")
+    _check_values(tensors, prefix_ids, dtype)
     return tensors
 
 
-def tensors_layers(tensors: dict) -> int:
-    return sum(1 for name in tensors if name.startswith("k."))
+def _discard_non_file(path: Path, key: str, mode: int) -> None:
+    """Remove what holds an entry's name but is no regular file (a symlink is never followed), and say so once."""
+    kind = _KINDS.get(stat.S_IFMT(mode), "a socket or device")
+    if not _removed(path):  # a directory goes only when empty
+        warn(f"cached document {key[:12]} is {kind}, not a file, and cannot be removed; not caching it")
+    else:
+        warn(f"cached document {key[:12]} was corrupt (it was {kind}, not a file); rebuilding")
 
 
-def load_entry(directory: Path, key: str, prefix_ids: Sequence[int], cache, *, dtype, device) -> bool:
+def load_entry(directory: Path, key: str, prefix_ids: Sequence[int], cache, *, config, dtype, device) -> bool:
     """Fill the empty DynamicCache ``cache`` from entry ``key``; True on success, False when there is none.
 
-    A corrupt or mismatched entry is reported once on stderr and deleted; False is returned so it is rebuilt.
+    The entry is untrusted: it is checked against the model of ``config`` (layers, heads, head sizes), the tokens,
+    ``dtype`` and finite values before the cache is touched. A bad entry is reported once on stderr and deleted;
+    False is returned so it is rebuilt.
     """
     path = entry_path(directory, key)
-    if not path.is_file():
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # absent, or the directory is unusable (saving will say so)
+        return False
+    if not stat.S_ISREG(mode):
+        _discard_non_file(path, key, mode)
         return False
     try:
-        tensors = _read_entry(path, key, prefix_ids, cache)
-        if any(t.dtype != dtype for name, t in tensors.items() if name != "ids"):
-            raise CorruptEntry("its dtype does not match")
-        for i in range(int(tensors_layers(tensors))):
-            cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
-        if cache.get_seq_length() != len(prefix_ids):
-            raise CorruptEntry("it restored a different number of tokens")
+        tensors = _read_entry(path, key, prefix_ids, config, dtype)
     except CorruptEntry as exc:
         warn(f"cached document {key[:12]} was corrupt ({exc}); rebuilding")
-        for layer in cache.layers:  # leave the cache empty for the rebuild
-            layer.reset()
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        _removed(path)
         return False
+    for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked
+        cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
     touch(path)
     return True
 
@@ -229,20 +290,28 @@ def touch(path: Path) -> None:
 # Listing, pruning, clearing
 
 
-def _sources_of(path: Path) -> tuple[tuple[str, ...], int | None]:
+def _json_strings(raw) -> tuple[str, ...]:
+    """A JSON list of strings as a tuple; () for anything else."""
     try:
-        from safetensors import safe_open
+        value = json.loads(raw)
+    except Exception:  # not text, not JSON, nested too deep...
+        return ()
+    return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else ()
 
-        # Only the header is read: the numpy framework keeps `longlm cache list` free of torch.
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-        return tuple(json.loads(metadata.get("sources", "[]"))), int(metadata.get("tokens", ""))
-    except Exception:
+
+def _metadata_of(path: Path) -> tuple[tuple[str, ...], int | None]:
+    """An entry's sources and token count from its header alone; ((), None) for what save_entry never writes."""
+    try:
+        metadata, _ = _read_header(path)  # only the header: `longlm cache list` stays free of torch
+    except CorruptEntry:
         return (), None
+    tokens = metadata.get("tokens", "")  # not int()'s " 1_0 ", "١٢" or 5000 digits (a ValueError)
+    count = int(tokens) if tokens.isascii() and tokens.isdigit() and len(tokens) < 19 else None
+    return _json_strings(metadata.get("sources")), count
 
 
 def list_entries(directory: Path | None = None, *, with_sources: bool = True) -> list[Entry]:
-    """Entries, most recently used first."""
+    """Entries (regular files only: a directory, symlink or fifo is never an entry), most recently used first."""
     directory = Path(directory) if directory is not None else kv_dir()
     if not directory.is_dir():
         return []
@@ -251,20 +320,14 @@ def list_entries(directory: Path | None = None, *, with_sources: bool = True) ->
         if path.name.startswith(TEMP_PREFIX):
             continue
         try:
-            stat = path.stat()
+            info = path.lstat()
         except OSError:
             continue
-        sources, tokens = _sources_of(path) if with_sources else ((), None)
-        entries.append(
-            Entry(
-                key=path.name[: -len(SUFFIX)],
-                path=path,
-                size=stat.st_size,
-                last_used=stat.st_mtime,
-                sources=sources,
-                tokens=tokens,
-            )
-        )
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        sources, tokens = _metadata_of(path) if with_sources else ((), None)
+        key = path.name[: -len(SUFFIX)]
+        entries.append(Entry(key, path, size=info.st_size, last_used=info.st_mtime, sources=sources, tokens=tokens))
     entries.sort(key=lambda e: e.last_used, reverse=True)
     return entries
 
@@ -279,6 +342,7 @@ def _remove_stale_temps(directory: Path, *, older_than: float) -> None:
             pass
 
 
+@holding_directory_lock(kv_dir)  # two processes pruning at once would each delete what the other counted
 def prune(directory: Path | None = None, *, max_bytes: int | None = None, keep: str | None = None) -> list[Entry]:
     """Delete least-recently-used entries until the total is at most ``max_bytes``; return those deleted.
 
@@ -295,27 +359,33 @@ def prune(directory: Path | None = None, *, max_bytes: int | None = None, keep: 
     for entry in reversed(entries):  # oldest first
         if total <= limit:
             break
-        if entry.key == keep:
-            continue
-        try:
-            entry.path.unlink()
-        except OSError:
+        if entry.key == keep or not _removed(entry.path):
             continue
         total -= entry.size
         removed.append(entry)
     return removed
 
 
+def _removed(path: Path) -> bool:
+    """Remove a file, a symlink (never what it points to) or an empty directory; whether it is gone."""
+    try:
+        path.rmdir() if _is_directory(path) else path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+@holding_directory_lock(kv_dir)
 def clear(directory: Path | None = None) -> list[Entry]:
-    """Delete every entry (and leftover temporary files); return the entries deleted."""
+    """Delete every entry and leftover temporary file; return the entries actually deleted.
+
+    Whatever else holds an entry's name goes too if it can (a symlink, a fifo, an empty directory); it is no entry.
+    """
     directory = Path(directory) if directory is not None else kv_dir()
     if not directory.is_dir():
         return []
-    entries = list_entries(directory, with_sources=False)
-    for entry in entries:
-        try:
-            entry.path.unlink()
-        except OSError:
-            pass
+    removed = [entry for entry in list_entries(directory, with_sources=False) if _removed(entry.path)]
+    for path in directory.glob(f"*{SUFFIX}"):  # what is left: non-files, and files that could not be removed
+        _removed(path)
     _remove_stale_temps(directory, older_than=0)
-    return entries
+    return removed

@@ -18,12 +18,13 @@ from .cachekeys import document_key, document_prefix_length, model_identity
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
 from .doccache import DocCacheSettings, cache_unsupported_reason, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
+from .errors import CacheError
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.models import LoadedModel, load_model
 from .templates import Template, chat_token_ids, load_template, user_message
 
-PlanFn = Callable[[Plan, LoadedModel], None]
+PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,7 @@ def prepare(
         group_size=extension.group_size,
     )
     configure(loaded.model, plan)
-    if on_plan is not None:
-        on_plan(plan, loaded)
-    return Prepared(
+    prepared = Prepared(
         template=template,
         document=document,
         loaded=loaded,
@@ -99,6 +98,9 @@ def prepare(
         extension=extension,
         load_seconds=load_seconds,
     )
+    if on_plan is not None:
+        on_plan(prepared)
+    return prepared
 
 
 def configure(model, plan: Plan) -> None:
@@ -202,7 +204,7 @@ def prefill_cached(
     prefix = list(ids[:prefix_len])
     dtype = dtype if dtype is not None else next(session.model.parameters()).dtype
     total = len(ids)
-    if load_entry(directory, key, prefix, session.cache, dtype=dtype, device=device):
+    if load_entry(directory, key, prefix, session.cache, config=session.model.config, dtype=dtype, device=device):
         status = "hit"
     else:
         prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
@@ -210,8 +212,8 @@ def prefill_cached(
         try:
             save_entry(directory, key, session.cache, prefix, sources)
             prune(directory, max_bytes=limit, keep=key)
-        except OSError as exc:
-            warn(f"could not save the document cache in {directory}: {exc.strerror or exc}")
+        except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
+            warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")
     logits = prefill(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )

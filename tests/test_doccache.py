@@ -5,13 +5,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from longlm_cli import doccache
 from longlm_cli.doccache import DocCacheSettings
+from longlm_cli.paths import DIRECTORY_LOCK
 from longlm_cli.pipeline import configure, prefill_cached, prompt_cache_key
 from longlm_cli.planning import make_plan
 from longlm_cli.runtime.generate import Session, prefill
@@ -194,7 +197,10 @@ def test_concurrent_writers_leave_one_valid_entry(tmp_path):
     assert all(p.wait(timeout=120) == 0 for p in procs)
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.safetensors"]
     cache = DynamicCache()
-    assert doccache.load_entry(tmp_path, key, list(range(3000)), cache, dtype=torch.float32, device="cpu")
+    config = SimpleNamespace(num_hidden_layers=2, num_attention_heads=2, hidden_size=32)
+    assert doccache.load_entry(
+        tmp_path, key, list(range(3000)), cache, config=config, dtype=torch.float32, device="cpu"
+    )
     assert cache.get_seq_length() == 3000
 
 
@@ -254,3 +260,254 @@ def test_sliding_window_models_are_not_cached(tmp_path, capsys):
     )
     assert status == "off" and session.length == 29 and list(tmp_path.iterdir()) == []
     assert "Note: document cache off: the model has DynamicSlidingWindowLayer cache layers" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entries are untrusted input: every way an entry can fail to fit the model ends in one warning and a rebuild
+
+
+def _rewrite(entry: Path, change) -> None:
+    """Save ``entry`` again through save_entry with its layers [(k, v), ...] changed: the checksum stays valid."""
+    from safetensors.torch import load_file
+    from transformers import DynamicCache
+
+    tensors = load_file(entry)
+    layers = change([(tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(len(tensors) // 2)])
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    doccache.save_entry(entry.parent, entry.name[: -len(".safetensors")], cache, tensors["ids"].tolist(), ["doc"])
+
+
+def _nan_keys(layers):
+    return [(torch.full_like(k, float("nan")) if i == 0 else k, v) for i, (k, v) in enumerate(layers)]
+
+
+MISFITS = {  # a change to an entry's layers, and the reason the warning gives
+    "key head size": (lambda layers: [(k[..., :8], v) for k, v in layers], "its tensor shapes do not match the model"),
+    "value head size": (
+        lambda layers: [(k, v[..., :8]) for k, v in layers],
+        "its tensor shapes do not match the model",
+    ),
+    "heads": (lambda layers: [(k[:, :1], v[:, :1]) for k, v in layers], "its tensor shapes do not match the model"),
+    "fewer layers": (lambda layers: layers[:1], "it holds a different number of layers or other tensors"),
+    "extra layer": (lambda layers: layers + layers[:1], "it holds a different number of layers or other tensors"),
+    "dtype": (lambda layers: [(k.half(), v.half()) for k, v in layers], "its dtype does not match the model"),
+    "nan": (_nan_keys, "it holds NaN or infinite values"),
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dir):
+    return _setup(tiny_dir)
+
+
+def _prefill(setup, directory: Path):
+    loaded, ids, plan, prefix_len, key = setup
+    session = Session.start(loaded.model)
+    settings = DocCacheSettings(directory=directory)
+    return prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=["doc"], chunk=16, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def reference(setup, tmp_path_factory):
+    """The uncached logits (a miss: no entry yet) and the valid entry that run saved: (logits, name, bytes)."""
+    directory = tmp_path_factory.mktemp("reference")
+    logits, status = _prefill(setup, directory)
+    assert status == "miss"
+    [entry] = directory.glob("*.safetensors")
+    return logits, entry.name, entry.read_bytes()
+
+
+def _valid_entry(reference, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    entry = directory / reference[1]
+    entry.write_bytes(reference[2])
+    return entry
+
+
+@pytest.mark.parametrize("misfit", list(MISFITS))
+def test_entry_not_fitting_the_model_is_reported_once_deleted_and_rebuilt(setup, reference, tmp_path, capsys, misfit):
+    change, reason = MISFITS[misfit]
+    uncached = reference[0]
+    _rewrite(_valid_entry(reference, tmp_path), change)
+    capsys.readouterr()
+    logits, status = _prefill(setup, tmp_path)
+    assert status == "miss" and torch.equal(logits, uncached)
+    assert capsys.readouterr().err == f"Warning: cached document {setup[4][:12]} was corrupt ({reason}); rebuilding\n"
+    logits, status = _prefill(setup, tmp_path)
+    assert status == "hit" and torch.equal(logits, uncached) and capsys.readouterr().err == ""
+
+
+def test_ask_after_an_entry_of_the_wrong_head_size_gives_the_uncached_answer(tiny_dir, doc):
+    uncached, _ = ask_json(tiny_dir, doc, "Who?", "--no-cache")
+    ask_json(tiny_dir, doc, "Who?")
+    [entry] = kv_files()
+    _rewrite(entry, MISFITS["key head size"][0])
+    second, stderr = ask_json(tiny_dir, doc, "Who?")
+    assert [line for line in stderr.splitlines() if "Warning" in line or "Traceback" in line] == [
+        f"Warning: cached document {entry.name[:12]} was corrupt (its tensor shapes do not match the model); rebuilding"
+    ]
+    assert second["cache"] == "miss" and second["text"] == uncached["text"]
+    third, stderr = ask_json(tiny_dir, doc, "Who?")
+    assert third["cache"] == "hit" and third["text"] == uncached["text"] and "Warning" not in stderr
+
+
+def _names(directory: Path) -> list[str]:
+    """What a cache directory holds, but for the lock file of its pruning and clearing."""
+    return sorted(p.name for p in directory.iterdir() if p.name != DIRECTORY_LOCK)
+
+
+def _occupy(entry: Path, kind: str, reference) -> Path | None:
+    """Put ``kind`` at ``entry``; return the symlink's target (a valid copy of the entry) if any."""
+    if kind == "a symbolic link":
+        target = _valid_entry(reference, entry.parent.parent / "elsewhere")
+        entry.symlink_to(target)
+        return target
+    if kind == "a fifo":
+        os.mkfifo(entry)
+    else:
+        entry.mkdir()
+    return None
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a symbolic link", "a fifo"])
+def test_non_file_at_the_entry_path_is_removed_and_rebuilt(setup, reference, tmp_path, capsys, kind):
+    directory, uncached = tmp_path / "kv", reference[0]
+    directory.mkdir()
+    entry = directory / reference[1]
+    target = _occupy(entry, kind, reference)
+    capsys.readouterr()
+    logits, status = _prefill(setup, directory)
+    assert status == "miss" and torch.equal(logits, uncached)
+    expected = f"Warning: cached document {setup[4][:12]} was corrupt (it was {kind}, not a file); rebuilding\n"
+    assert capsys.readouterr().err == expected
+    assert entry.is_file() and not entry.is_symlink() and _names(directory) == [entry.name]
+    if target is not None:  # never followed, never touched
+        assert target.read_bytes() == reference[2]
+    logits, status = _prefill(setup, directory)
+    assert status == "hit" and torch.equal(logits, uncached) and capsys.readouterr().err == ""
+
+
+def test_full_directory_at_the_entry_path_is_left_alone_and_nothing_is_cached(setup, reference, tmp_path, capsys):
+    uncached, entry = reference[0], tmp_path / reference[1]
+    entry.mkdir()
+    (entry / "mine.txt").write_text("mine")
+    capsys.readouterr()
+    for _ in range(2):
+        logits, status = _prefill(setup, tmp_path)
+        assert status == "miss" and torch.equal(logits, uncached)
+        expected = f"cached document {setup[4][:12]} is a directory, not a file, and cannot be removed; not caching it"
+        assert capsys.readouterr().err == f"Warning: {expected}\n"
+    assert _names(tmp_path) == [entry.name] and (entry / "mine.txt").read_text() == "mine"
+
+
+def _small_cache():
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.update(torch.ones(1, 1, 2, 4), torch.ones(1, 1, 2, 4), 0)
+    return cache
+
+
+def test_non_files_are_not_listed_pruned_or_counted_as_cleared(tmp_path):
+    kv = doccache.kv_dir()
+    entry = doccache.save_entry(kv, "a" * 64, _small_cache(), [1, 2], ["doc"])
+    (kv / f"{'b' * 64}.safetensors").mkdir()
+    (kv / f"{'c' * 64}.safetensors").mkdir()
+    (kv / f"{'c' * 64}.safetensors" / "mine.txt").write_text("mine")
+    os.mkfifo(kv / f"{'d' * 64}.safetensors")
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(entry.read_bytes())
+    (kv / f"{'e' * 64}.safetensors").symlink_to(outside)
+    size = entry.stat().st_size
+    # In a subprocess with a time limit: reading a fifo's header would block for ever.
+    listed = subprocess.run(
+        [sys.executable, "-m", "longlm_cli.cli", "cache", "list"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0 and [line[:12] for line in listed.stdout.splitlines()] == ["a" * 12]
+    assert listed.stderr.startswith(f"1 entry, {size} B in ")
+    pruned = run("cache", "prune", "--max-bytes", size)
+    assert pruned.stdout.startswith("Removed 0 entries (0 B)") and entry.exists()
+    cleared = run("cache", "clear")
+    assert cleared.exit_code == 0 and cleared.stdout.startswith(f"Removed 1 entry ({size} B)")
+    assert _names(kv) == [f"{'c' * 64}.safetensors"] and outside.is_file()
+    assert run("cache", "clear").stdout.startswith("Removed 0 entries (0 B)")
+
+
+def test_cache_list_strips_control_characters_from_entries():
+    kv = doccache.kv_dir()
+    sources = ["\x1b]0;pwned\x07evil\x1b[2J.txt", "caf\u00e9 \u6587\x9b31m\x7f.txt", "new\nline\ttab\r", "\ud800x"]
+    first = doccache.save_entry(kv, "1" * 64, _small_cache(), [1, 2], sources)
+    second = doccache.save_entry(kv, "\x1b[31mred" + "f" * 56, _small_cache(), [1, 2], ["\x1b[0m"])
+    os.utime(first, (2_000_000_000, 2_000_000_000))
+    os.utime(second, (1_000_000_000, 1_000_000_000))
+    listed = run("cache", "list")
+    assert listed.exit_code == 0, listed.output
+    when = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in (2_000_000_000, 1_000_000_000)]
+    size = [f"{path.stat().st_size} B" for path in (first, second)]
+    assert listed.stdout == (
+        f"111111111111  {size[0]:>10}  {when[0]}  ]0;pwnedevil[2J.txt, caf\u00e9 \u658731m.txt, newlinetab, \ufffdx\n"
+        f"[31mredffff  {size[1]:>10}  {when[1]}  [0m\n"
+    )
+
+
+def _raw_entry(path: Path, key: str, **metadata) -> None:
+    """An entry written by hand: what save_entry writes for [1, 2] and one layer, ``metadata`` overriding."""
+    from safetensors.torch import save_file
+
+    tensors = {"ids": torch.tensor([1, 2]), "k.0": torch.ones(1, 1, 2, 4), "v.0": torch.ones(1, 1, 2, 4)}
+    base = {"format": "longlm-kv-1", "key": key, "tokens": "2", "layers": "1", "sources": '["doc"]'}
+    base["tensor_sha256"] = doccache._tensor_digest(tensors)
+    save_file(tensors, path, metadata={**base, **metadata})
+
+
+def _huge_header(path: Path, key: str) -> None:
+    _raw_entry(path, key)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    padded = size + (5 << 20)  # safetensors allows trailing spaces in its header
+    path.write_bytes(padded.to_bytes(8, "little") + data[8 : 8 + size] + b" " * (5 << 20) + data[8 + size :])
+
+
+MALFORMED = {
+    "sources not a list": lambda p, key: _raw_entry(p, key, sources='{"a": 1}', tokens="2x"),
+    "sources not strings": lambda p, key: _raw_entry(p, key, sources='["ok", 3]', tokens="\u0662"),
+    "sources nested too deep": lambda p, key: _raw_entry(p, key, sources="[" * 100_000, tokens=" 2"),
+    "tokens of 5000 digits": lambda p, key: _raw_entry(p, key, sources='"doc"', tokens="9" * 5000),
+    "header too large": _huge_header,
+}
+
+
+@pytest.mark.parametrize("malformed", list(MALFORMED))
+def test_malformed_metadata_is_listed_safely_and_rebuilt(tmp_path, capsys, malformed):
+    from transformers import DynamicCache
+
+    key = "9" * 64
+    path = doccache.entry_path(tmp_path, key)
+    MALFORMED[malformed](path, key)
+    [entry] = doccache.list_entries(tmp_path)
+    assert (entry.key, entry.sources, entry.tokens) == (key, (), None)
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    cache = DynamicCache()
+    assert not doccache.load_entry(tmp_path, key, [1, 2], cache, config=config, dtype=torch.float32, device="cpu")
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith("Warning: cached document 999999999999 was corrupt (") and warning.endswith("rebuilding")
+    assert not path.exists() and cache.get_seq_length() == 0
+
+
+def test_expected_tensors_follow_the_model_config():
+    from transformers import LlamaConfig
+
+    llama = LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+    assert doccache.expected_tensors(llama, 3) == {
+        "ids": (3,),
+        **{f"{p}.{i}": (1, 2, 3, 16) for i in range(2) for p in "kv"},
+    }
+    plain = SimpleNamespace(hidden_size=32, num_attention_heads=2, num_hidden_layers=1)  # no kv heads, no head_dim
+    assert doccache.expected_tensors(plain, 5) == {"ids": (5,), "k.0": (1, 2, 5, 16), "v.0": (1, 2, 5, 16)}
+    latent = SimpleNamespace(
+        hidden_size=32, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=1, qk_head_dim=24, v_head_dim=8
+    )
+    wrapped = SimpleNamespace(get_text_config=lambda: latent)  # a multimodal model's config
+    assert doccache.expected_tensors(wrapped, 1) == {"ids": (1,), "k.0": (1, 2, 1, 24), "v.0": (1, 2, 1, 8)}

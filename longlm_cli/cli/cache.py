@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import click
 
 from .app import cli
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC starts terminal escape sequences
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # undecodable bytes of a file name; unprintable in UTF-8
 
 
 @cli.group()
@@ -27,21 +33,34 @@ def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
 
+def _printable(text: str) -> str:
+    """Text from an entry (its file name, its sources: untrusted) safe for a terminal; printable Unicode is kept."""
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
+
+
+def _when(timestamp: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    except (OverflowError, ValueError, OSError):  # an mtime set far outside what the platform's time_t holds
+        return "?"
+
+
 def _echo_removed(removed, directory) -> None:
     click.echo(f"Removed {_entries(len(removed))} ({_size(sum(e.size for e in removed))}) from {directory}")
 
 
 @cache.command("list")
 def cache_list() -> None:
-    """One line per entry, most recently used first: key prefix, size, last used, source documents."""
-    import time
+    """One line per entry, most recently used first: key prefix, size, last used, source documents.
 
+    Only regular files are entries: a directory, symlink or fifo at an entry's name is not listed.
+    """
     from ..doccache import kv_dir, list_entries
 
     entries = list_entries()
     for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used))
-        click.echo(f"{e.key[:12]}  {_size(e.size):>10}  {when}  {', '.join(e.sources) or '?'}")
+        sources = _printable(", ".join(e.sources)) or "?"
+        click.echo(f"{_printable(e.key[:12])}  {_size(e.size):>10}  {_when(e.last_used)}  {sources}")
     total = sum(e.size for e in entries)
     click.echo(f"{_entries(len(entries))}, {_size(total)} in {kv_dir()}", err=True)
 
