@@ -36,3 +36,7 @@ DEFAULT_EVAL_SEED = 0
 DEFAULT_EVAL_METHODS = "all"
 DEFAULT_EVAL_NEW_TOKENS = 10
 DEFAULT_EVAL_RESULTS = "longlm-passkey-results.jsonl"
+
+# Reading inputs
+DEFAULT_MAX_INPUT_BYTES = 256 * 1024**2  # the most read from one document or prompt file (LONGLM_MAX_INPUT_BYTES)
+MAX_INPUT_BYTES_ENV = "LONGLM_MAX_INPUT_BYTES"

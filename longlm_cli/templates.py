@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError
+from .documents.inputs import max_input_bytes, read_path
+from .documents.text import is_blank
+from .errors import InputError, ModelError
 
 TASKS = ("summarize", "ask")
 DOCUMENT = "{document}"
@@ -43,16 +45,41 @@ def load_template(task: str, prompt_file: str | None = None) -> Template:
     if prompt_file is None:
         template = Template(name=f"{task}.txt", text=_builtin_text(task))
     else:
-        path = Path(prompt_file)
-        try:
-            template = Template(name=str(path), text=path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read prompt file {prompt_file!r}: {exc.strerror or exc}") from None
+        template = Template(name=str(Path(prompt_file)), text=_read_prompt_file(prompt_file))
     if template.text.count(DOCUMENT) != 1:
         raise InputError(f"prompt template {template.name!r} must contain {DOCUMENT} exactly once")
     if task == "ask" and QUESTION not in template.split()[1]:
         raise InputError(f"prompt template {template.name!r} must contain {QUESTION} after {DOCUMENT}")
+    if task == "summarize" and QUESTION in template.text:
+        # It would reach the model as the literal text "{question}": summarize has no question to put there.
+        raise InputError(
+            f"prompt template {template.name!r} contains {QUESTION}, but summarize has no question; "
+            "remove it, or use `longlm ask` with this template"
+        )
     return template
+
+
+def _read_prompt_file(prompt_file: str) -> str:
+    """The text of a user's template: UTF-8 only (a template is short and must reach the model exactly)."""
+    label = f"prompt file {prompt_file!r}"
+    data = read_path(prompt_file, label=label, max_bytes=max_input_bytes())
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{label} is not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8") from None
+
+
+def check_question(question: str) -> None:
+    """InputError when ``question`` has no visible text or holds bytes that are not UTF-8.
+
+    Undecodable command-line bytes reach Python as lone surrogates, which tokenizers reject with a TypeError.
+    """
+    if is_blank(question):
+        raise InputError("the question is empty (no text, or only whitespace); give the question to answer")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the question is not valid UTF-8 text; give it in UTF-8") from None
 
 
 def user_message(template: Template, document: str, question: str | None = None) -> str:
@@ -72,7 +99,16 @@ def chat_token_ids(tokenizer, message: str) -> list[int]:
 
 def apply_chat_template(tokenizer, messages) -> list[int]:
     """Token ids of ``messages`` in the tokenizer's chat template, ending with the generation prompt."""
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, return_dict=False)
+    try:
+        ids = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+    except Exception as exc:
+        if not type(exc).__module__.startswith("jinja2"):
+            raise
+        # The template is the model's own Jinja code: it may not parse, or raise_exception() on our messages.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelError(f"the model's chat template cannot be used: {detail}") from None
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return list(ids)

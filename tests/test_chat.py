@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from longlm_cli.chat import render_conversation, start_chat
+from longlm_cli.errors import ModelError
 from longlm_cli.pipeline import ModelSettings, configure
 from longlm_cli.runtime.generate import SamplingSettings, Session, decode, prefill
 from longlm_cli.runtime.models import load_model
-from longlm_cli.templates import load_template, user_message
+from longlm_cli.templates import chat_token_ids, load_template, user_message
 
-from helpers import CORPUS, run
+from helpers import CORPUS, run, train_tokenizer
 
 TOKENS = 6
 
@@ -102,6 +103,46 @@ def test_plain_text_output_and_exit(tiny_dir, doc):
     assert len(result.stdout.splitlines()) == 1
 
 
+def test_line_that_is_not_utf8_is_answered_with_its_bytes_replaced_and_one_warning(tiny_dir, doc):
+    result = run("chat", doc, "--model", tiny_dir, "--max-new-tokens", 2, "--json", input=b"Who?\n\xc3\x28 what?\n")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["question"] for line in result.stdout.splitlines()] == ["Who?", "\ufffd( what?"]
+    assert result.stderr == (
+        "Warning: line 2 of stdin is not valid UTF-8; the invalid bytes were replaced with U+FFFD\n"
+    )
+
+
+def test_lines_without_visible_text_are_skipped(tiny_dir, doc):
+    lines = b"\x01\x02\n \t\n\xe2\x80\x8b\n\x1b\nWho?\n"  # controls, blanks, a zero-width space, ESC
+    result = run("chat", doc, "--model", tiny_dir, "--max-new-tokens", 2, "--json", input=lines)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["question"] for line in result.stdout.splitlines()] == ["Who?"]
+
+
+def test_line_over_the_input_cap_is_one_error_line(tiny_dir, doc, monkeypatch):
+    monkeypatch.setenv("LONGLM_MAX_INPUT_BYTES", "1000")
+    result = run("chat", doc, "--model", tiny_dir, "--max-new-tokens", 2, input="Who?\n" + "x" * 1001 + "\n")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == (
+        "Error: line 2 of stdin is larger than the input limit of 1,000 bytes; set LONGLM_MAX_INPUT_BYTES to a "
+        "larger number of bytes to read it"
+    )
+
+
+@pytest.mark.parametrize(
+    "template, detail",
+    [
+        ("{{ raise_exception('this template refuses') }}", "this template refuses"),
+        ("{% for %}", "Expected an expression, got 'end of statement block'"),
+    ],
+)
+def test_chat_template_that_fails_is_a_model_error(template, detail):
+    tokenizer = train_tokenizer([CORPUS], vocab_size=300, special_tokens=["<|end|>"], chat_template=template)
+    with pytest.raises(ModelError) as error:
+        chat_token_ids(tokenizer, "Who?")
+    assert str(error.value) == f"the model's chat template cannot be used: {detail}"
+
+
 def test_conversation_outgrowing_the_plan_is_one_error_line(tiny_dir, doc):
     result = run(
         "chat",
@@ -127,3 +168,12 @@ def test_conversation_outgrowing_the_plan_is_one_error_line(tiny_dir, doc):
 def test_stdin_document_is_refused(tiny_dir):
     result = run("chat", "-", "--model", tiny_dir, input="q\n")
     assert result.exit_code == 2 and "give the documents as files" in result.stderr
+
+
+def test_tiny_temperature_is_greedy():
+    """1e-45 overflows the scaled logits; its limit is greedy decoding, not a traceback."""
+    from longlm_cli.runtime.generate import _next_token
+
+    logits = torch.tensor([[0.5, 3.0, -1.0, 2.0]])
+    settings = SamplingSettings(max_new_tokens=1, temperature=1e-45)
+    assert _next_token(logits, settings, torch.Generator().manual_seed(0)) == 1

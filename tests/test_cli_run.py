@@ -191,6 +191,78 @@ def test_bad_prompt_file(tiny_dir, tmp_path):
     assert line == f"Error: prompt template {str(template)!r} must contain {{document}} exactly once"
 
 
+def test_prompt_file_that_is_not_utf8(tmp_path):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    template = _write_template(tmp_path, "")
+    template.write_bytes(b"\xff\xfe{document} {question}")
+    line = _error_line(run("ask", doc, "Who?", "--prompt-file", template))
+    assert (
+        line == f"Error: prompt file {str(template)!r} is not UTF-8 text (invalid byte at offset 0); save it as UTF-8"
+    )
+
+
+def test_summarize_prompt_file_with_a_question_placeholder(tmp_path):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    template = _write_template(tmp_path, "{document}\n\nAnswer: {question}")
+    assert _error_line(run("summarize", doc, "--prompt-file", template)) == (
+        f"Error: prompt template {str(template)!r} contains {{question}}, but summarize has no question; "
+        "remove it, or use `longlm ask` with this template"
+    )
+
+
+def test_prompt_file_is_read_under_the_input_cap(tmp_path, monkeypatch):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    template = _write_template(tmp_path, "{document} {question} " + "x" * 2000)
+    monkeypatch.setenv("LONGLM_MAX_INPUT_BYTES", "1000")
+    assert _error_line(run("ask", doc, "Who?", "--prompt-file", template)) == (
+        f"Error: prompt file {str(template)!r} is larger than the input limit of 1,000 bytes; "
+        "set LONGLM_MAX_INPUT_BYTES to a larger number of bytes to read it"
+    )
+    missing = tmp_path / "none.txt"
+    line = _error_line(run("ask", doc, "Who?", "--prompt-file", missing))
+    assert line == f"Error: prompt file {str(missing)!r} does not exist"
+
+
+@pytest.mark.parametrize("question", ["", "  \t ", "\x1b\x7f\n"])
+def test_empty_question_is_refused(tmp_path, question):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    line = _error_line(run("ask", doc, question))
+    assert line == "Error: the question is empty (no text, or only whitespace); give the question to answer"
+
+
+def test_question_with_bytes_that_are_not_utf8_is_refused(tmp_path):
+    doc = tmp_path / "d.txt"
+    doc.write_text("text")
+    line = _error_line(run("ask", doc, os.fsdecode(b"caf\xe9?")))  # how Python passes such argv bytes on
+    assert line == "Error: the question is not valid UTF-8 text; give it in UTF-8"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e309"])
+@pytest.mark.parametrize("command", [("summarize", "d.txt"), ("ask", "d.txt", "Who?"), ("chat", "d.txt")])
+def test_non_finite_temperature_is_refused(command, value):
+    result = run(*command, "--temperature", value)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        result.stderr.splitlines()[-1] == f"Error: Invalid value for '--temperature': {value!r} is not a finite number."
+    )
+
+
+def test_verbose_names_the_encoding_assumed(tiny_dir, tmp_path):
+    legacy, plain = tmp_path / "notes.txt", tmp_path / "plain.txt"
+    legacy.write_bytes(("Café crème. " + CORPUS).encode("cp1252"))
+    plain.write_text("Salt.")
+    args = ("summarize", legacy, plain, "--model", tiny_dir, "--max-new-tokens", 1, "--no-cache")
+    verbose, quiet = run(*args, "-v"), run(*args)
+    assert verbose.exit_code == 0 and quiet.exit_code == 0, verbose.output
+    assert verbose.stderr.splitlines()[0] == f"Read {legacy} as cp1252"
+    assert verbose.stderr.splitlines()[1].startswith("Model ")  # one line: plain.txt is UTF-8
+    assert quiet.stderr == ""
+
+
 def test_interrupt_exits_cleanly(tiny_dir, tmp_path, monkeypatch):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)

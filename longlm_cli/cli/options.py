@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from ..defaults import (
@@ -32,6 +34,21 @@ model_option = click.option(
 )
 window_option = click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
 group_option = click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and infinity (click's FloatRange lets nan through: it compares False).
+
+    Use it for every float option: ``FiniteFloat()`` or with the bounds of click.FloatRange.
+    """
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def apply(command, options):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -9,7 +10,7 @@ import click
 
 from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from .app import cli
-from .options import apply, extension_options, loading_options
+from .options import FiniteFloat, apply, extension_options, loading_options
 
 
 class Progress:
@@ -46,11 +47,16 @@ def _stream(piece: str) -> None:
 
 
 def _plan_echo(verbose: bool, counted: str):
-    """The on_plan callback: with -v, the line describing the model and the plan, and the plan's warning."""
+    """The on_plan callback: with -v, which inputs were read in an encoding other than UTF-8 (so a wrong guess
+    can be noticed), the line describing the model and the plan, and the plan's warning."""
 
-    def show(plan, loaded) -> None:
+    def show(prepared) -> None:
         if not verbose:
             return
+        plan, loaded, document = prepared.plan, prepared.loaded, prepared.document
+        for source, encoding in zip(document.sources, document.encodings):
+            if encoding not in (None, "utf-8"):
+                click.echo(f"Read {source} as {encoding}", err=True)
         mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
         click.echo(
             f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
@@ -84,7 +90,7 @@ def _run_options(command):
             ),
             click.option(
                 "--temperature",
-                type=click.FloatRange(min=0.0),
+                type=FiniteFloat(min=0.0),
                 default=DEFAULT_TEMPERATURE,
                 show_default=True,
                 help="Sampling temperature; 0 is greedy decoding.",
@@ -122,9 +128,12 @@ def _settings(
 
 def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options) -> None:
     from ..answer import answer_documents
+    from ..templates import check_question
 
     if not files:
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
+    if question is not None:
+        check_question(question)
     answer = answer_documents(
         task,
         files,
@@ -200,7 +209,7 @@ def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
         progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=_plan_echo(verbose, "document and conversation"),
     )
-    for question in _questions(interactive=sys.stdin.isatty()):
+    for question in _questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
         turn = session.ask(question, on_text=None if as_json else _stream)
         if as_json:
             click.echo(
@@ -225,15 +234,39 @@ def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
 
 
 def _questions(*, interactive: bool):
-    """Questions from stdin, one per line, until end of input or /exit; blank lines are skipped."""
-    while True:
+    """Questions from stdin, one per line, until end of input or /exit; lines with no visible text are skipped.
+
+    Lines are read as bytes and decoded as UTF-8. Bytes that are not UTF-8 become U+FFFD, with one warning for
+    that line: the rest of the question is still worth answering. A line over the input cap ends the chat.
+    """
+    from ..documents.inputs import max_input_bytes, too_large
+    from ..documents.text import is_blank
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # started with stdin closed
+        return
+    limit = max_input_bytes()
+    for number in itertools.count(1):
         if interactive:
             click.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
+        line = stream.readline(limit + 1)
         if not line:
             return
-        question = line.strip()
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise too_large(f"line {number} of stdin", limit)
+        question = _decode_line(line, number).strip()
         if question == "/exit":
             return
-        if question:
+        if not is_blank(question):
             yield question
+
+
+def _decode_line(line: bytes, number: int) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        click.echo(
+            f"Warning: line {number} of stdin is not valid UTF-8; the invalid bytes were replaced with U+FFFD",
+            err=True,
+        )
+        return line.decode("utf-8", "replace")

@@ -1,88 +1,97 @@
-"""Read the documents a user gives: PDF (with page markers), UTF-8 text files, and stdin. Never truncates.
+"""Read the documents a user gives: PDF (with page markers), text files in any text encoding, and stdin.
 
-This module reads the bytes and picks the reader by format: pdf.py for PDF, text.py for plain text.
+Never truncates; refuses what is not a document. This module picks the reader by format: inputs.py gets the
+bytes (with the size cap), pdf.py reads PDF, formats.py names the formats longlm does not read (DOCX, EPUB,
+gzip, ...), text.py finds the text encoding and decodes.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from ..errors import InputError
+from .formats import refuse_unreadable_format
+from .inputs import max_input_bytes, read_path, read_stream
 from .pdf import PDF_MAGIC, pdf_text
-from .text import decode_text
+from .text import decode_text, is_blank
 
 STDIN_NAME = "-"
 STDIN_LABEL = "<stdin>"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
 class Document:
-    """The text of one or more inputs joined together, and the names of those inputs in order."""
+    """The text of one or more inputs joined together, the names of those inputs in order, and per input the
+    text encoding assumed ("utf-8", "cp1252", "utf-16-le", ...; None for a PDF)."""
 
     text: str
     sources: tuple[str, ...]
+    encodings: tuple[str | None, ...] = ()
 
 
-def read_documents(paths: Sequence[str], *, stdin: IO[bytes] | None = None) -> Document:
+def read_documents(paths: Sequence[str], *, stdin: IO[bytes] | None = None, max_bytes: int | None = None) -> Document:
     """Read every input in `paths` and join them into one Document.
 
-    Each path is a PDF (read with pypdf, a line `[page N]` before each page), a UTF-8 text file, or "-" for
-    stdin (bytes; `stdin` defaults to sys.stdin.buffer). With several inputs each one is preceded by a header
-    line `### <name>`; a single input has no header. Raises InputError naming the input on any problem.
+    Each path is a PDF (read with pypdf, a line `[page N]` before each page), a text file, or "-" for stdin
+    (bytes; `stdin` defaults to sys.stdin.buffer). With several inputs each one is preceded by a header line
+    `### <name>`; a single input has no header. At most `max_bytes` are read from each input (None:
+    $LONGLM_MAX_INPUT_BYTES, else 256 MiB). Raises InputError naming the input on any problem.
     """
     if not paths:
         raise InputError("no document given; pass one or more file paths, or '-' to read stdin")
     if list(paths).count(STDIN_NAME) > 1:
         raise InputError("stdin ('-') can be read only once; give '-' a single time")
-    parts = [(_label(path), _read_one(path, stdin=stdin)) for path in paths]
+    limit = max_bytes if max_bytes is not None else max_input_bytes()
+    parts = [_read_one(path, stdin=stdin, max_bytes=limit) for path in paths]
+    labels = tuple(label for label, _, _ in parts)
     if len(parts) == 1:
-        label, text = parts[0]
-        return Document(text=text, sources=(label,))
-    joined = "\n\n".join(f"### {label}\n\n{text}" for label, text in parts)
-    return Document(text=joined, sources=tuple(label for label, _ in parts))
+        text = parts[0][1]
+    else:
+        text = "\n\n".join(f"### {label}\n\n{part}" for label, part, _ in parts)
+    return Document(text=text, sources=labels, encodings=tuple(encoding for _, _, encoding in parts))
 
 
-def _label(path: str) -> str:
-    return STDIN_LABEL if path == STDIN_NAME else path
+def display_name(path: str) -> str:
+    """``path`` safe to print and to give a model: undecodable bytes as U+FFFD, control characters escaped."""
+    if path == STDIN_NAME:
+        return STDIN_LABEL
+    if not path:
+        return "''"
+    text = os.fsencode(path).decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _read_one(path: str, *, stdin: IO[bytes] | None) -> str:
-    """Return the text of one input, checked to be non-empty."""
-    label = _label(path)
-    data = _read_stdin(stdin) if path == STDIN_NAME else _read_file(path)
-    if not data.strip():
+def _read_one(path: str, *, stdin: IO[bytes] | None, max_bytes: int) -> tuple[str, str, str | None]:
+    """(label, text, encoding) of one input, checked to hold visible text."""
+    label = display_name(path)
+    if path == STDIN_NAME:
+        data = _read_stdin(stdin, max_bytes)
+    else:
+        data = read_path(path, label=label, max_bytes=max_bytes)
+    if not data or data.isspace():  # an empty ".pdf" is empty, not a damaged PDF
         raise _empty(label)
     if path.lower().endswith(".pdf") or data.startswith(PDF_MAGIC):
-        text = pdf_text(data, label=label)
+        text, encoding = pdf_text(data, label=label), None
     else:
-        text = decode_text(data, label=label)
-    if not text.strip():
+        refuse_unreadable_format(data, label=label, name=path)
+        text, encoding = decode_text(data, label=label)
+    if is_blank(text):
         raise _empty(label)
-    return text
+    return label, text, encoding
 
 
 def _empty(label: str) -> InputError:
     return InputError(f"{label} is empty (no text, or only whitespace)")
 
 
-def _read_stdin(stdin: IO[bytes] | None) -> bytes:
-    stream = stdin if stdin is not None else sys.stdin.buffer
-    return stream.read()
-
-
-def _read_file(path: str) -> bytes:
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise InputError(f"{path} does not exist")
-    if file.is_dir():
-        raise InputError(f"{path} is a directory; give the files inside it instead")
-    try:
-        return file.read_bytes()
-    except PermissionError:
-        raise InputError(f"{path} cannot be read: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read: {exc.strerror or exc}") from None
+def _read_stdin(stdin: IO[bytes] | None, max_bytes: int) -> bytes:
+    stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+    if stream is None:  # started with stdin closed (`<&-`)
+        raise InputError(f"{STDIN_LABEL} is closed; give the document as a file")
+    return read_stream(stream, label=STDIN_LABEL, max_bytes=max_bytes)

@@ -77,7 +77,9 @@ def _eos_ids(model, tokenizer) -> set[int]:
 def _next_token(logits: torch.Tensor, settings: SamplingSettings, generator) -> int:
     if settings.temperature <= 0:
         return int(logits.argmax(dim=-1))
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
+    if not torch.isfinite(probs).all():  # a temperature so small that the scaled logits overflow: its limit, greedy
+        return int(logits.argmax(dim=-1))
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
