@@ -116,3 +116,31 @@ def test_format_grid():
         " 4,096  50.0 (3)     0.0 (1)\n"
         " 8,192         -           -"
     )
+
+
+def test_methods_answer_once_only_when_they_run_alike(tiny_dir, tmp_path, monkeypatch):
+    """dynamic and yarn share a factor but are different methods; a planned and a given identical W, G are not."""
+    planned = method_setup("selfextend", 1000, L=64, max_new_tokens=ruler.MAX_NEW_TOKENS["vt"])
+    calls = []
+    real = grid.answer_greedily
+    monkeypatch.setattr(
+        grid, "answer_greedily", lambda loaded, spec, *a, **k: calls.append(spec) or real(loaded, spec, *a, **k)
+    )
+    methods = f"none,dynamic,yarn,selfextend,selfextend:{planned.W}x{planned.G}"
+    result = run(
+        "eval",
+        "--model",
+        tiny_dir,
+        "--tasks",
+        "vt",
+        "--lengths",
+        "1000",
+        "--samples",
+        "1",
+        "--methods",
+        methods,
+        "--results",
+        tmp_path / "r.jsonl",
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == ["none", "dynamic", "yarn", "selfextend"]

@@ -66,13 +66,14 @@ def run_grid(
                 if not pending:
                     continue
                 sample = _sample(loaded.tokenizer, task, length, index, settings.seed)
-                answered: dict[Setup, dict] = {}  # methods that run alike here (e.g. all of them inside L) answer once
+                answered: dict[tuple, dict] = {}  # methods that run alike here (e.g. all inside L) answer once
                 for method, setup, record in pending:
-                    if setup in answered:
-                        record.update(answered[setup])
+                    alike = (parse_method(method)[0] if setup.extended else None, setup)
+                    if alike in answered:
+                        record.update(answered[alike])
                     else:
                         _run_case(loaded, sample, method, setup, record)
-                        answered[setup] = {k: record[k] for k in (*GRID_RESULT_FIELDS, "depth")}
+                        answered[alike] = {k: record[k] for k in (*GRID_RESULT_FIELDS, "depth")}
                     append_result(results_path, record)
                     run.records.append(record)
                     if on_case is not None:
