@@ -16,14 +16,7 @@ _LAZY = {
     "Plan": "planning",
 }
 
-__all__ = [
-    "LongLMError",
-    "InputError",
-    "ModelError",
-    "PlanError",
-    "UnsupportedModelError",
-    *_LAZY,
-]
+__all__ = ["LongLMError", "InputError", "ModelError", "PlanError", "UnsupportedModelError", *_LAZY]
 
 
 def __getattr__(name):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .cachekeys import FORMAT
 from .defaults import DEFAULT_DOC_CACHE_MAX_BYTES, DOC_CACHE_MAX_BYTES_ENV
+from .environment import bytes_from_env
 from .errors import CacheError
 from .paths import cache_dir, holding_directory_lock
 
@@ -72,16 +73,7 @@ def kv_dir() -> Path:
 
 def max_bytes_from_env() -> int:
     """The size limit from $LONGLM_CACHE_MAX_BYTES (bytes), else the 4 GiB default."""
-    raw = os.environ.get(DOC_CACHE_MAX_BYTES_ENV)
-    if raw is None or not raw.strip():
-        return DEFAULT_DOC_CACHE_MAX_BYTES
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise CacheError(f"{DOC_CACHE_MAX_BYTES_ENV}={raw!r} is not a whole number of bytes") from None
-    if value < 0:
-        raise CacheError(f"{DOC_CACHE_MAX_BYTES_ENV}={raw!r} must not be negative")
-    return value
+    return bytes_from_env(DOC_CACHE_MAX_BYTES_ENV, DEFAULT_DOC_CACHE_MAX_BYTES, minimum=0, error=CacheError)
 
 
 def warn(message: str) -> None:

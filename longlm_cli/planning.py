@@ -14,14 +14,7 @@ from fractions import Fraction
 from typing import IO
 
 from .catalogue import ModelWindow, pretraining_window
-from .defaults import (
-    DEFAULT_WINDOW_FRACTION,
-    HIGH_FRACTION,
-    LOW_FRACTION,
-    MAX_GROUP_SIZE,
-    MIN_WINDOW,
-    TARGET_FRACTION,
-)
+from .defaults import DEFAULT_WINDOW_FRACTION, HIGH_FRACTION, LOW_FRACTION, MAX_GROUP_SIZE, MIN_WINDOW, TARGET_FRACTION
 from .errors import PlanError
 from .tokens import TokenCount
 

@@ -15,7 +15,7 @@ MAX_FUNCTION_LINES = 50
 
 # Lower layers never import higher ones. Same-layer imports are allowed, cycles are not.
 LAYERS = [
-    ("longlm_cli", "longlm_cli.errors", "longlm_cli.defaults", "longlm_cli.paths"),
+    ("longlm_cli", "longlm_cli.errors", "longlm_cli.defaults", "longlm_cli.environment", "longlm_cli.paths"),
     (
         "longlm_cli.gguf",
         "longlm_cli.catalogue",

@@ -266,7 +266,6 @@ def _decode_line(line: bytes, number: int) -> str:
         return line.decode("utf-8")
     except UnicodeDecodeError:
         click.echo(
-            f"Warning: line {number} of stdin is not valid UTF-8; the invalid bytes were replaced with U+FFFD",
-            err=True,
+            f"Warning: line {number} of stdin is not valid UTF-8; the invalid bytes were replaced with U+FFFD", err=True
         )
         return line.decode("utf-8", "replace")

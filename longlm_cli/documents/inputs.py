@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from ..defaults import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_BYTES_ENV
+from ..environment import bytes_from_env
 from ..errors import InputError
 
 CHUNK = 1 << 20  # bytes per read: streams have no size to check up front, so the cap is checked as they come
@@ -24,16 +25,7 @@ MIB = 1 << 20
 
 def max_input_bytes() -> int:
     """The per-input cap from $LONGLM_MAX_INPUT_BYTES (bytes), else DEFAULT_MAX_INPUT_BYTES."""
-    raw = os.environ.get(MAX_INPUT_BYTES_ENV)
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_INPUT_BYTES
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise InputError(f"{MAX_INPUT_BYTES_ENV}={raw!r} is not a whole number of bytes") from None
-    if value < 1:
-        raise InputError(f"{MAX_INPUT_BYTES_ENV}={raw!r} must be at least 1 (byte)")
-    return value
+    return bytes_from_env(MAX_INPUT_BYTES_ENV, DEFAULT_MAX_INPUT_BYTES, minimum=1, error=InputError)
 
 
 def read_stream(stream: IO[bytes], *, label: str, max_bytes: int) -> bytes:

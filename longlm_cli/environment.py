@@ -1,0 +1,20 @@
+"""Numbers longlm reads from environment variables, parsed in one place. Cheap to import."""
+
+from __future__ import annotations
+
+import os
+
+
+def bytes_from_env(name: str, default: int, *, minimum: int, error: type[Exception]) -> int:
+    """A byte count from ``$name`` (whole number >= ``minimum``), else ``default``; ``error`` for a bad value."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise error(f"{name}={raw!r} is not a whole number of bytes") from None
+    if value < minimum:
+        need = "must not be negative" if minimum == 0 else f"must be at least {minimum} (byte)"
+        raise error(f"{name}={raw!r} {need}")
+    return value
