@@ -1,7 +1,9 @@
 """The model catalogue: what a model name means, where a model is loaded from, and its pretraining window L.
 
 Torch-free and cheap to import. Every command resolves names here: the family table (`longlm plan` only, since
-a family is not one set of weights), the embedded model's names, local directories, .gguf files and hub ids.
+a family is not one set of weights; each with one representative hub id for `longlm models`), the embedded
+model's names, local directories, .gguf files and hub ids; and the architectures and RoPE types SelfExtend
+supports (engine/selfextend.py enforces them, `longlm models` lists them).
 L has one rule, whatever it is read from (a config.json, a loaded transformers config, or a GGUF header): the
 original window recorded by a RoPE scaling if there is one, else the first of the usual window keys.
 Model files are untrusted input: a local directory's config.json and weights and a GGUF header are checked here,
@@ -37,6 +39,43 @@ KNOWN_MODELS: dict[str, int] = {
     "smollm": 2048,
     "smollm2": 8192,
 }
+# One well-known official instruct/chat model of each family on the Hugging Face hub (shown by `longlm models`).
+FAMILY_HUB_IDS: dict[str, str] = {
+    "llama2": "meta-llama/Llama-2-7b-chat-hf",
+    "llama3": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "llama3.1": "meta-llama/Llama-3.1-8B-Instruct",
+    "mistral": "mistralai/Mistral-7B-Instruct-v0.2",
+    "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "qwen2": "Qwen/Qwen2-7B-Instruct",
+    "qwen2.5": "Qwen/Qwen2.5-7B-Instruct",
+    "qwen3": "Qwen/Qwen3-8B",
+    "phi-2": "microsoft/phi-2",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "gemma": "google/gemma-7b-it",
+    "gemma2": "google/gemma-2-9b-it",
+    "gemma3": "google/gemma-3-4b-it",
+    "tinyllama": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "smollm": "HuggingFaceTB/SmolLM-1.7B-Instruct",
+    "smollm2": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+}
+# Architectures whose attention applies rotate-half RoPE to q and k before the attention function,
+# each covered by a test on a tiny random model (engine/selfextend.py refuses the others).
+SUPPORTED_MODEL_TYPES = (
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+)
+# Rope types whose angle is a fixed frequency times the position, so rotations compose. "dynamic" and
+# "longrope" change their frequencies with the sequence length (cached keys would have been rotated with
+# other frequencies), and multimodal rope types use several position axes: those are refused.
+COMPOSABLE_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 EMBEDDED_FAMILY = "smollm2"
 EMBEDDED_NAMES = ("default", "smollm2", "smollm2-135m-instruct")  # all name the embedded SmolLM2-135M-Instruct
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded)"

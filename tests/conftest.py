@@ -16,6 +16,7 @@ def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
         return
     monkeypatch.setenv("LONGLM_CACHE_DIR", str(tmp_path_factory.mktemp("longlm-cache")))
     monkeypatch.delenv("LONGLM_CACHE_MAX_BYTES", raising=False)
+    monkeypatch.delenv("LONGLM_MODEL", raising=False)  # the tests assume the built-in default model
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,11 @@ from ..defaults import (
     MAX_GROUP_SIZE,
 )
 
+MODEL_ENV = "LONGLM_MODEL"  # when set, the default of --model in every command
 MODEL_HELP = (
     "Model: 'default' (the embedded SmolLM2-135M-Instruct), a Hugging Face model id, a local model directory "
-    "with config.json, or a .gguf file. `plan` also takes family names (llama2, llama3, mistral, qwen2.5, ...)."
+    "with config.json, or a .gguf file. `plan` also takes family names (llama2, llama3, mistral, qwen2.5, ...). "
+    f"Set ${MODEL_ENV} to change the default; -m wins over it."
 )
 WINDOW_HELP = (
     f"Neighbour window W: the nearest W tokens keep exact positions. Must be below the model's "
@@ -29,8 +31,26 @@ GROUP_HELP = (
     "G >= 2 that puts the farthest grouped position at or below 7/12 of L]"
 )
 
+
+class _ModelOption(click.Option):
+    """--model, defaulting to $LONGLM_MODEL when set; --help shows the default in effect and where it came from."""
+
+    def get_help_extra(self, ctx: click.Context):
+        extra = super().get_help_extra(ctx)
+        chosen = self.resolve_envvar_value(ctx)
+        extra["default"] = f"{chosen}, from ${MODEL_ENV}" if chosen else f"{DEFAULT_MODEL}; ${MODEL_ENV} is not set"
+        return extra
+
+
 model_option = click.option(
-    "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME_OR_PATH", help=MODEL_HELP
+    "--model",
+    "-m",
+    cls=_ModelOption,
+    envvar=MODEL_ENV,
+    default=DEFAULT_MODEL,
+    show_default=True,
+    metavar="NAME_OR_PATH",
+    help=MODEL_HELP,
 )
 window_option = click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
 group_option = click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)

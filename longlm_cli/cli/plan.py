@@ -18,6 +18,7 @@ from .options import group_option, model_option, window_option
     "-f",
     "files",
     multiple=True,
+    type=click.Path(allow_dash=True, readable=False),  # completes file names; the library checks the file
     metavar="PATH",
     help="Document to measure: PDF, text or Markdown file, or '-' for stdin. Repeat to join several "
     "(instead of --length).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 
 import click
@@ -11,6 +12,11 @@ import click
 from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from .app import cli
 from .options import FiniteFloat, apply, extension_options, loading_options
+
+# A document argument: a path (so that shell completion completes files) or '-' for stdin. Nothing is checked
+# here; the library reports a missing or unreadable document in its own words.
+DOCUMENT = click.Path(allow_dash=True, readable=False)
+ASK_USAGE = "longlm ask FILE... QUESTION"
 
 
 class Progress:
@@ -158,32 +164,59 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options
         )
 
 
+def _stdin_is_piped() -> bool:
+    """Whether stdin is a pipe or a file rather than a terminal (False when it is closed)."""
+    try:
+        return sys.stdin is not None and not sys.stdin.isatty()
+    except (ValueError, OSError):  # a closed stream
+        return False
+
+
+def _ask_arguments(args: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """(documents, question) from ask's arguments FILE... QUESTION: the last one is the question.
+
+    A lone argument is the question of a document piped to stdin, unless it is '-' or names an existing path:
+    then the question is what is missing.
+    """
+    if len(args) >= 2:
+        return args[:-1], args[-1]
+    piped = _stdin_is_piped()
+    if len(args) == 1 and piped and args[0] != "-" and not os.path.lexists(args[0]):
+        return ("-",), args[0]
+    missing = "QUESTION" if args or piped else "FILE and QUESTION"
+    raise click.UsageError(f"missing {missing}: {ASK_USAGE}")
+
+
 @cli.command()
-@click.argument("files", nargs=-1, metavar="FILE...")
+@click.argument("files", nargs=-1, type=DOCUMENT, metavar="[FILE...]")
 @_run_options
 def summarize(files, **options) -> None:
     """Summarize one or more documents (PDF, text, Markdown, or '-' for stdin).
 
     The whole document is read in one forward context; when it is longer than the model's window,
     SelfExtend is switched on with the W and G that `longlm plan` would choose.
+
+    With no FILE, a document piped to stdin is read: cat notes.txt | longlm summarize
     """
-    _run("summarize", files, None, **options)
+    _run("summarize", files or (("-",) if _stdin_is_piped() else ()), None, **options)
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.argument("question")
+@click.argument("args", nargs=-1, type=DOCUMENT, metavar="FILE... QUESTION")
 @_run_options
-def ask(files, question, **options) -> None:
+def ask(args, **options) -> None:
     """Answer QUESTION about one or more documents (PDF, text, Markdown, or '-' for stdin).
 
     Example: longlm ask book.txt "Who is the narrator's brother?"
+
+    With only QUESTION, a document piped to stdin is read: cat book.txt | longlm ask "Who is the narrator?"
     """
+    files, question = _ask_arguments(args)
     _run("ask", files, question, **options)
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, type=DOCUMENT, metavar="FILE...")
 @_run_options
 @click.option(
     "--budget",

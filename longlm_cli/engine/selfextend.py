@@ -23,6 +23,7 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
+from ..catalogue import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES
 from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError, UnsupportedModelError
 from .blocks import Accumulator, group_blocks, neighbour_blocks
@@ -32,25 +33,6 @@ from .rope import LayerRope, grouped_key_delta, grouped_query_delta, rotate
 ATTN_NAME = "longlm_selfextend"
 _LAYER_ATTR = "_longlm_selfextend"
 _ORIGINAL_ATTR = "_longlm_original_attn_implementation"
-
-# Architectures whose attention applies rotate-half RoPE to q and k before the attention function,
-# each covered by a test on a tiny random model.
-SUPPORTED_MODEL_TYPES = (
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "phi",
-    "phi3",
-    "gemma",
-    "gemma2",
-    "gemma3_text",
-)
-# Rope types whose angle is a fixed frequency times the position, so rotations compose. "dynamic" and
-# "longrope" change their frequencies with the sequence length (cached keys would have been rotated with
-# other frequencies), and multimodal rope types use several position axes: those are refused.
-COMPOSABLE_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
 @dataclass(frozen=True)
