@@ -249,36 +249,27 @@ def zip_bytes(members: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-SAVE = "longlm reads PDF and text files: save it as PDF or text"
-DOCX = {"[Content_Types].xml": "<Types/>", "word/document.xml": "<w/>"}
+READS = "longlm reads PDF, HTML, DOCX, ODT, EPUB and text files"
+SAVE = f"{READS}: save it as PDF or text"
 XLSX = {"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<w/>"}
 
 
 @pytest.mark.parametrize(
     "name, data, message",
     [
-        ("notes.docx", zip_bytes(DOCX), f"a Word document (DOCX); {SAVE}"),
         ("sheet.bin", zip_bytes(XLSX), f"an Excel workbook (XLSX); {SAVE}"),  # the zip's parts, not the name
-        ("book.zip", zip_bytes({"mimetype": "application/epub+zip"}), f"an EPUB e-book; {SAVE}"),
         (
-            "notes",
-            zip_bytes({"mimetype": "application/vnd.oasis.opendocument.text"}),
-            f"an OpenDocument text (ODT); {SAVE}",
+            "sheet.odt",  # the mimetype member, not the name
+            zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet"}),
+            f"an OpenDocument spreadsheet (ODS); {SAVE}",
         ),
         ("damaged.pptx", b"PK\x03\x04 not really a zip", f"a PowerPoint presentation (PPTX); {SAVE}"),
-        (
-            "files.zip",
-            zip_bytes({"a.txt": "alpha"}),
-            "a zip archive; longlm reads PDF and text files: extract it and give the files inside",
-        ),
-        (
-            "notes.txt.gz",
-            gzip.compress(CORPUS.encode()),
-            "gzip-compressed; longlm reads PDF and text files: decompress it first (gunzip)",
-        ),
+        ("files.zip", zip_bytes({"a.txt": "alpha"}), f"a zip archive; {READS}: extract it and give the files inside"),
+        ("notes.txt.gz", gzip.compress(CORPUS.encode()), f"gzip-compressed; {READS}: decompress it first (gunzip)"),
     ],
 )
 def test_containers_and_compressed_files_are_named(tmp_path, name, data, message):
+    """Containers longlm does not read are named (DOCX, ODT and EPUB are read: tests/test_formats.py)."""
     path = write(tmp_path, name, data)
     assert plan_error(path) == f"Error: {path} is {message}\n"
 

@@ -1,9 +1,10 @@
-"""Formats longlm does not read but can name: zip containers (DOCX, XLSX, PPTX, ODT, ODS, ODP, EPUB) and gzip.
+"""Which zip container or compressed file an input is: the ones longlm reads (DOCX, ODT, EPUB) and the ones it
+only names (XLSX, PPTX, ODS, ODP, other zip archives, gzip).
 
-Such a file would otherwise be called "binary"; naming its format says what to do instead (save it as PDF or
-text, extract it, decompress it). A zip is recognised by its magic `PK\\x03\\x04`, its kind by the zip's
-`mimetype` member (OpenDocument, EPUB) or `[Content_Types].xml` and part folders (Office Open XML), else by the
-file's extension.
+A zip is recognised by its magic `PK\\x03\\x04`, its kind by the zip's `mimetype` member (OpenDocument, EPUB) or
+`[Content_Types].xml` and part folders (Office Open XML), else by the file's extension. A readable kind goes to its
+reader (docx.py, odt.py, epub.py); for the others, naming the format says what to do instead (save it as PDF or
+text, extract it, decompress it), where the file would otherwise be called "binary".
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from ..errors import InputError
 
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b\x08"
-SAVE_AS_TEXT = "longlm reads PDF and text files: save it as PDF or text"
+READS = "longlm reads PDF, HTML, DOCX, ODT, EPUB and text files"
+SAVE_AS_TEXT = f"{READS}: save it as PDF or text"
+READABLE = frozenset({"docx", "odt", "epub"})  # the kinds a reader module reads
 
-KINDS = {  # extension: what the file is, in a message
-    "docx": "a Word document (DOCX)",
+KINDS = {  # extension: what the file is, in a message (the readable kinds name themselves in their readers)
     "xlsx": "an Excel workbook (XLSX)",
     "pptx": "a PowerPoint presentation (PPTX)",
-    "odt": "an OpenDocument text (ODT)",
     "ods": "an OpenDocument spreadsheet (ODS)",
     "odp": "an OpenDocument presentation (ODP)",
-    "epub": "an EPUB e-book",
 }
 MIMETYPES = {
     "application/vnd.oasis.opendocument.text": "odt",
@@ -35,16 +35,19 @@ MIMETYPES = {
 OOXML_PARTS = {"word/": "docx", "xl/": "xlsx", "ppt/": "pptx"}
 
 
-def refuse_unreadable_format(data: bytes, *, label: str, name: str) -> None:
-    """Raise InputError naming the format when ``data`` is a zip container or gzip; ``name`` is the file name."""
+def container_kind(data: bytes, *, label: str, name: str) -> str | None:
+    """The kind of a zip container longlm reads ("docx", "odt" or "epub"), or None when ``data`` is no zip or gzip;
+    InputError naming the format for any other container or compressed file. ``name`` is the file name."""
     if data.startswith(GZIP_MAGIC):
-        raise InputError(f"{label} is gzip-compressed; longlm reads PDF and text files: decompress it first (gunzip)")
+        raise InputError(f"{label} is gzip-compressed; {READS}: decompress it first (gunzip)")
     if not data.startswith(ZIP_MAGIC):
-        return
+        return None
     kind = _zip_kind(data) or _extension(name)
+    if kind in READABLE:
+        return kind  # a damaged one is reported by its reader, which says what it was taken for
     if kind in KINDS:
         raise InputError(f"{label} is {KINDS[kind]}; {SAVE_AS_TEXT}")
-    raise InputError(f"{label} is a zip archive; longlm reads PDF and text files: extract it and give the files inside")
+    raise InputError(f"{label} is a zip archive; {READS}: extract it and give the files inside")
 
 
 def _zip_kind(data: bytes) -> str | None:

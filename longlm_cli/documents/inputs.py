@@ -62,11 +62,11 @@ def read_path(path: str, *, label: str, max_bytes: int) -> bytes:
         return read_stream(handle, label=label, max_bytes=max_bytes)
 
 
-def too_large(label: str, max_bytes: int) -> InputError:
+def too_large(label: str, max_bytes: int, *, what: str = "is larger than") -> InputError:
+    """The one-line error for an input past the cap; ``what`` says how ("unpacks to more than", ...)."""
     size = f"{max_bytes // MIB:,} MiB" if max_bytes % MIB == 0 else f"{max_bytes:,} bytes"
     return InputError(
-        f"{label} is larger than the input limit of {size}; set {MAX_INPUT_BYTES_ENV} to a larger number of bytes "
-        "to read it"
+        f"{label} {what} the input limit of {size}; set {MAX_INPUT_BYTES_ENV} to a larger number of bytes to read it"
     )
 
 

@@ -1,9 +1,15 @@
-"""PDF documents: the text of every page, each preceded by a `[page N]` line, read with pypdf."""
+"""PDF documents: the text of every page, each preceded by a `[page N]` line, read with pypdf.
+
+N is the page's label, the number printed on it (`[page iv]` in a preface, `[page A-3]` in an appendix) where the
+PDF defines page labels, else its 1-based position. A label that several pages share (two parts each starting at
+1) gets the position beside it, `[page 1 (file page 7)]`, so every marker names one page.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+from collections import Counter
 from contextlib import contextmanager
 
 from ..errors import InputError
@@ -12,7 +18,7 @@ PDF_MAGIC = b"%PDF-"
 
 
 def pdf_text(data: bytes, *, label: str) -> str:
-    """Extract the text of a PDF, a line `[page N]` before each page; raise InputError when that is impossible."""
+    """Extract the text of a PDF, a line `[page LABEL]` before each page; raise InputError when that is impossible."""
     reader = _open_pdf(data, label=label)
     try:
         with _quiet_pypdf():
@@ -24,7 +30,23 @@ def pdf_text(data: bytes, *, label: str) -> str:
             f"{label} has no extractable text; it may be a scanned image. "
             "Run OCR first (e.g. `ocrmypdf in.pdf out.pdf`) and give the result"
         )
-    return "\n\n".join(f"[page {number}]\n{page.strip()}" for number, page in enumerate(pages, start=1))
+    labels = _page_labels(reader, len(pages))
+    return "\n\n".join(f"[page {label}]\n{page.strip()}" for label, page in zip(labels, pages))
+
+
+def _page_labels(reader, count: int) -> list[str]:
+    """Each page's label (its 1-based number where it has none), with its position added where labels repeat."""
+    numbers = [str(number) for number in range(1, count + 1)]
+    try:
+        with _quiet_pypdf():
+            found = list(reader.page_labels)
+    except Exception:  # a malformed /PageLabels tree: the positions are still right
+        return numbers
+    if len(found) != count:
+        return numbers
+    labels = [" ".join(str(label).split()) or number for label, number in zip(found, numbers)]
+    seen = Counter(labels)
+    return [f"{label} (file page {number})" if seen[label] > 1 else label for label, number in zip(labels, numbers)]
 
 
 def _open_pdf(data: bytes, *, label: str):
