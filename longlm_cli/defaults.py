@@ -8,6 +8,11 @@ TARGET_FRACTION = 7 / 12  # aim the farthest grouped position at the middle of (
 LOW_FRACTION = 1 / 2
 HIGH_FRACTION = 2 / 3
 
+# SelfExtend query log-scaling (off unless asked for: --log-scale BASE, or a `selfextend...+log` eval method)
+# `+log` methods use base = this many pretraining windows L: the reference code (datamllab/LongLM) documents its
+# scale_base as "equal to pretraining length, e.g. 4096 for Llama", so queries inside L are never scaled.
+LOG_SCALE_BASE_WINDOWS = 1
+
 # Engine
 DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
 DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds activation memory)

@@ -40,6 +40,7 @@ class ExtensionSettings:
     window: int | None = None  # None: chosen by the plan
     group_size: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    scale_base: float | None = None  # query log-scaling base while SelfExtend is on; None: off
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def prepare(
         window=extension.window,
         group_size=extension.group_size,
     )
-    configure(loaded.model, plan)
+    configure(loaded.model, plan, scale_base=extension.scale_base)
     prepared = Prepared(
         template=template,
         document=document,
@@ -103,12 +104,13 @@ def prepare(
     return prepared
 
 
-def configure(model, plan: Plan) -> None:
-    """SelfExtend with the plan's W and G when the plan needs extension, else the model's own attention."""
+def configure(model, plan: Plan, *, scale_base: float | None = None) -> None:
+    """SelfExtend with the plan's W and G (and query log-scaling at ``scale_base`` unless None) when the plan
+    needs extension, else the model's own attention."""
     from .engine.selfextend import apply_selfextend, remove_selfextend
 
     if plan.needs_extension:
-        apply_selfextend(model, group_size=plan.G, window=plan.W)
+        apply_selfextend(model, group_size=plan.G, window=plan.W, scale_base=scale_base)
     else:
         remove_selfextend(model)
 
@@ -128,7 +130,13 @@ def prefill_prompt(
     """
     prefix_len, key = (
         prompt_cache_key(
-            prepared.loaded, prepared.requested_model, prepared.template, prepared.document.text, ids, prepared.plan
+            prepared.loaded,
+            prepared.requested_model,
+            prepared.template,
+            prepared.document.text,
+            ids,
+            prepared.plan,
+            scale_base=prepared.extension.scale_base,
         )
         if cache.enabled
         else (0, None)
@@ -147,15 +155,27 @@ def prefill_prompt(
 
 
 def prompt_cache_key(
-    loaded: LoadedModel, requested_model: str, template: Template, document: str, ids: Sequence[int], plan: Plan
+    loaded: LoadedModel,
+    requested_model: str,
+    template: Template,
+    document: str,
+    ids: Sequence[int],
+    plan: Plan,
+    *,
+    scale_base: float | None = None,
 ) -> tuple[int, str]:
     """(document prefix length, cache key) for the prompt ``ids`` = chat_token_ids(template filled with document)."""
     before, _ = template.split()
     prefix_len = document_prefix_length(ids, lambda after: chat_token_ids(loaded.tokenizer, before + document + after))
+    identity = model_identity(requested_model, loaded.model)
+    if scale_base is not None and plan.needs_extension:
+        # Log-scaled queries change every layer's output, hence the keys and values of all layers but the first.
+        # document_key has no field for it: it goes into the identity, so keys without scaling stay as they were.
+        identity = {**identity, "selfextend_scale_base": float(scale_base)}
     key = document_key(
         prefix_ids=ids[:prefix_len],
         document=document,
-        identity=model_identity(requested_model, loaded.model),
+        identity=identity,
         dtype=loaded.dtype,
         device_type=str(loaded.device).split(":")[0],
         window=plan.W,

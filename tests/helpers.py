@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 
 import torch
 import transformers
@@ -142,6 +143,11 @@ def reference_attention(
     q = query.float()
     kpos = torch.arange(K)
     qpos = kpos[K - Q :]
+    base = REFERENCE.get("scale_base")
+    if base is not None and not sliding_window:
+        # the reference code's log scaling: q at 0-based position p times max(1, ln(p + 1) / ln(base))
+        factor = torch.tensor([max(1.0, math.log(p + 1) / math.log(base)) for p in qpos.tolist()])
+        q = q * factor[:, None]
     i, j = qpos[:, None], kpos[None, :]
     scores = q @ k.transpose(-1, -2) * scaling
     if softcap:
@@ -149,7 +155,7 @@ def reference_attention(
     if sliding_window:
         keep = (j <= i) & (i - j < sliding_window)
     else:
-        qg = _rerotate(model, module, query, qpos, qpos // G + W - W // G)
+        qg = _rerotate(model, module, q, qpos, qpos // G + W - W // G)
         kg = _rerotate(model, module, key.repeat_interleave(rep, 1), kpos, kpos // G)
         grouped = qg @ kg.transpose(-1, -2) * scaling
         if softcap:
@@ -165,10 +171,11 @@ AttentionInterface.register("longlm_reference", reference_attention)
 AttentionMaskInterface.register("longlm_reference", lambda *a, **k: None)
 
 
-def reference_logits(model, input_ids, *, window: int, group_size: int):
-    """Logits of the reference SelfExtend, restoring the model's attention afterwards."""
+def reference_logits(model, input_ids, *, window: int, group_size: int, scale_base: float | None = None):
+    """Logits of the reference SelfExtend (with query log-scaling at ``scale_base`` unless None), restoring the
+    model's attention afterwards."""
     original = model.config._attn_implementation
-    REFERENCE.update(model=model, window=window, group=group_size)
+    REFERENCE.update(model=model, window=window, group=group_size, scale_base=scale_base)
     model.set_attn_implementation("longlm_reference")
     try:
         with torch.no_grad():
@@ -235,7 +242,7 @@ def corpus_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def reference_answer(model_dir, task, document, question=None, *, max_new_tokens):
+def reference_answer(model_dir, task, document, question=None, *, max_new_tokens, scale_base=None):
     """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
@@ -243,7 +250,9 @@ def reference_answer(model_dir, task, document, question=None, *, max_new_tokens
     plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
     out = []
     for _ in range(max_new_tokens):
-        logits = reference_logits(model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G)
+        logits = reference_logits(
+            model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G, scale_base=scale_base
+        )
         token = int(logits[0, -1].argmax())
         if token == tokenizer.eos_token_id:
             break

@@ -38,8 +38,8 @@ DEFAULT_RESULTS = "longlm-eval-results.jsonl"
     default=DEFAULT_METHODS,
     show_default=True,
     metavar="METHOD,...",
-    help="none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. "
-    "selfextend:2048x3), dynamic, yarn, truncate (the document cut to fit L).",
+    help="none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. selfextend:2048x3), "
+    "either with +log for query log-scaling (selfextend+log), dynamic, yarn, truncate (the document cut to fit L).",
 )
 @click.option(
     "--samples",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import click
@@ -29,6 +30,11 @@ WINDOW_HELP = (
 GROUP_HELP = (
     f"Group size G: distant positions are divided by G (1 to {MAX_GROUP_SIZE}).  [default: the smallest "
     "G >= 2 that puts the farthest grouped position at or below 7/12 of L]"
+)
+LOG_SCALE_HELP = (
+    "While SelfExtend is on, multiply the query at position p by max(1, ln(p + 1) / ln(BASE)), the reference "
+    "SelfExtend code's scale_base: attention stays about as sharp far beyond the window as inside it. BASE > 1; "
+    "the reference sets it to the pretraining window L.  [default: off]"
 )
 
 
@@ -71,6 +77,11 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+log_scale_option = click.option(
+    "--log-scale", "log_scale", type=FiniteFloat(min=1.0, min_open=True), metavar="BASE", help=LOG_SCALE_HELP
+)
+
+
 def apply(command, options):
     """Decorate ``command`` with ``options`` in the order given (the first one listed first in --help)."""
     for option in reversed(options):
@@ -105,6 +116,19 @@ def loading_options(command):
     )
 
 
+def _log_scale_when_given(command):
+    """Pass ``log_scale`` to ``command`` only when --log-scale was given: commands that run without it see the
+    same keyword arguments as before the option existed."""
+
+    @functools.wraps(command)
+    def wrapper(*args, log_scale=None, **kwargs):
+        if log_scale is not None:
+            kwargs["log_scale"] = log_scale
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 def extension_options(command):
-    """--window and --group-size."""
-    return apply(command, [window_option, group_option])
+    """--window, --group-size and --log-scale (the last one reaches the command as ``log_scale`` when given)."""
+    return apply(_log_scale_when_given(command), [window_option, group_option, log_scale_option])

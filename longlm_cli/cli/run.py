@@ -117,7 +117,18 @@ def _run_options(command):
 
 
 def _settings(
-    *, model, device, dtype, trust_remote_code, window, group_size, max_new_tokens, temperature, seed, no_cache
+    *,
+    model,
+    device,
+    dtype,
+    trust_remote_code,
+    window,
+    group_size,
+    max_new_tokens,
+    temperature,
+    seed,
+    no_cache,
+    log_scale=None,
 ) -> dict:
     """The library's settings objects from the shared options."""
     from ..doccache import DocCacheSettings
@@ -126,7 +137,7 @@ def _settings(
 
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
-        extension=ExtensionSettings(window=window, group_size=group_size),
+        extension=ExtensionSettings(window=window, group_size=group_size, scale_base=log_scale),
         sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
         cache=DocCacheSettings(enabled=not no_cache),
     )

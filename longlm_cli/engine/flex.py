@@ -49,7 +49,9 @@ def _flex_block(q, k, v, *, scale, softcap, mask_mod):
 def flex_selfextend(query, key, value, kg, first: int, band: int, group, rope, offset: int, *, scale, softcap):
     """The whole call in two FlexAttention calls: the band and the grouped part, merged by log-sum-exp.
 
-    query: [B, H, Q, D]; key, value, kg: as in selfextend_attention. Returns (out [B, H, Q, D], lse [B, H, Q]).
+    query: [B, H, Q, D], already log-scaled when ``scale_base`` is set (selfextend_attention scales it once for
+    both paths, so the band and the grouped part see the same scaled rows); key, value, kg: as in
+    selfextend_attention. Returns (out [B, H, Q, D], lse [B, H, Q]).
     """
     K = key.shape[2]
 

@@ -5,6 +5,10 @@ For a query at position i and a key at position j <= i:
   * i - j >= W: q is rotated at ``i // G + W - W // G`` and k at ``j // G`` (the grouped part).
 Both kinds of score go into one softmax per row.
 
+Optional query log-scaling (``scale_base``, off by default), as in the reference code's ``scale_base``: the query
+at true position i is multiplied by ``max(1, ln(i + 1) / ln(scale_base))`` before both of its scores, so softmax
+stays about as sharp over a long input as over the pretraining window. Sliding-window layers are not scaled.
+
 The engine plugs into transformers through its own registries: an attention function registered in
 ``AttentionInterface`` and a mask function in ``AttentionMaskInterface``, selected per model with
 ``model.set_attn_implementation``. No forward method of any model class is touched.
@@ -17,6 +21,7 @@ cache kept across forward calls, and the switch that turns a model's attention t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -37,11 +42,12 @@ _ORIGINAL_ATTR = "_longlm_original_attn_implementation"
 
 @dataclass(frozen=True)
 class SelfExtendConfig:
-    """SelfExtend settings: neighbour window W and group size G."""
+    """SelfExtend settings: neighbour window W, group size G and the query log-scaling base (None: off)."""
 
     group_size: int
     window: int
     query_chunk: int = DEFAULT_QUERY_CHUNK
+    scale_base: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,28 @@ def _grouped_keys(key, needed: int, first_new: int, spec: _LayerSpec, offset: in
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Query log-scaling
+
+
+def log_scale_factors(pos: torch.Tensor, base: float) -> torch.Tensor:
+    """``max(1, ln(pos + 1) / ln(base))`` per 0-based true position: [S] integer -> [S] float32."""
+    return (torch.log1p(pos.to(torch.float64)) / math.log(base)).clamp_min(1.0).to(torch.float32)
+
+
+def _log_scaled(query: torch.Tensor, first_pos: int, base: float | None) -> torch.Tensor:
+    """``query`` [B, H, Q, D] (true positions first_pos, first_pos + 1, ...) times each row's log factor.
+
+    Scaling q scales its neighbour and grouped scores alike (RoPE is linear) and comes before any softcap, as
+    in the reference. Multiplied in float32, stored in the query's dtype for the kernels.
+    """
+    Q = query.shape[2]
+    if base is None or first_pos + Q <= base:  # every factor is 1: keep the exact tensor, no copy
+        return query
+    factor = log_scale_factors(torch.arange(first_pos, first_pos + Q, device=query.device), base)  # [Q]
+    return (query.float() * factor[:, None]).to(query.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The registered attention and mask functions
 
 
@@ -133,6 +161,7 @@ def selfextend_attention(
         band, group = sliding_window, None
     else:
         band, group = spec.config.window, spec.config.group_size
+        query = _log_scaled(query, first + offset, spec.config.scale_base)
     # The CPU kernel is about twice as fast on contiguous [B, H, S, D] blocks as on the transposed views
     # the attention modules hand over; one copy per layer call pays for itself.
     key, value = key.contiguous(), value.contiguous()
@@ -271,25 +300,45 @@ def _check_supported(model: PreTrainedModel) -> None:
             )
 
 
-def apply_selfextend(
-    model: PreTrainedModel, *, group_size: int, window: int, query_chunk: int = DEFAULT_QUERY_CHUNK
-) -> PreTrainedModel:
-    """Switch a loaded transformers causal LM to SelfExtend attention (calling it again reconfigures it).
-
-    ``window`` is the neighbour window W and ``group_size`` the group size G. Layers with a sliding window
-    (Gemma2/Gemma3 local layers, Mistral with ``sliding_window``) keep the plain model's attention: their
-    relative distances never exceed the sliding window, so they have nothing to extend.
-    Returns the model, modified in place.
-    """
+def _check_settings(group_size, window, query_chunk, scale_base) -> None:
     if not isinstance(group_size, int) or group_size < 1:
         raise LongLMError(f"group size must be an integer >= 1, got {group_size!r}")
     if not isinstance(window, int) or window < 1:
         raise LongLMError(f"window must be an integer >= 1, got {window!r}")
     if query_chunk < 1:
         raise LongLMError(f"query_chunk must be >= 1, got {query_chunk!r}")
+    if scale_base is not None and (
+        isinstance(scale_base, bool)
+        or not isinstance(scale_base, (int, float))
+        or not math.isfinite(scale_base)
+        or scale_base <= 1
+    ):
+        raise LongLMError(f"scale_base must be a finite number > 1 (or None: off), got {scale_base!r}")
+
+
+def apply_selfextend(
+    model: PreTrainedModel,
+    *,
+    group_size: int,
+    window: int,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    scale_base: float | None = None,
+) -> PreTrainedModel:
+    """Switch a loaded transformers causal LM to SelfExtend attention (calling it again reconfigures it).
+
+    ``window`` is the neighbour window W and ``group_size`` the group size G. Layers with a sliding window
+    (Gemma2/Gemma3 local layers, Mistral with ``sliding_window``) keep the plain model's attention: their
+    relative distances never exceed the sliding window, so they have nothing to extend (nor to log-scale: a
+    row's softmax there never spans more keys than in pretraining). ``scale_base``: multiply the query at true
+    position i by ``max(1, ln(i + 1) / ln(scale_base))``, as the reference code's ``scale_base`` (which it
+    advises setting to the pretraining window L); None leaves queries untouched.
+    Returns the model, modified in place.
+    """
+    _check_settings(group_size, window, query_chunk, scale_base)
     _check_supported(model)
     config = _text_config(model)
-    settings = SelfExtendConfig(group_size=group_size, window=window, query_chunk=query_chunk)
+    scale_base = None if scale_base is None else float(scale_base)
+    settings = SelfExtendConfig(group_size=group_size, window=window, query_chunk=query_chunk, scale_base=scale_base)
     rotary = _rotary_modules(model)[0]
     layer_types = getattr(config, "layer_types", None)
     for module in _attention_modules(model):

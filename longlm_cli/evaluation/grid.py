@@ -17,7 +17,20 @@ from . import ruler
 from .methods import Setup, answer_greedily, method_setup, parse_method
 from .results import append_result, case_key, load_results, prepare_results
 
-GRID_CASE_FIELDS = ("suite", "model", "task", "length", "sample", "seed", "method", "W", "G", "factor", "template")
+GRID_CASE_FIELDS = (
+    "suite",
+    "model",
+    "task",
+    "length",
+    "sample",
+    "seed",
+    "method",
+    "W",
+    "G",
+    "factor",
+    "scale_base",
+    "template",
+)
 GRID_RESULT_FIELDS = {
     "score": (int, float),
     "answer": (str,),
@@ -39,6 +52,7 @@ class GridSettings:
     plain: bool = False  # no chat template: the plain prompt text, as in the paper's runs
     window: int | None = None  # for plain `selfextend`: None is the planned W
     group_size: int | None = None
+    log_scale: float | None = None  # the base of `+log` methods (--log-scale); None: L, as in the reference
 
 
 @dataclass
@@ -96,8 +110,17 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
     pending = []
     for method in s.methods:
         max_new = ruler.MAX_NEW_TOKENS[task]
-        setup = method_setup(method, length, L=run.L, max_new_tokens=max_new, window=s.window, group_size=s.group_size)
+        setup = method_setup(
+            method,
+            length,
+            L=run.L,
+            max_new_tokens=max_new,
+            window=s.window,
+            group_size=s.group_size,
+            log_base=s.log_scale,
+        )
         record = {**base, "method": method, "W": setup.W, "G": setup.G, "factor": setup.factor}
+        record["scale_base"] = setup.scale_base
         key = case_key(record, GRID_CASE_FIELDS)
         if key in done:
             run.records.append(done[key])

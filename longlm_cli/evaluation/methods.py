@@ -1,7 +1,8 @@
 """How a case is run with each method: the plain model, SelfExtend (planned W and G, or given ones), transformers'
 YaRN and dynamic NTK scalings, and truncation to the window (what a user without extension would do).
 
-Owns the method names and specs (`selfextend:1024x4` is SelfExtend with W = 1024, G = 4), the setting each
+Owns the method names and specs (`selfextend:1024x4` is SelfExtend with W = 1024, G = 4; a `+log` suffix, as in
+`selfextend+log` or `selfextend:1024x4+log`, adds the reference code's query log-scaling with base L), the setting each
 method takes at a length (``Setup``), and ``answer_greedily``, which switches the model to a method, answers
 from a fresh KV cache and restores the model.
 """
@@ -12,42 +13,65 @@ import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from ..defaults import DEFAULT_EVAL_NEW_TOKENS
+from ..defaults import DEFAULT_EVAL_NEW_TOKENS, LOG_SCALE_BASE_WINDOWS
 from ..errors import LongLMError
 
 METHODS = ("none", "selfextend", "yarn", "dynamic")  # `--method all` in `longlm passkey`
 EXTRA_METHODS = ("truncate",)
 _GRID = re.compile(r"selfextend:(\d+)x(\d+)")
+LOG_SUFFIX = "+log"  # selfextend specs only: SelfExtend with query log-scaling at base LOG_SCALE_BASE_WINDOWS * L
 
 
 @dataclass(frozen=True)
 class Setup:
-    """How one method runs at one length: SelfExtend's W and G, a RoPE scaling factor, or a token budget."""
+    """How one method runs at one length: SelfExtend's W, G and log-scaling base, a RoPE scaling factor, or a
+    token budget."""
 
     extended: bool
     W: int | None = None
     G: int | None = None
     factor: float | None = None
     budget: int | None = None  # truncate: the most prompt tokens kept
+    scale_base: float | None = None  # SelfExtend's query log-scaling base (`+log` methods); None: off
+
+
+def _split_log(spec: str) -> tuple[str, bool]:
+    """('selfextend:16x4', True) for 'selfextend:16x4+log'; the spec unchanged and False without the suffix."""
+    spec = spec.strip().lower()
+    if spec.endswith(LOG_SUFFIX):
+        return spec[: -len(LOG_SUFFIX)], True
+    return spec, False
 
 
 def parse_method(spec: str) -> tuple[str, int | None, int | None]:
-    """'selfextend:1024x4' -> ('selfextend', 1024, 4); 'yarn' -> ('yarn', None, None)."""
-    spec = spec.strip().lower()
+    """'selfextend:1024x4' -> ('selfextend', 1024, 4); 'yarn' -> ('yarn', None, None); a '+log' suffix (SelfExtend
+    only) parses like the spec without it: see ``is_log_scaled``."""
+    spec, log = _split_log(spec)
     match = _GRID.fullmatch(spec)
     if match:
         return "selfextend", int(match.group(1)), int(match.group(2))
-    if spec not in (*METHODS, *EXTRA_METHODS):
+    if spec not in (*METHODS, *EXTRA_METHODS) or (log and spec != "selfextend"):
         raise LongLMError(
-            f"unknown method {spec!r}; choose from {', '.join((*METHODS, *EXTRA_METHODS))}, or selfextend:WxG"
+            f"unknown method {spec + LOG_SUFFIX if log else spec!r}; choose from "
+            f"{', '.join((*METHODS, *EXTRA_METHODS))}, or selfextend:WxG, with {LOG_SUFFIX} after a selfextend "
+            "method for query log-scaling"
         )
     return spec, None, None
 
 
-def method_setup(spec: str, length: int, *, L: int, max_new_tokens: int, window=None, group_size=None) -> Setup:
+def is_log_scaled(spec: str) -> bool:
+    """Whether ``spec`` (a valid method) asks for SelfExtend's query log-scaling ('selfextend:WxG+log')."""
+    return _split_log(spec)[1]
+
+
+def method_setup(
+    spec: str, length: int, *, L: int, max_new_tokens: int, window=None, group_size=None, log_base=None
+) -> Setup:
     """The setting ``spec`` runs with for a ``length``-token prompt on a model of window ``L``.
 
     ``window``/``group_size`` are the user's SelfExtend choice for plain ``selfextend`` (None: planned).
+    ``+log`` methods log-scale queries at base ``log_base`` (None: LOG_SCALE_BASE_WINDOWS * L, the reference's
+    pretraining length); methods without ``+log`` are never scaled.
     """
     from ..planning import make_plan
 
@@ -60,7 +84,9 @@ def method_setup(spec: str, length: int, *, L: int, max_new_tokens: int, window=
     if name == "selfextend":
         W, G = (W, G) if W is not None else (window, group_size)
         plan = make_plan(context_window=L, length=target, window=W, group_size=G)
-        return Setup(extended=True, W=plan.W, G=plan.G)
+        default_base = log_base if log_base is not None else LOG_SCALE_BASE_WINDOWS * L
+        scale_base = float(default_base) if is_log_scaled(spec) else None
+        return Setup(extended=True, W=plan.W, G=plan.G, scale_base=scale_base)
     return Setup(extended=True, factor=round(target / L, 4))
 
 
@@ -74,7 +100,7 @@ def running(loaded, spec: str, setup: Setup):
     model = loaded.model
     try:
         if name == "selfextend" and setup.extended:
-            apply_selfextend(model, group_size=setup.G, window=setup.W)
+            apply_selfextend(model, group_size=setup.G, window=setup.W, scale_base=setup.scale_base)
             yield False  # the CLI's chunked prefill, as `ask` runs it
             return
         remove_selfextend(model)

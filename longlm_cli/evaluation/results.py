@@ -14,7 +14,20 @@ from pathlib import Path
 
 from ..errors import InputError
 
-CASE_FIELDS = ("model", "task", "haystack", "method", "length", "depth", "trial", "seed", "W", "G", "factor")
+CASE_FIELDS = (
+    "model",
+    "task",
+    "haystack",
+    "method",
+    "length",
+    "depth",
+    "trial",
+    "seed",
+    "W",
+    "G",
+    "factor",
+    "scale_base",
+)
 # What a finished case must hold to be reported again: name -> accepted types.
 RESULT_FIELDS = {
     "correct": (bool,),

@@ -31,6 +31,7 @@ class EvalSettings:
     group_size: int | None = None
     max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS
     haystack: str | None = None  # fact task: a text file; None is the shipped sample
+    log_scale: float | None = None  # SelfExtend's query log-scaling base (--log-scale); None: off
 
 
 @dataclass
@@ -94,6 +95,8 @@ def _pending(evaluation: Evaluation, done: dict, base: dict, setups: dict) -> li
     pending = []
     for method, setup in setups.items():
         record = {**base, "method": method, "W": setup.W, "G": setup.G, "factor": setup.factor}
+        if setup.scale_base is not None:  # only then: records of earlier runs without it still resume
+            record["scale_base"] = setup.scale_base
         if case_key(record) in done:
             evaluation.records.append(done[case_key(record)])
             evaluation.resumed += 1
@@ -119,13 +122,16 @@ def _prompt_ids(loaded, prompt: EvalPrompt):
 
 
 def _setup(method: str, length: int, L: int, settings: EvalSettings) -> Setup:
+    # --log-scale BASE log-scales SelfExtend's queries at that base (the engine's `selfextend+log`).
+    spec = f"{method}+log" if method == "selfextend" and settings.log_scale is not None else method
     return method_setup(
-        method,
+        spec,
         length,
         L=L,
         max_new_tokens=settings.max_new_tokens,
         window=settings.window,
         group_size=settings.group_size,
+        log_base=settings.log_scale,
     )
 
 
