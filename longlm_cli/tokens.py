@@ -53,7 +53,11 @@ def find_tokenizer_file(model: str) -> Path | None:
 def _load_tokenizer(path: str):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(path)
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as exc:  # the tokenizers library raises its own untyped errors for a damaged file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read the tokenizer {path}: {first}") from None
 
 
 @functools.cache

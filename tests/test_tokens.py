@@ -89,3 +89,11 @@ def test_hub_id_in_local_cache(tmp_path, monkeypatch):
     assert paths.hf_cached_model_dir("org/tiny") == snapshot
     assert count_tokens("hello", model="org/tiny").exact is True
     assert paths.hf_cached_model_dir("org/other") is None
+
+
+def test_malformed_tokenizer_json_is_one_error_line(tmp_path):
+    from longlm_cli.errors import ModelError
+
+    (tmp_path / "tokenizer.json").write_text("{ not json")
+    with pytest.raises(ModelError, match="cannot read the tokenizer .*tokenizer.json"):
+        count_tokens("hello", model=str(tmp_path))
