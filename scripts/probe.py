@@ -24,6 +24,9 @@ counts failed follow-ups. Timeouts, crashes, wrong message shapes and `ok` scena
 on the line before it as other failures. The exit status is 1 when any of these is non-zero.
 
 Usage (from the repository root): python scripts/probe.py [--fast] [--only SUBSTRING] [--jobs N] [--keep]
+The caller's environment passes through, so PYTHONPATH=<an exported checkout> probes that tree with the same
+console script; a warning is printed when the package's sources change during the run (results may then come
+from a half-edited tree) or when a clean run no longer passes at the end.
 Needs only the standard library and the package's own dependencies (torch, transformers, tokenizers,
 safetensors, gguf).
 """
