@@ -657,19 +657,10 @@ def seeded_embedded(mutate: Callable[[Path], None]) -> Callable:
 
 
 def tensor_digest(tensors: dict) -> str:
-    """The document cache's checksum of an entry's tensors (as longlm_cli/doccache.py computes it)."""
-    import hashlib
+    """The document cache's checksum of an entry's tensors: the package's own, so crafted entries stay valid."""
+    from longlm_cli.doccache import _tensor_digest
 
-    import torch
-
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        digest.update(name.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    return _tensor_digest(tensors)
 
 
 def seeded_entry(box: Box) -> Path:
