@@ -113,7 +113,7 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
     decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
     extended = min(decode_steps(session) for _ in range(2))
     remove_selfextend(model)
-    plain_session = Session(model=model, cache=session.cache, grouped=None)
+    plain_session = Session(model=model, cache=session.cache, extra={})
     plain = min(decode_steps(plain_session) for _ in range(2))
     return {"context": context, "plain_ms": plain * 1e3, "selfextend_ms": extended * 1e3, "ratio": extended / plain}
 

@@ -207,9 +207,14 @@ def pretraining_window(model: str) -> ModelWindow:
     raise ModelError(f"{model} is neither a model directory with config.json nor a .gguf file")
 
 
+def text_config(config):
+    """The language model's part of a loaded transformers config (a multimodal config nests it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def context_window(config) -> int:
     """The pretraining window L of a loaded transformers config (the same rule as for config.json)."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config = text_config(config)
     found = window_from_config(config.to_dict())
     if found is None:
         raise ModelError("the model config has no max_position_embeddings; cannot tell its context window")

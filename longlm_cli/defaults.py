@@ -42,6 +42,13 @@ DEFAULT_EVAL_METHODS = "all"
 DEFAULT_EVAL_NEW_TOKENS = 10
 DEFAULT_EVAL_RESULTS = "longlm-passkey-results.jsonl"
 
+# Evaluation (`longlm eval`: RULER)
+DEFAULT_GRID_TASKS = "niah_single_2,niah_multikey_1,vt,qa_1,qa_2"
+DEFAULT_GRID_LENGTHS = "4k,8k,16k"
+DEFAULT_GRID_METHODS = "none,selfextend,dynamic,yarn,truncate"
+DEFAULT_GRID_SAMPLES = 10
+DEFAULT_GRID_RESULTS = "longlm-eval-results.jsonl"
+
 # Reading inputs
 DEFAULT_MAX_INPUT_BYTES = 256 * 1024**2  # the most read from one document or prompt file (LONGLM_MAX_INPUT_BYTES)
 MAX_INPUT_BYTES_ENV = "LONGLM_MAX_INPUT_BYTES"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cachekeys import FORMAT
+from .catalogue import text_config
 from .defaults import DEFAULT_DOC_CACHE_MAX_BYTES, DOC_CACHE_MAX_BYTES_ENV
 from .environment import bytes_from_env
 from .errors import CacheError
@@ -163,7 +164,7 @@ class CorruptEntry(Exception):
 
 def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config = text_config(config)
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads

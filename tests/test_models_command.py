@@ -150,10 +150,10 @@ def test_models_json_is_one_object(disk):
 
 
 def test_catalogue_holds_what_the_engine_enforces():
-    from longlm_cli.engine import selfextend
+    from longlm_cli.engine import switch
 
-    assert selfextend.SUPPORTED_MODEL_TYPES is catalogue.SUPPORTED_MODEL_TYPES
-    assert selfextend.COMPOSABLE_ROPE_TYPES is catalogue.COMPOSABLE_ROPE_TYPES
+    assert switch.SUPPORTED_MODEL_TYPES is catalogue.SUPPORTED_MODEL_TYPES
+    assert switch.COMPOSABLE_ROPE_TYPES is catalogue.COMPOSABLE_ROPE_TYPES
     assert list(catalogue.FAMILY_HUB_IDS) == list(catalogue.KNOWN_MODELS)
 
 

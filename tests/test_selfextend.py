@@ -3,7 +3,8 @@ import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from longlm_cli import LongLMError, UnsupportedModelError
-from longlm_cli.engine.selfextend import GroupedKeyCache, LayerRope, apply_selfextend, remove_selfextend, rotate
+from longlm_cli.engine.rope import LayerRope, rotate
+from longlm_cli.engine.selfextend import GroupedKeyCache, apply_selfextend, remove_selfextend
 
 from helpers import ARCHS, VOCAB, reference_logits, tiny_model
 
@@ -237,7 +238,7 @@ def test_attention_at_32k_tokens_matches_direct_softmax():
     v = torch.randn(1, Hkv, K, D, generator=gen)
     rope = LayerRope(1.0 / (1e5 ** (torch.arange(0, D, 2, dtype=torch.float32) / D)))
     module = types.SimpleNamespace(layer_idx=0)
-    setattr(module, se._LAYER_ATTR, se._LayerSpec(config=se.SelfExtendConfig(group_size=G, window=W), rope=rope))
+    setattr(module, se._LAYER_ATTR, se.LayerSpec(config=se.SelfExtendConfig(group_size=G, window=W), rope=rope))
     first = K - Q
     out, _ = se.selfextend_attention(module, q, k, v, None, position_ids=torch.arange(first, K)[None])
     out = out.transpose(1, 2)  # [B, H, Q, D]

@@ -4,38 +4,32 @@ from __future__ import annotations
 
 import click
 
-from ..defaults import DEFAULT_EVAL_SEED
+from ..defaults import (
+    DEFAULT_GRID_LENGTHS,
+    DEFAULT_GRID_METHODS,
+    DEFAULT_GRID_RESULTS,
+    DEFAULT_GRID_SAMPLES,
+    DEFAULT_GRID_TASKS,
+)
 from ..errors import InputError
 from .app import cli
-from .options import extension_options, loading_options
-
-DEFAULT_TASKS = "niah_single_2,niah_multikey_1,vt,qa_1,qa_2"
-DEFAULT_LENGTHS = "4k,8k,16k"
-DEFAULT_METHODS = "none,selfextend,dynamic,yarn,truncate"
-DEFAULT_SAMPLES = 10
-DEFAULT_RESULTS = "longlm-eval-results.jsonl"
+from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
 
 
 @cli.command("eval")
 @loading_options
 @click.option(
     "--tasks",
-    default=DEFAULT_TASKS,
+    default=DEFAULT_GRID_TASKS,
     show_default=True,
     metavar="TASK,...",
     help="RULER tasks: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, "
     "fwe, qa_1 (SQuAD), qa_2 (HotpotQA), or all.",
 )
-@click.option(
-    "--lengths",
-    default=DEFAULT_LENGTHS,
-    show_default=True,
-    metavar="N,N,...",
-    help="Prompt lengths in tokens; k means x1024.",
-)
+@lengths_option(DEFAULT_GRID_LENGTHS)
 @click.option(
     "--methods",
-    default=DEFAULT_METHODS,
+    default=DEFAULT_GRID_METHODS,
     show_default=True,
     metavar="METHOD,...",
     help="none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. selfextend:2048x3), "
@@ -44,22 +38,14 @@ DEFAULT_RESULTS = "longlm-eval-results.jsonl"
 @click.option(
     "--samples",
     type=click.IntRange(min=1),
-    default=DEFAULT_SAMPLES,
+    default=DEFAULT_GRID_SAMPLES,
     show_default=True,
     help="Samples per task and length (the same samples for every method).",
 )
-@click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True, help="Seed for the samples.")
+@seed_option("the samples")
 @click.option("--plain", is_flag=True, help="No chat template: the plain prompt text, as the paper's runs used.")
 @extension_options
-@click.option(
-    "--results",
-    "results_path",
-    default=DEFAULT_RESULTS,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    metavar="PATH",
-    help="One JSON line per finished case; cases already there are skipped (resume).",
-)
+@results_option(DEFAULT_GRID_RESULTS)
 def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, **settings) -> None:
     """Score the model on RULER's tasks beyond its window, each method on the same samples.
 
@@ -109,10 +95,8 @@ def _tasks(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _echo_case(record, done, total) -> None:
-    setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
-    setup += f" factor={record['factor']:g}" if record.get("factor") else ""
     click.echo(
-        f"[{done}/{total}] {record['task']} {record['method']}{setup} length={record['length']:,} "
+        f"[{done}/{total}] {record['task']} {record['method']}{describe_setup(record)} length={record['length']:,} "
         f"(tokens {record['tokens']:,}) sample={record['sample']}: score {record['score']:.2f} "
         f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)",
         err=True,

@@ -10,6 +10,7 @@ import click
 from ..defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
+    DEFAULT_EVAL_SEED,
     DEFAULT_MODEL,
     DEFAULT_WINDOW_FRACTION,
     DEVICES,
@@ -132,3 +133,39 @@ def _log_scale_when_given(command):
 def extension_options(command):
     """--window, --group-size and --log-scale (the last one reaches the command as ``log_scale`` when given)."""
     return apply(_log_scale_when_given(command), [window_option, group_option, log_scale_option])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation commands (passkey, eval)
+
+
+def lengths_option(default: str):
+    return click.option(
+        "--lengths",
+        default=default,
+        show_default=True,
+        metavar="N,N,...",
+        help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).",
+    )
+
+
+def seed_option(what: str):
+    return click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True, help=f"Seed for {what}.")
+
+
+def results_option(default: str):
+    return click.option(
+        "--results",
+        "results_path",
+        default=default,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        metavar="PATH",
+        help="One JSON line per finished case; cases already there are skipped (resume).",
+    )
+
+
+def describe_setup(record: dict) -> str:
+    """The settings of a finished evaluation case, for its progress line: ' W=.. G=..', ' factor=..' or ''."""
+    setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
+    return setup + (f" factor={record['factor']:g}" if record.get("factor") else "")

@@ -12,13 +12,12 @@ from ..defaults import (
     DEFAULT_EVAL_METHODS,
     DEFAULT_EVAL_NEW_TOKENS,
     DEFAULT_EVAL_RESULTS,
-    DEFAULT_EVAL_SEED,
     DEFAULT_EVAL_TASK,
     DEFAULT_EVAL_TRIALS,
     EVAL_TASKS,
 )
 from .app import cli
-from .options import extension_options, loading_options
+from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
 
 
 @cli.command()
@@ -31,13 +30,7 @@ from .options import extension_options, loading_options
     help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
     "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.",
 )
-@click.option(
-    "--lengths",
-    default=DEFAULT_EVAL_LENGTHS,
-    show_default=True,
-    metavar="N,N,...",
-    help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).",
-)
+@lengths_option(DEFAULT_EVAL_LENGTHS)
 @click.option(
     "--depths",
     default=DEFAULT_EVAL_DEPTHS,
@@ -52,7 +45,7 @@ from .options import extension_options, loading_options
     show_default=True,
     help="Random keys per length and depth.",
 )
-@click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True, help="Seed for the random keys.")
+@seed_option("the random keys")
 @click.option(
     "--method",
     "methods",
@@ -76,15 +69,7 @@ from .options import extension_options, loading_options
     show_default=True,
     help="Answer length in tokens (greedy).",
 )
-@click.option(
-    "--results",
-    "results_path",
-    default=DEFAULT_EVAL_RESULTS,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    metavar="PATH",
-    help="One JSON line per finished case; cases already there are skipped (resume).",
-)
+@results_option(DEFAULT_EVAL_RESULTS)
 @click.option(
     "--json",
     "json_path",
@@ -145,10 +130,8 @@ def passkey(
 def _echo_case(record, done, total) -> None:
     """One progress line on stderr per finished case."""
     verdict = "correct" if record["correct"] else "wrong"
-    setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
-    setup += f" factor={record['factor']:g}" if record.get("factor") else ""
     click.echo(
-        f"[{done}/{total}] {record['method']}{setup} length={record['length']:,} "
+        f"[{done}/{total}] {record['method']}{describe_setup(record)} length={record['length']:,} "
         f"(tokens {record['tokens']:,}) depth={record['depth']:g} trial={record['trial']}: {verdict} "
         f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)",
         err=True,

@@ -20,27 +20,17 @@ scores depend only on i - j, so they use the true rotations unchanged. Sliding-w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface, PreTrainedModel
-from transformers.masking_utils import AttentionMaskInterface
+from transformers import PreTrainedModel
 
-from ..catalogue import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES
 from ..defaults import DEFAULT_QUERY_CHUNK
-from ..errors import LongLMError, UnsupportedModelError
+from ..errors import LongLMError
+from . import switch
 from .blocks import Accumulator, _attend, neighbour_blocks
-from .rope import LayerRope, rotate
-from .selfextend import _LAYER_ATTR as _SELFEXTEND_LAYER_ATTR
-from .selfextend import (
-    _ORIGINAL_ATTR,
-    _architecture,
-    _attention_modules,
-    _layer_rope,
-    _rope_type,
-    _rotary_modules,
-    _text_config,
-)
+from .rope import rotate
+from .switch import Call, LayerSpec, RotatedKeyCache
 
 ATTN_NAME = "longlm_dca"
 _LAYER_ATTR = "_longlm_dca"
@@ -85,25 +75,8 @@ class DcaConfig:
         )
 
 
-@dataclass(frozen=True)
-class _LayerSpec:
-    config: DcaConfig
-    rope: LayerRope | None  # None: a sliding-window layer, left as in the plain model
-
-
-@dataclass
-class ChunkKeyCache:
-    """Keys rotated at their in-chunk positions ``j % c``, kept across forward calls that share one KV cache.
-
-    Pass the same instance as ``longlm_dca_keys=`` to every forward call that uses the same
-    ``past_key_values``; decoding then rotates only the new keys instead of the whole cache. Without it the
-    result is identical, only slower. Memory: one extra copy of the keys of each extended layer.
-    """
-
-    layers: dict = field(default_factory=dict)
-
-    def clear(self) -> None:
-        self.layers.clear()
+class ChunkKeyCache(RotatedKeyCache):
+    """Pass one as ``longlm_dca_keys=`` to the forward calls that share one KV cache (see RotatedKeyCache)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,37 +99,14 @@ def inter_query_delta(pos: torch.Tensor, config: DcaConfig) -> torch.Tensor:
     return min(2 * config.chunk_len - 1, config.chunk_size) - pos
 
 
-def _chunk_keys(key, needed: int, first_new: int, spec: _LayerSpec, offset: int, layer_idx, cache):
-    """Keys [0, needed) rotated at ``j % c``: [B, Hkv, needed, D].
-
-    With a ChunkKeyCache, keys rotated by an earlier call are reused (only keys before ``first_new``, the
-    first key this call appended, can be reused) and only the rest are rotated.
-    """
+def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache):
+    """Keys [0, needed) rotated at ``j % c``: [B, Hkv, needed, D]."""
 
     def rotated(lo: int, hi: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=key.device) + offset
         return rotate(key[:, :, lo:hi], chunk_key_delta(pos, spec.config), spec.rope)
 
-    if needed <= 0:
-        return key[:, :, :0]
-    if cache is None:
-        return rotated(0, needed)
-    B, Hkv, _, D = key.shape
-    signature = (spec.config.chunk_len, offset, B, Hkv, D, key.dtype, key.device)
-    entry = cache.layers.get(layer_idx)
-    if entry is None or entry["signature"] != signature:
-        entry = cache.layers[layer_idx] = {"signature": signature, "buffer": key.new_empty(B, Hkv, 0, D), "n": 0}
-    n = min(entry["n"], first_new)
-    if n < needed:
-        buffer = entry["buffer"]
-        if buffer.shape[2] < needed:  # grow geometrically so decoding appends in amortised O(1)
-            grown = key.new_empty(B, Hkv, max(needed, 2 * buffer.shape[2]), D)
-            grown[:, :, :n] = buffer[:, :, :n]
-            buffer = entry["buffer"] = grown
-        buffer[:, :, n:needed] = rotated(n, needed)
-        n = needed
-    entry["n"] = n
-    return entry["buffer"][:, :, :needed]
+    return switch.rotated_keys(key, needed, first_new, cache, layer_idx, (spec.config.chunk_len, offset), rotated)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -177,7 +127,7 @@ def _intra_blocks(acc, rows: slice, q, key, value, start: int, a: int, b: int, *
         acc.add(rows, out, lse)
 
 
-def _blocked_dca(query, key, value, kc, first: int, offset: int, spec: _LayerSpec, *, scale, softcap):
+def _blocked_dca(query, key, value, kc, first: int, offset: int, spec: LayerSpec, *, scale, softcap):
     """Queries in blocks that never straddle a chunk, each with its three kinds of keys. Returns [B, H, Q, D] f32.
 
     query: [B, H, Q, D], the last Q of the K keys; key, value: [B, Hkv, K, D]; kc: keys rotated at ``j % c``,
@@ -227,95 +177,25 @@ def _blocked_band(query, key, value, first: int, band: int, query_chunk: int, *,
 # The registered attention and mask functions
 
 
-def dca_attention(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    softcap: float | None = None,
-    sliding_window: int | None = None,
-    position_ids: torch.Tensor | None = None,
-    longlm_dca_keys: ChunkKeyCache | None = None,
-    **kwargs,
-):
-    """Dual Chunk Attention, registered as ``longlm_dca`` in transformers' AttentionInterface.
-
-    query: [B, H, Q, D]; key, value: [B, Hkv, K, D], the Q queries being the last Q positions of the K keys
-    (full prefill, chunked prefill, cache append and decode are all this one case).
-    Returns (output [B, Q, H, D], None).
-    """
-    spec = _layer_spec(module, attention_mask, dropout)
-    K, Q, D = key.shape[2], query.shape[2], query.shape[3]
-    first = K - Q  # index of the first query among the keys
-    offset = 0 if position_ids is None else int(position_ids[0, 0]) - first  # true position of key 0
-    scale = D**-0.5 if scaling is None else scaling
-    # The CPU kernel is about twice as fast on contiguous [B, H, S, D] blocks as on the transposed views.
-    key, value = key.contiguous(), value.contiguous()
+def _layer_output(module, spec: LayerSpec, query, key, value, call: Call, *, softcap, sliding_window, cache):
+    """Dual Chunk Attention's output [B, H, Q, D] for one layer call (see ``switch.register``)."""
+    first, offset, K = call.first, call.offset, key.shape[2]
     if sliding_window or spec.rope is None:  # sliding-window layer: the plain model's band, positions untouched
-        out = _blocked_band(
-            query, key, value, first, sliding_window, spec.config.query_chunk, scale=scale, softcap=softcap
+        return _blocked_band(
+            query, key, value, first, sliding_window, spec.config.query_chunk, scale=call.scale, softcap=softcap
         )
-    else:
-        c = spec.config.chunk_len
-        needed = max(0, (K - 1 + offset) // c * c - offset)  # keys before the last query's chunk
-        layer_idx = getattr(module, "layer_idx", id(module))
-        kc = _chunk_keys(key, needed, first, spec, offset, layer_idx, longlm_dca_keys)
-        out = _blocked_dca(query, key, value, kc, first, offset, spec, scale=scale, softcap=softcap)
-    return out.transpose(1, 2).to(query.dtype), None  # [B, Q, H, D]
+    c = spec.config.chunk_len
+    needed = max(0, (K - 1 + offset) // c * c - offset)  # keys before the last query's chunk
+    kc = _chunk_keys(key, needed, first, spec, offset, getattr(module, "layer_idx", id(module)), cache)
+    return _blocked_dca(query, key, value, kc, first, offset, spec, scale=call.scale, softcap=softcap)
 
 
-def _layer_spec(module, attention_mask, dropout) -> _LayerSpec:
-    """The layer's DCA settings; refuses what the engine does not do (training, explicit masks)."""
-    spec: _LayerSpec | None = getattr(module, _LAYER_ATTR, None)
-    if spec is None:
-        raise LongLMError("the model uses longlm_dca attention but apply_dca() did not set it up")
-    if dropout:
-        raise LongLMError("Dual Chunk Attention is for inference; call model.eval() first")
-    if isinstance(attention_mask, torch.Tensor):
-        raise LongLMError("Dual Chunk Attention does not take an explicit attention mask (padded batches)")
-    return spec
-
-
-def dca_mask(*args, attention_mask=None, **kwargs):
-    """Mask function registered for ``longlm_dca``: causality is handled inside the attention.
-
-    Returns None (no L x L mask is ever built). A 2D padding mask with padded positions is refused.
-    """
-    if attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask.all()):
-        raise LongLMError("Dual Chunk Attention does not support padded batches; run one sequence at a time")
-    return None
-
-
-AttentionInterface.register(ATTN_NAME, dca_attention)
-AttentionMaskInterface.register(ATTN_NAME, dca_mask)
+# Registered as ``longlm_dca``; a forward call's ``longlm_dca_keys=`` (a ChunkKeyCache) reaches it.
+dca_attention = switch.register(ATTN_NAME, "Dual Chunk", _LAYER_ATTR, "longlm_dca_keys", ChunkKeyCache, _layer_output)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The public switch
-
-
-def _check_supported(model: PreTrainedModel) -> None:
-    config = _text_config(model)
-    rotaries = _rotary_modules(model)
-    if not rotaries:
-        raise UnsupportedModelError(
-            f"{_architecture(model)} has no rotary position embedding (RoPE); Dual Chunk Attention only applies "
-            "to RoPE models"
-        )
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"{_architecture(model)} is not supported; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-    for layer_type in set(getattr(config, "layer_types", None) or ["full_attention"]):
-        rope_type = _rope_type(rotaries[0], layer_type)
-        if rope_type not in COMPOSABLE_ROPE_TYPES:
-            raise UnsupportedModelError(
-                f"{_architecture(model)} uses rope type {rope_type!r}, whose rotation depends on the sequence "
-                f"length and does not compose; supported rope types: {', '.join(COMPOSABLE_ROPE_TYPES)}"
-            )
 
 
 def apply_dca(
@@ -329,44 +209,15 @@ def apply_dca(
     attention it had before either method is what ``remove_dca`` restores. Returns the model, modified in place.
     """
     settings = DcaConfig(chunk_size=chunk_size, local_window=local_window, query_chunk=query_chunk)
-    _check_supported(model)
-    layer_types = getattr(_text_config(model), "layer_types", None)
-    rotary = _rotary_modules(model)[0]
-    for module in _attention_modules(model):
-        layer_type = layer_types[module.layer_idx] if layer_types else None
-        sliding = layer_type is not None and layer_type != "full_attention"
-        rope = None if sliding else _layer_rope(rotary, layer_type)
-        setattr(module, _LAYER_ATTR, _LayerSpec(config=settings, rope=rope))
-    _drop_layer_attr(model, _SELFEXTEND_LAYER_ATTR)  # so selfextend_settings() no longer reports SelfExtend
-    if getattr(model, _ORIGINAL_ATTR, None) is None:
-        setattr(model, _ORIGINAL_ATTR, model.config._attn_implementation)
-    model.set_attn_implementation(ATTN_NAME)
-    return model
-
-
-def _drop_layer_attr(model: PreTrainedModel, name: str) -> None:
-    for module in model.modules():
-        if hasattr(module, name):
-            delattr(module, name)
+    switch.check_supported(model, "Dual Chunk Attention")
+    return switch.attach(model, ATTN_NAME, _LAYER_ATTR, settings)
 
 
 def remove_dca(model: PreTrainedModel) -> PreTrainedModel:
     """Restore the attention implementation the model had before ``apply_dca``."""
-    original = getattr(model, _ORIGINAL_ATTR, None)
-    if original is None:
-        return model
-    _drop_layer_attr(model, _LAYER_ATTR)
-    model.set_attn_implementation(original)
-    delattr(model, _ORIGINAL_ATTR)
-    return model
+    return switch.detach(model)
 
 
 def dca_settings(model: PreTrainedModel) -> DcaConfig | None:
     """The DCA settings a model currently runs with, or None."""
-    if model.config._attn_implementation != ATTN_NAME:
-        return None
-    for module in model.modules():
-        spec = getattr(module, _LAYER_ATTR, None)
-        if spec is not None:
-            return spec.config
-    return None
+    return switch.attached_settings(model, ATTN_NAME, _LAYER_ATTR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 
+from ..catalogue import text_config
 from ..errors import LongLMError, UnsupportedModelError
 
 
@@ -31,7 +32,7 @@ def rope_scaling(model, rope_type: str, *, factor: float, context_window: int):
     if rope_type not in ("yarn", "dynamic"):
         raise LongLMError(f"unknown RoPE scaling {rope_type!r}")
     owner = _rotary_owner(model)
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model.config)
     original_params = config.rope_parameters
     params = copy.deepcopy(original_params)
     if not isinstance(params, dict) or "rope_theta" not in params:

@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFILL_CHUNK, DEFAULT_TEMPERATURE
-from ..engine.selfextend import GroupedKeyCache, selfextend_settings
+from ..engine.switch import key_cache_arguments
 
 ProgressFn = Callable[[int, int], None]  # (tokens done, tokens total)
 
@@ -24,18 +24,16 @@ class SamplingSettings:
 
 @dataclass
 class Session:
-    """A KV cache and the side state SelfExtend keeps with it: one conversation with one model."""
+    """A KV cache and the side state the extension method keeps with it (its re-rotated keys): one
+    conversation with one model."""
 
     model: object
     cache: DynamicCache
-    grouped: GroupedKeyCache | None
+    extra: dict  # forward keyword arguments: the extension method's key cache, or nothing
 
     @classmethod
     def start(cls, model) -> Session:
-        extended = selfextend_settings(model) is not None
-        return cls(
-            model=model, cache=DynamicCache(config=model.config), grouped=GroupedKeyCache() if extended else None
-        )
+        return cls(model=model, cache=DynamicCache(config=model.config), extra=key_cache_arguments(model))
 
     @property
     def length(self) -> int:
@@ -43,9 +41,8 @@ class Session:
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids`` [1, n] after what the cache holds; return the last position's logits [1, V]."""
-        extra = {"longlm_grouped_keys": self.grouped} if self.grouped is not None else {}
         with torch.inference_mode():
-            out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1, **extra)
+            out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1, **self.extra)
         return out.logits[:, -1].float()
 
 
