@@ -18,6 +18,7 @@ class Answer:
     model: str
     plan: Plan
     extended: bool
+    extension: str | None  # the method that ran beyond L ("selfextend", "dca"), None when not extended
     prompt_tokens: int
     new_tokens: int
     sources: tuple[str, ...]
@@ -42,7 +43,7 @@ def answer_documents(
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
 
     ``inputs`` are pipeline.prepare's: prompt_file, model, extension, stdin, on_plan, loaded. The whole
-    document goes through one forward context: it is never truncated or chunked. SelfExtend is applied only
+    document goes through one forward context: it is never truncated or chunked. The extension method runs only
     when the prompt plus the answer exceed the model's pretraining window. With ``cache.enabled`` the document
     part of the prompt goes through the document cache (see pipeline.prefill_prompt).
     """
@@ -59,6 +60,7 @@ def answer_documents(
         model=prepared.loaded.name,
         plan=plan,
         extended=plan.needs_extension,
+        extension=prepared.extension.method_on(plan),
         prompt_tokens=len(prepared.ids),
         new_tokens=len(decoded.token_ids),
         sources=prepared.document.sources,

@@ -15,6 +15,8 @@ LOG_SCALE_BASE_WINDOWS = 1
 
 # Engine
 DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
+EXTENSION_METHODS = ("selfextend", "dca")  # what runs beyond L: SelfExtend, or Dual Chunk Attention (ChunkLlama)
+DEFAULT_EXTENSION = "selfextend"
 DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds activation memory)
 
 # Generation

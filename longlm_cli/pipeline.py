@@ -1,9 +1,10 @@
 """The answering pipeline under `ask`, `summarize` and `chat`: settings, `prepare` and `prefill_prompt`.
 
 ``prepare`` reads the template and the documents, loads the model, plans W and G for the prompt plus the room
-asked for, and switches SelfExtend on or off. ``prefill_prompt`` prefills a prompt whose first tokens are the
-document, loading that prefix from the document cache (doccache.py, a plain store) when an earlier run saved
-it, else prefilling and saving it. answer.py and chat.py are thin users of both.
+asked for, and switches the extension method (SelfExtend, or Dual Chunk Attention) on or off. ``prefill_prompt``
+prefills a prompt whose first tokens are the document, loading that prefix from the document cache (doccache.py,
+a plain store) when an earlier run saved it, else prefilling and saving it. answer.py and chat.py are thin users
+of both.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from .cachekeys import document_key, document_prefix_length, model_identity
-from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_EXTENSION, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
 from .doccache import DocCacheSettings, cache_unsupported_reason, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .errors import CacheError
@@ -37,10 +38,19 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class ExtensionSettings:
+    """What runs when the prompt and the answer exceed L: ``method`` "selfextend" (window and group size from the
+    plan unless given, optional query log-scaling) or "dca" (Dual Chunk Attention with the official chunk
+    settings for L; nothing to choose)."""
+
     window: int | None = None  # None: chosen by the plan
     group_size: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     scale_base: float | None = None  # query log-scaling base while SelfExtend is on; None: off
+    method: str = DEFAULT_EXTENSION
+
+    def method_on(self, plan: Plan) -> str | None:
+        """The method that runs with ``plan``: None when the plan needs no extension."""
+        return self.method if plan.needs_extension else None
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def prepare(
         window=extension.window,
         group_size=extension.group_size,
     )
-    configure(loaded.model, plan, scale_base=extension.scale_base)
+    configure(loaded.model, plan, extension)
     prepared = Prepared(
         template=template,
         document=document,
@@ -104,15 +114,22 @@ def prepare(
     return prepared
 
 
-def configure(model, plan: Plan, *, scale_base: float | None = None) -> None:
-    """SelfExtend with the plan's W and G (and query log-scaling at ``scale_base`` unless None) when the plan
-    needs extension, else the model's own attention."""
-    from .engine.selfextend import apply_selfextend, remove_selfextend
+def configure(model, plan: Plan, extension: ExtensionSettings = ExtensionSettings()) -> None:
+    """The extension method with the plan's settings when the plan needs extension, else the model's own
+    attention: SelfExtend with the plan's W and G (and query log-scaling at ``extension.scale_base`` unless
+    None), or Dual Chunk Attention with the official settings for the plan's L."""
+    from .engine.dca import DcaConfig, apply_dca
+    from .engine.selfextend import apply_selfextend
+    from .engine.switch import detach
 
-    if plan.needs_extension:
-        apply_selfextend(model, group_size=plan.G, window=plan.W, scale_base=scale_base)
+    method = extension.method_on(plan)
+    if method == "dca":
+        dca = DcaConfig.for_window(plan.L)
+        apply_dca(model, chunk_size=dca.chunk_size, local_window=dca.local_window)
+    elif method is not None:
+        apply_selfextend(model, group_size=plan.G, window=plan.W, scale_base=extension.scale_base)
     else:
-        remove_selfextend(model)
+        detach(model)
 
 
 def prefill_prompt(
@@ -136,7 +153,7 @@ def prefill_prompt(
             prepared.document.text,
             ids,
             prepared.plan,
-            scale_base=prepared.extension.scale_base,
+            prepared.extension,
         )
         if cache.enabled
         else (0, None)
@@ -161,17 +178,19 @@ def prompt_cache_key(
     document: str,
     ids: Sequence[int],
     plan: Plan,
-    *,
-    scale_base: float | None = None,
+    extension: ExtensionSettings = ExtensionSettings(),
 ) -> tuple[int, str]:
     """(document prefix length, cache key) for the prompt ``ids`` = chat_token_ids(template filled with document)."""
     before, _ = template.split()
     prefix_len = document_prefix_length(ids, lambda after: chat_token_ids(loaded.tokenizer, before + document + after))
     identity = model_identity(requested_model, loaded.model)
-    if scale_base is not None and plan.needs_extension:
+    method = extension.method_on(plan)
+    # document_key has no field for these: they go into the identity, so SelfExtend's keys stay as they were.
+    if method == "dca":  # other positions for every layer's queries: other keys and values after the first layer
+        identity = {**identity, "extension": "dca"}
+    elif method is not None and extension.scale_base is not None:
         # Log-scaled queries change every layer's output, hence the keys and values of all layers but the first.
-        # document_key has no field for it: it goes into the identity, so keys without scaling stay as they were.
-        identity = {**identity, "selfextend_scale_base": float(scale_base)}
+        identity = {**identity, "selfextend_scale_base": float(extension.scale_base)}
     key = document_key(
         prefix_ids=ids[:prefix_len],
         document=document,

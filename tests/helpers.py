@@ -242,16 +242,20 @@ def corpus_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def reference_answer(model_dir, task, document, question=None, *, max_new_tokens, scale_base=None):
-    """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step."""
+def reference_answer(model_dir, task, document, question=None, *, max_new_tokens, scale_base=None, logits_fn=None):
+    """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step (or with
+    ``logits_fn(model, ids)``, another method's reference)."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     ids = chat_token_ids(tokenizer, user_message(load_template(task), document, question))
     plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
     out = []
     for _ in range(max_new_tokens):
-        logits = reference_logits(
-            model, torch.tensor([ids + out]), window=plan.W, group_size=plan.G, scale_base=scale_base
+        sequence = torch.tensor([ids + out])
+        logits = (
+            logits_fn(model, sequence)
+            if logits_fn
+            else reference_logits(model, sequence, window=plan.W, group_size=plan.G, scale_base=scale_base)
         )
         token = int(logits[0, -1].argmax())
         if token == tokenizer.eos_token_id:

@@ -1,6 +1,8 @@
 """Dual Chunk Attention (engine/dca.py) against a straightforward reference: full score matrices, queries and
 keys re-rotated at the DCA positions with the model's own RoPE code, one softmax per row."""
 
+import json
+
 import pytest
 import torch
 from transformers import AttentionInterface, DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -20,7 +22,7 @@ from longlm_cli.engine.dca import (
 )
 from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend, selfextend_settings
 
-from helpers import ARCHS, BASE, VOCAB, _rerotate, tiny_model
+from helpers import ARCHS, BASE, CORPUS, VOCAB, _rerotate, reference_answer, run, tiny_model
 
 L = BASE["max_position_embeddings"]  # the tiny models' pretraining window
 DEFAULT = DcaConfig.for_window(L)  # S = 48, w = 8: chunks of 40 tokens
@@ -349,3 +351,76 @@ def test_cuda_matches_cpu_float32(arch):
     model.to("cuda", torch.bfloat16)
     gpu = _logits(model, ids.cuda()).float().cpu()
     assert _err(gpu, cpu) <= 5e-2 * max(1.0, cpu.abs().max().item())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ask / summarize / chat with --extension dca
+
+
+def test_ask_with_dca_streams_the_reference_answer(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    question = "Who counted the ships?"
+    expected, plan, _ = reference_answer(
+        tiny_dir, "ask", CORPUS, question, max_new_tokens=10, logits_fn=reference_logits
+    )
+    assert plan.needs_extension and plan.N > 2 * DEFAULT.chunk_len  # inter-chunk positions are exercised
+    args = ("ask", doc, question, "--model", tiny_dir, "--max-new-tokens", 10, "--extension", "dca")
+    streamed = run(*args)
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.stdout == expected + "\n"
+    data = json.loads(run(*args, "--json").stdout)  # the second run loads the document from the cache
+    assert (data["text"], data["extension"], data["cache"]) == (expected, "dca", "hit")
+
+
+def test_dca_and_selfextend_never_share_a_cache_entry(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    common = ("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2, "--json")
+    runs = [json.loads(run(*common, *extra).stdout) for extra in ([], ["--extension", "dca"], [])]
+    assert [(r["extension"], r["cache"]) for r in runs] == [
+        ("selfextend", "miss"),
+        ("dca", "miss"),
+        ("selfextend", "hit"),
+    ]
+
+
+def test_dca_verbose_line_and_selfextend_settings_refused(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    result = run("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 1, "--extension", "dca", "-v")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0].endswith(
+        "; Dual Chunk Attention, chunks of 40 tokens (chunk size 48, local window 8)"
+    )
+    refused = run("summarize", doc, "--model", tiny_dir, "--extension", "dca", "-g", "4", "--log-scale", "64")
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: --group-size, --log-scale set SelfExtend; --extension dca has no such setting"
+    )
+
+
+def test_eval_dca_method_answers_like_the_reference(tiny_dir, tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerFast
+
+    from longlm_cli.evaluation import grid
+
+    seen = []
+    real = grid.answer_greedily
+    monkeypatch.setattr(grid, "answer_greedily", lambda *a, **k: seen.append((a[3], k)) or real(*a, **k))
+    results = tmp_path / "r.jsonl"
+    args = ("--tasks", "vt", "--lengths", "700", "--samples", "1", "--methods", "dca", "--results", results)
+    result = run("eval", "--model", tiny_dir, *args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(results.read_text())
+    assert (record["method"], record["extended"], len(seen)) == ("dca", True, 1)
+    ((ids, kwargs),) = seen
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_dir).eval()
+    out = []
+    for _ in range(kwargs["max_new_tokens"]):
+        token = int(reference_logits(model, torch.cat([ids, torch.tensor([out], dtype=ids.dtype)], 1))[0, -1].argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        out.append(token)
+    assert record["answer"] == tokenizer.decode(out, skip_special_tokens=True)

@@ -159,7 +159,7 @@ def test_remove_and_reapply_without_scaling():
 
 
 def test_configure_passes_the_base_and_the_cache_key_depends_on_it(tiny_dir):
-    from longlm_cli.pipeline import configure, prompt_cache_key
+    from longlm_cli.pipeline import ExtensionSettings, configure, prompt_cache_key
     from longlm_cli.planning import make_plan
     from longlm_cli.runtime.models import load_model
     from longlm_cli.templates import chat_token_ids, load_template, user_message
@@ -169,12 +169,14 @@ def test_configure_passes_the_base_and_the_cache_key_depends_on_it(tiny_dir):
     ids = chat_token_ids(loaded.tokenizer, user_message(template, CORPUS, "Who?"))
     plan = make_plan(context_window=loaded.context_window, length=len(ids) + 8)
     assert plan.needs_extension
-    configure(loaded.model, plan, scale_base=BASE)
+    configure(loaded.model, plan, ExtensionSettings(scale_base=BASE))
     assert selfextend_settings(loaded.model).scale_base == BASE
     configure(loaded.model, plan)
     assert selfextend_settings(loaded.model).scale_base is None
     keys = {
-        base: prompt_cache_key(loaded, str(tiny_dir), template, CORPUS, ids, plan, scale_base=base)[1]
+        base: prompt_cache_key(loaded, str(tiny_dir), template, CORPUS, ids, plan, ExtensionSettings(scale_base=base))[
+            1
+        ]
         for base in (None, BASE, 2 * BASE)
     }
     assert len(set(keys.values())) == 3  # a log-scaled prefix is never served to another setting

@@ -33,7 +33,8 @@ from .options import describe_setup, extension_options, lengths_option, loading_
     show_default=True,
     metavar="METHOD,...",
     help="none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. selfextend:2048x3), "
-    "either with +log for query log-scaling (selfextend+log), dynamic, yarn, truncate (the document cut to fit L).",
+    "either with +log for query log-scaling (selfextend+log), dca (Dual Chunk Attention), dynamic, yarn, "
+    "truncate (the document cut to fit L).",
 )
 @click.option(
     "--samples",

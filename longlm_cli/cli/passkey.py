@@ -53,7 +53,8 @@ from .options import describe_setup, extension_options, lengths_option, loading_
     show_default=True,
     metavar="METHOD[,METHOD]",
     help="none (plain model), selfextend, yarn, dynamic (transformers' RoPE scalings for the same "
-    "target length), or all. Methods other than none only change anything above L.",
+    "target length), or all of those four; dca (Dual Chunk Attention) when named. Methods other than none only "
+    "change anything above L.",
 )
 @extension_options
 @click.option(

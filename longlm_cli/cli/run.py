@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
+from ..defaults import DEFAULT_EXTENSION, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, EXTENSION_METHODS
 from .app import cli
 from .options import FiniteFloat, apply, extension_options, loading_options
 
@@ -63,7 +63,15 @@ def _plan_echo(verbose: bool, counted: str):
         for source, encoding in zip(document.sources, document.encodings):
             if encoding not in (None, "utf-8"):
                 click.echo(f"Read {source} as {encoding}", err=True)
-        mode = f"SelfExtend W={plan.W} G={plan.G}" if plan.needs_extension else "no extension needed"
+        method = prepared.extension.method_on(plan)
+        if method == "dca":
+            click.echo(
+                f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+                f"N={plan.N:,} tokens; {_dca_mode(plan.L)}",
+                err=True,
+            )
+            return
+        mode = f"SelfExtend W={plan.W} G={plan.G}" if method else "no extension needed"
         click.echo(
             f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
             f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens",
@@ -73,6 +81,16 @@ def _plan_echo(verbose: bool, counted: str):
             click.echo(f"Warning: {plan.warning}", err=True)
 
     return show
+
+
+def _dca_mode(L: int) -> str:
+    from ..engine.dca import DcaConfig
+
+    dca = DcaConfig.for_window(L)
+    return (
+        f"Dual Chunk Attention, chunks of {dca.chunk_len:,} tokens "
+        f"(chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
+    )
 
 
 def _run_options(command):
@@ -105,6 +123,14 @@ def _run_options(command):
             click.option(
                 "--json", "as_json", is_flag=True, help="Print one JSON object: answer, plan, token counts and timings."
             ),
+            click.option(
+                "--extension",
+                type=click.Choice(EXTENSION_METHODS),
+                default=DEFAULT_EXTENSION,
+                show_default=True,
+                help="What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
+                "or Dual Chunk Attention (ChunkLlama; no settings to choose).",
+            ),
             click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
             click.option(
                 "--no-cache",
@@ -128,19 +154,33 @@ def _settings(
     temperature,
     seed,
     no_cache,
+    extension,
     log_scale=None,
 ) -> dict:
     """The library's settings objects from the shared options."""
     from ..doccache import DocCacheSettings
-    from ..pipeline import ExtensionSettings, ModelSettings
+    from ..pipeline import ModelSettings
     from ..runtime.generate import SamplingSettings
 
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
-        extension=ExtensionSettings(window=window, group_size=group_size, scale_base=log_scale),
+        extension=_extension(extension, window=window, group_size=group_size, scale_base=log_scale),
         sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
         cache=DocCacheSettings(enabled=not no_cache),
     )
+
+
+def _extension(method: str, **selfextend):
+    from ..pipeline import ExtensionSettings
+
+    if method != "selfextend":
+        given = [f"--{name.replace('_', '-')}" for name, value in selfextend.items() if value is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given).replace('--scale-base', '--log-scale')} set SelfExtend; "
+                f"--extension {method} has no such setting"
+            )
+    return ExtensionSettings(method=method, **selfextend)
 
 
 def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options) -> None:

@@ -1,5 +1,6 @@
-"""How a case is run with each method: the plain model, SelfExtend (planned W and G, or given ones), transformers'
-YaRN and dynamic NTK scalings, and truncation to the window (what a user without extension would do).
+"""How a case is run with each method: the plain model, SelfExtend (planned W and G, or given ones), Dual Chunk
+Attention (official settings for L), transformers' YaRN and dynamic NTK scalings, and truncation to the window
+(what a user without extension would do).
 
 Owns the method names and specs (`selfextend:1024x4` is SelfExtend with W = 1024, G = 4; a `+log` suffix, as in
 `selfextend+log` or `selfextend:1024x4+log`, adds the reference code's query log-scaling with base L), the setting each
@@ -17,7 +18,7 @@ from ..defaults import DEFAULT_EVAL_NEW_TOKENS, LOG_SCALE_BASE_WINDOWS
 from ..errors import LongLMError
 
 METHODS = ("none", "selfextend", "yarn", "dynamic")  # `--method all` in `longlm passkey`
-EXTRA_METHODS = ("truncate",)
+EXTRA_METHODS = ("dca", "truncate")
 _GRID = re.compile(r"selfextend:(\d+)x(\d+)")
 LOG_SUFFIX = "+log"  # selfextend specs only: SelfExtend with query log-scaling at base LOG_SCALE_BASE_WINDOWS * L
 
@@ -81,6 +82,8 @@ def method_setup(
         return Setup(extended=False)
     if name == "truncate":
         return Setup(extended=False, budget=L - max_new_tokens)
+    if name == "dca":
+        return Setup(extended=True)
     if name == "selfextend":
         W, G = (W, G) if W is not None else (window, group_size)
         plan = make_plan(context_window=L, length=target, window=W, group_size=G)
@@ -93,6 +96,7 @@ def method_setup(
 @contextmanager
 def running(loaded, spec: str, setup: Setup):
     """The model switched to ``spec`` with ``setup``; yields whether to prefill in one pass (else the CLI's chunks)."""
+    from ..engine.dca import DcaConfig, apply_dca
     from ..engine.scaling import rope_scaling
     from ..engine.selfextend import apply_selfextend, remove_selfextend
 
@@ -102,6 +106,11 @@ def running(loaded, spec: str, setup: Setup):
         if name == "selfextend" and setup.extended:
             apply_selfextend(model, group_size=setup.G, window=setup.W, scale_base=setup.scale_base)
             yield False  # the CLI's chunked prefill, as `ask` runs it
+            return
+        if name == "dca" and setup.extended:
+            dca = DcaConfig.for_window(loaded.context_window)
+            apply_dca(model, chunk_size=dca.chunk_size, local_window=dca.local_window)
+            yield False
             return
         remove_selfextend(model)
         scaling = name if name in ("yarn", "dynamic") and setup.extended else None

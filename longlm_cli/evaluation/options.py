@@ -38,10 +38,12 @@ def parse_depths(text: str) -> list[float]:
 
 
 def parse_methods(text: str) -> list[str]:
+    """`longlm passkey`'s methods: 'all' is METHODS; Dual Chunk Attention ('dca') only when named."""
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
     if "all" in names:
         return list(METHODS)
+    known = (*METHODS, "dca")
     for name in names:
-        if name not in METHODS:
-            raise LongLMError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or all")
+        if name not in known:
+            raise LongLMError(f"unknown method {name!r}; choose from {', '.join(known)} or all")
     return list(dict.fromkeys(names))
