@@ -9,12 +9,19 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from helpers import L, corpus_tokenizer, save_tiny_llama
 
 
+@pytest.fixture(scope="session")
+def _embedded_cache(tmp_path_factory):
+    """One cache directory for the embedded-model tests: the model is converted into it once per session."""
+    return tmp_path_factory.mktemp("longlm-embedded-cache")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
-    """Every test gets its own LONGLM_CACHE_DIR, except the embedded-model test, which uses the real user cache."""
-    if request.module.__name__.rsplit(".", 1)[-1] == "test_embedded_model":
-        return
-    monkeypatch.setenv("LONGLM_CACHE_DIR", str(tmp_path_factory.mktemp("longlm-cache")))
+    """Every test gets its own LONGLM_CACHE_DIR (the embedded-model tests share one): the suite never reads or
+    writes the user's ~/.cache/longlm."""
+    embedded = request.module.__name__.rsplit(".", 1)[-1] == "test_embedded_model"
+    cache = request.getfixturevalue("_embedded_cache") if embedded else tmp_path_factory.mktemp("longlm-cache")
+    monkeypatch.setenv("LONGLM_CACHE_DIR", str(cache))
     monkeypatch.delenv("LONGLM_CACHE_MAX_BYTES", raising=False)
     monkeypatch.delenv("LONGLM_MODEL", raising=False)  # the tests assume the built-in default model
 

@@ -1,6 +1,7 @@
-"""One real end-to-end run with the embedded SmolLM2-135M-Instruct (converted once into the user cache)."""
+"""One real end-to-end run with the embedded SmolLM2-135M-Instruct (converted once into a temporary cache)."""
 
 import importlib.util
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,3 +29,5 @@ def test_ask_finds_the_answer_in_the_text():
     )
     assert done.returncode == 0, done.stderr
     assert "David Hale" in done.stdout
+    # converted into the test's own cache directory (conftest), never into the user's ~/.cache/longlm
+    assert list((Path(os.environ["LONGLM_CACHE_DIR"]) / "models").glob("*/config.json"))
