@@ -22,6 +22,10 @@ DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds a
 # Generation
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_TEMPERATURE = 0.0
+DEFAULT_TOP_K = 0  # off
+DEFAULT_TOP_P = 1.0  # off
+DEFAULT_REPETITION_PENALTY = 1.0  # off
+DEFAULT_NO_REPEAT_NGRAM = 0  # off
 DEFAULT_DEVICE = "auto"
 DEFAULT_DTYPE = "auto"
 DEVICES = ("auto", "cpu", "cuda")

@@ -172,8 +172,8 @@ def test_stdin_document_is_refused(tiny_dir):
 
 def test_tiny_temperature_is_greedy():
     """1e-45 overflows the scaled logits; its limit is greedy decoding, not a traceback."""
-    from longlm_cli.runtime.generate import _next_token
+    from longlm_cli.runtime.sampling import logits_processors, next_token
 
     logits = torch.tensor([[0.5, 3.0, -1.0, 2.0]])
     settings = SamplingSettings(max_new_tokens=1, temperature=1e-45)
-    assert _next_token(logits, settings, torch.Generator().manual_seed(0)) == 1
+    assert next_token(logits, [], settings, logits_processors(settings), torch.Generator().manual_seed(0)) == 1

@@ -11,7 +11,13 @@ from ..defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_EVAL_SEED,
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
+    DEFAULT_NO_REPEAT_NGRAM,
+    DEFAULT_REPETITION_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
     DEFAULT_WINDOW_FRACTION,
     DEVICES,
     DTYPES,
@@ -133,6 +139,63 @@ def _log_scale_when_given(command):
 def extension_options(command):
     """--window, --group-size and --log-scale (the last one reaches the command as ``log_scale`` when given)."""
     return apply(_log_scale_when_given(command), [window_option, group_option, log_scale_option])
+
+
+# --max-new-tokens, --temperature, --seed, --top-k, --top-p, --repetition-penalty, --no-repeat-ngram, --stop
+SAMPLING_OPTIONS = [
+    click.option(
+        "--max-new-tokens",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_NEW_TOKENS,
+        show_default=True,
+        help="Longest answer, in tokens.",
+    ),
+    click.option(
+        "--temperature",
+        type=FiniteFloat(min=0.0),
+        default=DEFAULT_TEMPERATURE,
+        show_default=True,
+        help="Sampling temperature; 0 is greedy decoding.",
+    ),
+    click.option(
+        "--seed", type=click.IntRange(0, 2**63 - 1), help="Random seed for sampling (with --temperature > 0)."
+    ),
+    click.option(
+        "--top-k",
+        type=click.IntRange(min=0),
+        default=DEFAULT_TOP_K,
+        show_default=True,
+        help="With --temperature > 0, sample among the K most likely tokens (0: all).",
+    ),
+    click.option(
+        "--top-p",
+        type=FiniteFloat(min=0.0, max=1.0, min_open=True),
+        default=DEFAULT_TOP_P,
+        show_default=True,
+        help="With --temperature > 0, sample from the smallest set of tokens holding probability P.",
+    ),
+    click.option(
+        "--repetition-penalty",
+        type=FiniteFloat(min=0.0, min_open=True),
+        default=DEFAULT_REPETITION_PENALTY,
+        show_default=True,
+        help="Above 1, makes tokens the answer already used less likely (the document is not counted).",
+    ),
+    click.option(
+        "--no-repeat-ngram",
+        type=click.IntRange(min=0),
+        default=DEFAULT_NO_REPEAT_NGRAM,
+        show_default=True,
+        metavar="N",
+        help="Never repeat a run of N tokens within the answer (0: off).",
+    ),
+    click.option("--stop", multiple=True, metavar="TEXT", help="End the answer before this text (repeatable)."),
+]
+
+
+def sampling_options(command):
+    """The options of SamplingSettings (SAMPLING_OPTIONS), for the commands that answer."""
+    return apply(command, SAMPLING_OPTIONS)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import sys
 
 import click
 
-from ..defaults import DEFAULT_EXTENSION, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, EXTENSION_METHODS
+from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
-from .options import FiniteFloat, apply, extension_options, loading_options
+from .options import apply, extension_options, loading_options, sampling_options
 
 # A document argument: a path (so that shell completion completes files) or '-' for stdin. Nothing is checked
 # here; the library reports a missing or unreadable document in its own words.
@@ -106,21 +106,6 @@ def _run_options(command):
                 "({question} for ask).",
             ),
             click.option(
-                "--max-new-tokens",
-                type=click.IntRange(min=1),
-                default=DEFAULT_MAX_NEW_TOKENS,
-                show_default=True,
-                help="Longest answer, in tokens.",
-            ),
-            click.option(
-                "--temperature",
-                type=FiniteFloat(min=0.0),
-                default=DEFAULT_TEMPERATURE,
-                show_default=True,
-                help="Sampling temperature; 0 is greedy decoding.",
-            ),
-            click.option("--seed", type=int, help="Random seed for sampling (with --temperature > 0)."),
-            click.option(
                 "--json", "as_json", is_flag=True, help="Print one JSON object: answer, plan, token counts and timings."
             ),
             click.option(
@@ -139,7 +124,7 @@ def _run_options(command):
             ),
         ],
     )
-    return loading_options(extension_options(command))
+    return loading_options(extension_options(sampling_options(command)))
 
 
 def _settings(
@@ -153,6 +138,11 @@ def _settings(
     max_new_tokens,
     temperature,
     seed,
+    top_k,
+    top_p,
+    repetition_penalty,
+    no_repeat_ngram,
+    stop,
     no_cache,
     extension,
     log_scale=None,
@@ -160,12 +150,21 @@ def _settings(
     """The library's settings objects from the shared options."""
     from ..doccache import DocCacheSettings
     from ..pipeline import ModelSettings
-    from ..runtime.generate import SamplingSettings
+    from ..runtime.sampling import SamplingSettings
 
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
         extension=_extension(extension, window=window, group_size=group_size, scale_base=log_scale),
-        sampling=SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+        sampling=SamplingSettings(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram,
+            stop=tuple(stop),
+        ),
         cache=DocCacheSettings(enabled=not no_cache),
     )
 

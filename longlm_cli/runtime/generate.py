@@ -9,17 +9,13 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFILL_CHUNK, DEFAULT_TEMPERATURE
+from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
+from .sampling import SamplingSettings, TextStream, logits_processors, next_token
+
+__all__ = ["SamplingSettings", "Session", "decode", "prefill"]  # SamplingSettings: re-exported for callers
 
 ProgressFn = Callable[[int, int], None]  # (tokens done, tokens total)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = DEFAULT_TEMPERATURE  # 0: greedy
-    seed: int | None = None
 
 
 @dataclass
@@ -71,20 +67,12 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _next_token(logits: torch.Tensor, settings: SamplingSettings, generator) -> int:
-    if settings.temperature <= 0:
-        return int(logits.argmax(dim=-1))
-    probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
-    if not torch.isfinite(probs).all():  # a temperature so small that the scaled logits overflow: its limit, greedy
-        return int(logits.argmax(dim=-1))
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
 @dataclass(frozen=True)
 class Decoded:
     text: str
     token_ids: tuple[int, ...]
     seconds: float
+    finish_reason: str  # "eos" (the model ended), "stop" (a stop string), "length" (max_new_tokens reached)
 
 
 def decode(
@@ -95,27 +83,33 @@ def decode(
     settings: SamplingSettings,
     on_text: Callable[[str], None] | None = None,
 ) -> Decoded:
-    """Generate up to ``settings.max_new_tokens`` after ``logits``, streaming text pieces to ``on_text``."""
+    """Generate up to ``settings.max_new_tokens`` after ``logits`` [1, V], streaming text pieces to ``on_text``."""
     generator = None
     if settings.temperature > 0:
         generator = torch.Generator(device=logits.device)
         generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+    processors = logits_processors(settings)
     eos = _eos_ids(session.model, tokenizer)
     device = next(session.model.parameters()).device
+    stream = TextStream(tokenizer, settings.stop)
+    show = on_text or (lambda piece: None)
     ids: list[int] = []
-    shown = ""
+    reason = "length"
     start = time.perf_counter()
     for _ in range(settings.max_new_tokens):
-        token = _next_token(logits, settings, generator)
+        token = next_token(logits, ids, settings, processors, generator)
         if token in eos:
+            reason = "eos"
             break
         ids.append(token)
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if on_text is not None and not text.endswith("\ufffd") and len(text) > len(shown):
-            on_text(text[len(shown) :])
-            shown = text
+        piece = stream.push(token)
+        if piece:
+            show(piece)
+        if stream.stopped:
+            reason = "stop"
+            break
         logits = session.forward(torch.tensor([[token]], device=device))
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if on_text is not None and len(text) > len(shown):
-        on_text(text[len(shown) :])
-    return Decoded(text=text, token_ids=tuple(ids), seconds=time.perf_counter() - start)
+    piece = stream.finish()
+    if piece:
+        show(piece)
+    return Decoded(text=stream.text, token_ids=tuple(ids), seconds=time.perf_counter() - start, finish_reason=reason)
