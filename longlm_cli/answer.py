@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from .contract import response_dict
 from .doccache import DocCacheSettings
 from .pipeline import prefill_prompt, prepare
 from .planning import Plan
@@ -14,7 +15,10 @@ from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
 
 @dataclass(frozen=True)
 class Answer:
+    task: str  # "ask" or "summarize"
+    question: str | None
     text: str
+    finish_reason: str  # "eos", "stop" or "length" (runtime.generate.Decoded)
     model: str
     plan: Plan
     extended: bool
@@ -26,7 +30,21 @@ class Answer:
     cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
 
     def to_dict(self) -> dict:
-        return asdict(self)  # the plan is a dataclass too: nested into a dict
+        """The versioned JSON object of contract.py."""
+        return response_dict(
+            command=self.task,
+            answer=self.text,
+            question=self.question,
+            finish_reason=self.finish_reason,
+            model=self.model,
+            sources=self.sources,
+            plan=self.plan,
+            extension=self.extension,
+            prompt_tokens=self.prompt_tokens,
+            answer_tokens=self.new_tokens,
+            timings=self.timings,
+            cache=self.cache,
+        )
 
 
 def answer_documents(
@@ -56,7 +74,10 @@ def answer_documents(
     timings["decode"] = decoded.seconds
     plan = prepared.plan
     return Answer(
+        task=task,
+        question=question,
         text=decoded.text,
+        finish_reason=decoded.finish_reason,
         model=prepared.loaded.name,
         plan=plan,
         extended=plan.needs_extension,

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import IO
 
 from .cachekeys import common_prefix_length
+from .contract import response_dict
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings
 from .errors import ConversationTooLongError
 from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, prefill_prompt, prepare
+from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .runtime.models import LoadedModel
 from .templates import apply_chat_template, chat_token_ids, user_message
@@ -33,12 +35,40 @@ class ChatSettings:
 
 @dataclass(frozen=True)
 class Turn:
+    number: int  # 1 for the first question
     question: str
     text: str
+    finish_reason: str  # "eos", "stop" or "length"
     prompt_tokens: int  # tokens of the whole conversation before this answer
     new_tokens: int
     cache: str  # "hit", "miss" or "off" for the first turn's document; "conversation" afterwards
-    seconds: float
+    timings: dict  # seconds: load (the model, first turn only), prefill, decode
+    model: str
+    sources: tuple[str, ...]
+    plan: Plan
+    extension: str | None
+
+    @property
+    def seconds(self) -> float:
+        return self.timings["prefill"] + self.timings["decode"]
+
+    def to_dict(self) -> dict:
+        """The versioned JSON object of contract.py, as for ask and summarize."""
+        return response_dict(
+            command="chat",
+            turn=self.number,
+            answer=self.text,
+            question=self.question,
+            finish_reason=self.finish_reason,
+            model=self.model,
+            sources=self.sources,
+            plan=self.plan,
+            extension=self.extension,
+            prompt_tokens=self.prompt_tokens,
+            answer_tokens=self.new_tokens,
+            timings=self.timings,
+            cache=self.cache,
+        )
 
 
 def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:
@@ -91,16 +121,28 @@ class Chat:
             logits, status = prefill_prompt(self.session, prepared, ids, cache=self.cache, progress=self.progress)
         else:
             logits, status = self._append(ids), "conversation"
+        prefilled = time.perf_counter()
         decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
-        self.cached_ids = ids + list(decoded.token_ids)
+        # What the KV cache holds: a token that ended the answer (a stop string) was never run through the model.
+        self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
         self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
         return Turn(
+            number=len(self.messages) // 2,
             question=question,
             text=decoded.text,
+            finish_reason=decoded.finish_reason,
             prompt_tokens=len(ids),
             new_tokens=len(decoded.token_ids),
             cache=status,
-            seconds=time.perf_counter() - start,
+            timings={
+                "load": prepared.load_seconds if first else 0.0,
+                "prefill": prefilled - start,
+                "decode": decoded.seconds,
+            },
+            model=self.loaded.name,
+            sources=prepared.document.sources,
+            plan=self.plan,
+            extension=prepared.extension.method_on(self.plan),
         )
 
     def _check_room(self, ids: list[int]) -> None:

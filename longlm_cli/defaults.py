@@ -58,3 +58,6 @@ DEFAULT_GRID_RESULTS = "longlm-eval-results.jsonl"
 # Reading inputs
 DEFAULT_MAX_INPUT_BYTES = 256 * 1024**2  # the most read from one document or prompt file (LONGLM_MAX_INPUT_BYTES)
 MAX_INPUT_BYTES_ENV = "LONGLM_MAX_INPUT_BYTES"
+
+# Output
+JSON_VERSION = 1  # of every --json object (contract.py); renaming or removing a key raises it

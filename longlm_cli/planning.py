@@ -14,7 +14,15 @@ from fractions import Fraction
 from typing import IO
 
 from .catalogue import ModelWindow, pretraining_window
-from .defaults import DEFAULT_WINDOW_FRACTION, HIGH_FRACTION, LOW_FRACTION, MAX_GROUP_SIZE, MIN_WINDOW, TARGET_FRACTION
+from .defaults import (
+    DEFAULT_WINDOW_FRACTION,
+    HIGH_FRACTION,
+    JSON_VERSION,
+    LOW_FRACTION,
+    MAX_GROUP_SIZE,
+    MIN_WINDOW,
+    TARGET_FRACTION,
+)
 from .errors import PlanError
 from .tokens import TokenCount
 
@@ -276,4 +284,4 @@ def format_report(report: PlanReport) -> str:
 def report_to_dict(report: PlanReport) -> dict[str, object]:
     """Return a PlanReport as a JSON-ready dict (plan_to_dict plus the model's window source and the inputs)."""
     data = plan_to_dict(report.plan, model_label=report.model.name, tokens=report.tokens)
-    return {**data, "L_source": report.model.source, "sources": list(report.sources)}
+    return {"version": JSON_VERSION, **data, "L_source": report.model.source, "sources": list(report.sources)}

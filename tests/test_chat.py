@@ -57,13 +57,13 @@ def test_piped_questions_are_answered_in_turn(tiny_dir, doc):
         loaded=loaded,
     )
     first = {"role": "user", "content": user_message(load_template("ask"), CORPUS, "Who counted the ships?")}
-    assert turns[0]["text"] == fresh_answer(loaded, chat.plan, [first])
+    assert turns[0]["answer"] == fresh_answer(loaded, chat.plan, [first])
     conversation = [
         first,
-        {"role": "assistant", "content": turns[0]["text"]},
+        {"role": "assistant", "content": turns[0]["answer"]},
         {"role": "user", "content": "What did they carry?"},
     ]
-    assert turns[1]["text"] == fresh_answer(loaded, chat.plan, conversation)
+    assert turns[1]["answer"] == fresh_answer(loaded, chat.plan, conversation)
 
     again = run(
         "chat",
@@ -75,7 +75,13 @@ def test_piped_questions_are_answered_in_turn(tiny_dir, doc):
         "--json",
         input="Who counted the ships?\nWhat did they carry?\n",
     )
-    assert [json.loads(line) for line in again.stdout.splitlines()] == [{**turns[0], "cache": "hit"}, turns[1]]
+    untimed = lambda turn: {k: v for k, v in turn.items() if k != "timings"}  # noqa: E731
+    repeated = [untimed(json.loads(line)) for line in again.stdout.splitlines()]
+    assert repeated == [untimed({**turns[0], "cache": "hit"}), untimed(turns[1])]
+    assert [(t["version"], t["command"], t["turn"], t["finish_reason"]) for t in turns] == [
+        (1, "chat", 1, "length"),
+        (1, "chat", 2, "length"),
+    ]
 
 
 def test_library_chat_matches_fresh_runs_over_three_turns(tiny_dir, doc):

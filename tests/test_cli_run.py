@@ -38,9 +38,10 @@ def test_ask_pdf_json_has_answer_plan_counts_and_timings(tiny_dir, tmp_path):
     result = run("ask", pdf, question, "--model", tiny_dir, "--max-new-tokens", 10, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["text"] == expected
-    assert data["prompt_tokens"] == prompt_tokens
-    assert (data["plan"]["W"], data["plan"]["G"], data["extended"]) == (plan.W, plan.G, plan.needs_extension)
+    assert data["answer"] == expected
+    assert data["usage"]["prompt_tokens"] == prompt_tokens
+    assert data["usage"]["total_tokens"] == prompt_tokens + data["usage"]["answer_tokens"]
+    assert (data["plan"]["W"], data["plan"]["G"], data["extension"]) == (plan.W, plan.G, "selfextend")
     assert data["sources"] == [str(pdf)]
     assert set(data["timings"]) == {"load", "prefill", "decode"}
 
@@ -70,7 +71,7 @@ def test_short_document_is_not_extended(tiny_dir, tmp_path):
         _write_template(tmp_path, "{document}\n{question}"),
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["extended"] is False
+    assert json.loads(result.stdout)["extension"] is None
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny_dir, tmp_path):
@@ -292,3 +293,72 @@ def test_installed_command(tiny_dir, tmp_path):
     done = subprocess.run(["longlm", "summarize", str(tmp_path / "nope.txt")], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr == f"Error: {tmp_path / 'nope.txt'} does not exist\n"
+
+
+CONTRACT_KEYS = {
+    "version",
+    "command",
+    "turn",
+    "question",
+    "answer",
+    "finish_reason",
+    "model",
+    "sources",
+    "extension",
+    "plan",
+    "usage",
+    "timings",
+    "cache",
+}
+
+
+def test_one_json_contract_for_ask_summarize_and_chat(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    common = ("--model", tiny_dir, "--max-new-tokens", 4, "--json")
+    asked = json.loads(run("ask", doc, "Who?", *common).stdout)
+    summary = json.loads(run("summarize", doc, *common).stdout)
+    turn = json.loads(run("chat", doc, *common, input="Who?\n").stdout)
+    for data, command, question, number in [
+        (asked, "ask", "Who?", None),
+        (summary, "summarize", None, None),
+        (turn, "chat", "Who?", 1),
+    ]:
+        assert set(data) == CONTRACT_KEYS
+        assert (data["version"], data["command"], data["question"], data["turn"]) == (1, command, question, number)
+        assert data["finish_reason"] == "length" and data["sources"] == [str(doc)]
+        assert set(data["usage"]) == {"prompt_tokens", "answer_tokens", "total_tokens"}
+        assert data["usage"]["answer_tokens"] == 4
+        assert set(data["timings"]) == {"load", "prefill", "decode"}
+        assert set(data["plan"]) >= {"L", "N", "W", "G", "capacity", "needs_extension"}
+    assert asked["answer"] == turn["answer"]  # the same prompt, greedy
+
+
+def test_output_file_gets_the_answer_and_stdout_stays_empty(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    common = ("ask", doc, "Who counted the ships?", "--model", tiny_dir, "--max-new-tokens", 6)
+    shown = run(*common).stdout
+    written = run(*common, "-o", tmp_path / "answer.txt")
+    assert written.exit_code == 0 and written.stdout == ""
+    assert (tmp_path / "answer.txt").read_text() == shown
+    as_json = run(*common, "--json", "--output", tmp_path / "answer.json")
+    assert as_json.stdout == "" and json.loads((tmp_path / "answer.json").read_text())["answer"] + "\n" == shown
+    chat = run("chat", doc, "--model", tiny_dir, "--max-new-tokens", 6, "-o", tmp_path / "chat.txt", input="Who?\n")
+    assert chat.exit_code == 0, chat.output
+    assert (tmp_path / "chat.txt").read_text() == f"Q: Who?\nA: {chat.stdout.strip()}\n"
+    jsonl = tmp_path / "c.jsonl"
+    two = run("chat", doc, "--model", tiny_dir, "--max-new-tokens", 2, "--json", "-o", jsonl, input="A?\nB?\n")
+    lines = jsonl.read_text().splitlines()
+    assert [json.loads(line)["question"] for line in lines] == ["A?", "B?"] and two.stdout.splitlines() == lines
+
+
+def test_unwritable_output_is_refused_before_any_work(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    result = run("ask", doc, "Who?", "--model", tiny_dir, "-o", tmp_path / "missing" / "a.txt")
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: --output {tmp_path / 'missing' / 'a.txt'}: the directory {tmp_path / 'missing'} does not exist\n"
+    )

@@ -370,7 +370,7 @@ def test_ask_with_dca_streams_the_reference_answer(tiny_dir, tmp_path):
     assert streamed.exit_code == 0, streamed.output
     assert streamed.stdout == expected + "\n"
     data = json.loads(run(*args, "--json").stdout)  # the second run loads the document from the cache
-    assert (data["text"], data["extension"], data["cache"]) == (expected, "dca", "hit")
+    assert (data["answer"], data["extension"], data["cache"]) == (expected, "dca", "hit")
 
 
 def test_dca_and_selfextend_never_share_a_cache_entry(tiny_dir, tmp_path):

@@ -48,9 +48,9 @@ def test_second_ask_hits_and_gives_the_same_answer(tiny_dir, doc):
     second, _ = ask_json(tiny_dir, doc, "What colour is the ledger?")
     off, _ = ask_json(tiny_dir, doc, "What colour is the ledger?", "--no-cache")
     assert (first["cache"], second["cache"], off["cache"]) == ("miss", "hit", "off")
-    assert first["text"] == second["text"] == off["text"]
+    assert first["answer"] == second["answer"] == off["answer"]
     expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "What colour is the ledger?", max_new_tokens=8)
-    assert second["text"] == expected
+    assert second["answer"] == expected
     assert len(kv_files()) == 1
 
 
@@ -67,7 +67,7 @@ def test_a_different_question_reuses_the_document(tiny_dir, doc):
     ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)
     data, _ = ask_json(tiny_dir, doc, "Which harbour?", *FIXED)
     fresh, _ = ask_json(tiny_dir, doc, "Which harbour?", *FIXED, "--no-cache")
-    assert data["cache"] == "hit" and data["text"] == fresh["text"]
+    assert data["cache"] == "hit" and data["answer"] == fresh["answer"]
 
 
 @pytest.mark.parametrize("change", ["document", "window", "group", "template"])
@@ -108,12 +108,12 @@ def test_damaged_entry_is_reported_once_and_rebuilt(tiny_dir, doc, damage):
     [entry] = kv_files()
     damage(entry)
     second, stderr = ask_json(tiny_dir, doc, "Who?")
-    assert second["cache"] == "miss" and second["text"] == first["text"]
+    assert second["cache"] == "miss" and second["answer"] == first["answer"]
     warnings = [line for line in stderr.splitlines() if line.startswith("Warning: cached document")]
     assert len(warnings) == 1 and warnings[0].endswith("was corrupt" + warnings[0].split("was corrupt")[1])
     assert "rebuilding" in warnings[0] and "Traceback" not in stderr
     third, stderr = ask_json(tiny_dir, doc, "Who?")
-    assert third["cache"] == "hit" and third["text"] == first["text"] and "Warning" not in stderr
+    assert third["cache"] == "hit" and third["answer"] == first["answer"] and "Warning" not in stderr
 
 
 def test_entry_under_a_wrong_key_is_rejected(tiny_dir, doc, tmp_path):
@@ -348,9 +348,9 @@ def test_ask_after_an_entry_of_the_wrong_head_size_gives_the_uncached_answer(tin
     assert [line for line in stderr.splitlines() if "Warning" in line or "Traceback" in line] == [
         f"Warning: cached document {entry.name[:12]} was corrupt (its tensor shapes do not match the model); rebuilding"
     ]
-    assert second["cache"] == "miss" and second["text"] == uncached["text"]
+    assert second["cache"] == "miss" and second["answer"] == uncached["answer"]
     third, stderr = ask_json(tiny_dir, doc, "Who?")
-    assert third["cache"] == "hit" and third["text"] == uncached["text"] and "Warning" not in stderr
+    assert third["cache"] == "hit" and third["answer"] == uncached["answer"] and "Warning" not in stderr
 
 
 def _names(directory: Path) -> list[str]:

@@ -192,7 +192,7 @@ def test_ask_with_log_scale_gives_the_reference_answer(tiny_dir, tmp_path):
     assert plan.needs_extension and expected != unscaled  # base 2 changes this answer
     result = run("ask", doc, question, "--model", tiny_dir, "--max-new-tokens", 12, "--log-scale", 2, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["text"] == expected
+    assert json.loads(result.stdout)["answer"] == expected
 
 
 @pytest.mark.parametrize(

@@ -246,7 +246,7 @@ def test_summarize_reads_a_piped_document(tiny_dir):
     result = run("summarize", "-m", tiny_dir, "--max-new-tokens", 4, "--json", "--no-cache", input=CORPUS)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert (data["text"], data["sources"]) == (expected, ["<stdin>"])
+    assert (data["answer"], data["sources"]) == (expected, ["<stdin>"])
 
 
 def test_summarize_on_a_terminal_without_files_asks_for_a_document(monkeypatch):
@@ -263,7 +263,7 @@ def test_ask_reads_a_piped_document(tiny_dir, tmp_path, monkeypatch):
     result = run("ask", question, "-m", tiny_dir, "--max-new-tokens", 4, "--json", "--no-cache", input=CORPUS)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert (data["text"], data["sources"]) == (expected, ["<stdin>"])
+    assert (data["answer"], data["sources"]) == (expected, ["<stdin>"])
 
 
 def test_ask_still_takes_several_files_then_the_question(tiny_dir, tmp_path):

@@ -346,6 +346,7 @@ def test_cli_json():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data == {
+        "version": 1,
         "model": "llama2",
         "L": 4096,
         "N": 30000,

@@ -118,6 +118,14 @@ def _run_options(command):
             ),
             click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
             click.option(
+                "--output",
+                "-o",
+                type=click.Path(dir_okay=False, allow_dash=True),
+                metavar="FILE",
+                help="Write the answer (or with --json the JSON) to FILE instead of stdout; chat writes every "
+                "finished turn there and still shows them.",
+            ),
+            click.option(
                 "--no-cache",
                 is_flag=True,
                 help="Neither load nor save the prefilled document in the document cache (`longlm cache`).",
@@ -182,7 +190,28 @@ def _extension(method: str, **selfextend):
     return ExtensionSettings(method=method, **selfextend)
 
 
-def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options) -> None:
+def _check_output(output: str | None) -> None:
+    """Refuse, before any work, an --output path that could not be written at the end."""
+    from pathlib import Path
+
+    from ..evaluation.results import check_writable
+
+    if output is not None and output != "-":
+        check_writable(Path(output), option="--output")
+
+
+def _write_output(output: str, text: str) -> None:
+    """Write ``text`` to ``output`` whole or not at all (a temporary file renamed into place)."""
+    from ..errors import InputError
+
+    try:
+        with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+            out.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write --output {output}: {exc.strerror or exc}") from None
+
+
+def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, **options) -> None:
     from ..answer import answer_documents
     from ..templates import check_question
 
@@ -190,17 +219,20 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, **options
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
     if question is not None:
         check_question(question)
+    _check_output(output)
     answer = answer_documents(
         task,
         files,
         question=question,
         prompt_file=prompt_file,
         **_settings(**options),
-        on_text=None if as_json else _stream,
+        on_text=None if as_json or output else _stream,
         progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=_plan_echo(verbose, "prompt and answer"),
     )
-    if as_json:
+    if output:
+        _write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else answer.text) + "\n")
+    elif as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
     else:
         click.echo()
@@ -274,7 +306,7 @@ def ask(args, **options) -> None:
     metavar="TOKENS",
     help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]",
 )
-def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
+def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> None:
     """Ask questions about documents, one after another, reading them only once.
 
     Each question is answered from the document and the conversation so far. Type a question per line;
@@ -284,6 +316,7 @@ def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
 
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
+    _check_output(output)
     session = start_chat(
         files,
         prompt_file=prompt_file,
@@ -292,22 +325,16 @@ def chat(files, budget, *, prompt_file, as_json, verbose, **options) -> None:
         progress=Progress(enabled=sys.stderr.isatty()),
         on_plan=_plan_echo(verbose, "document and conversation"),
     )
+    transcript = []
     for question in _questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
         turn = session.ask(question, on_text=None if as_json else _stream)
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "question": turn.question,
-                        "text": turn.text,
-                        "prompt_tokens": turn.prompt_tokens,
-                        "new_tokens": turn.new_tokens,
-                        "cache": turn.cache,
-                    }
-                )
-            )
+            click.echo(json.dumps(turn.to_dict()))
         else:
             click.echo()
+        if output:  # rewritten whole after each turn: the file always holds every finished turn
+            transcript.append(json.dumps(turn.to_dict()) if as_json else f"Q: {turn.question}\nA: {turn.text}")
+            _write_output(output, ("\n" if as_json else "\n\n").join(transcript) + "\n")
         if verbose:
             click.echo(
                 f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "
