@@ -2,6 +2,8 @@
 
     python benchmarks/doccache.py               # a few minutes on 2 CPU cores
     python benchmarks/doccache.py --tokens 8000 --max-new-tokens 8
+    python benchmarks/doccache.py --then summarize   # the second run is `summarize`: one entry per document
+    python benchmarks/doccache.py --small        # short documents: load an entry vs prefill (the minimum size)
 
 Builds a document of about --tokens tokens by repeating samples/harbour-report.md under numbered section
 headers, then on the embedded model (longlm_cli.runtime.models.load_model("default")):
@@ -9,6 +11,9 @@ headers, then on the embedded model (longlm_cli.runtime.models.load_model("defau
   2. `ask` question 2 (a different question): a cache hit; wall time.
 Prints ratio = second wall time / first prefill time (target <= 5%). The cache lives in a temporary directory,
 so the user's cache is never touched and the first run always misses. Model loading is excluded from both.
+--small instead times, for documents of 32 to 2,048 tokens, the prefill of the whole prompt without the cache,
+with a miss (prefill and save) and with a hit (load), side by side: below the size where a hit stops paying,
+longlm does not cache (DEFAULT_DOC_CACHE_MIN_TOKENS).
 """
 
 from __future__ import annotations
@@ -43,32 +48,67 @@ def build_document(tokenizer, target: int) -> str:
     return "\n\n".join(parts)
 
 
+def _answer(loaded, task, doc, question, *, cache, device, max_new_tokens):
+    return answer_documents(
+        task,
+        [str(doc)],
+        question=question if task == "ask" else None,
+        loaded=loaded,
+        cache=cache,
+        model=ModelSettings(model="default", device=device),
+        sampling=SamplingSettings(max_new_tokens=max_new_tokens),
+    )
+
+
+def small_documents(loaded, device: str) -> None:
+    """Prefill without the cache, with a miss and with a hit, for short documents, side by side."""
+    print(f"{'document':>9} {'prompt':>7} {'no cache':>9} {'miss':>7} {'hit':>7}  (prefill seconds, {loaded.name})")
+    for target in (32, 64, 128, 256, 512, 1024, 2048):
+        with tempfile.TemporaryDirectory(prefix="longlm-doccache-small-") as work:
+            doc = Path(work) / "report.md"
+            doc.write_text(build_document(loaded.tokenizer, target)[: target * 4], encoding="utf-8")
+            times = {}
+            for name, cache in (
+                ("off", DocCacheSettings(enabled=False)),
+                ("miss", DocCacheSettings(directory=Path(work) / "kv", min_tokens=0)),
+                ("hit", DocCacheSettings(directory=Path(work) / "kv", min_tokens=0)),
+            ):
+                answer = _answer(loaded, "ask", doc, QUESTIONS[0], cache=cache, device=device, max_new_tokens=1)
+                assert answer.cache == name, (name, answer.cache)
+                times[name] = answer.timings["prefill"]
+            tokens = len(loaded.tokenizer(doc.read_text(encoding="utf-8"))["input_ids"])
+            print(
+                f"{tokens:>9,} {answer.prompt_tokens:>7,} {times['off']:>9.3f} {times['miss']:>7.3f} "
+                f"{times['hit']:>7.3f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16000, help="document length in tokens (about)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--then", choices=("ask", "summarize"), default="ask", help="the second run")
+    parser.add_argument("--small", action="store_true", help="short documents: load vs prefill")
     args = parser.parse_args()
 
     loaded = load_model("default", device=args.device)
+    if args.small:
+        small_documents(loaded, args.device)
+        return
     with tempfile.TemporaryDirectory(prefix="longlm-doccache-bench-") as work:
         doc = Path(work) / "report.md"
         doc.write_text(build_document(loaded.tokenizer, args.tokens), encoding="utf-8")
         settings = DocCacheSettings(directory=Path(work) / "kv")
         runs = []
-        for question in QUESTIONS:
+        for task, question in (("ask", QUESTIONS[0]), (args.then, QUESTIONS[1])):
             start = time.perf_counter()
-            answer = answer_documents(
-                "ask",
-                [str(doc)],
-                question=question,
-                loaded=loaded,
-                cache=settings,
-                model=ModelSettings(model="default", device=args.device),
-                sampling=SamplingSettings(max_new_tokens=args.max_new_tokens),
+            answer = _answer(
+                loaded, task, doc, question, cache=settings, device=args.device, max_new_tokens=args.max_new_tokens
             )
             runs.append(
                 dict(
+                    task=task,
                     cache=answer.cache,
                     wall_s=time.perf_counter() - start,
                     prefill_s=answer.timings["prefill"],
@@ -94,7 +134,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(
         f"first ask ({first['cache']}): wall {first['wall_s']:.1f}s, prefill {first['prefill_s']:.1f}s for "
-        f"{first['prompt_tokens']:,} tokens; second ask ({second['cache']}): wall {second['wall_s']:.2f}s; "
+        f"{first['prompt_tokens']:,} tokens; then {second['task']} ({second['cache']}): wall {second['wall_s']:.2f}s; "
         f"ratio {ratio:.1%} (target <= 5%)"
     )
     if first["cache"] != "miss" or second["cache"] != "hit":

@@ -85,10 +85,14 @@ def document_key(
     window: int,
     group_size: int,
     extended: bool,
-    template: str,
     version: str = __version__,
 ) -> str:
-    """The sha256 (hex) naming a document cache entry."""
+    """The sha256 (hex) naming a document cache entry.
+
+    The prompt's text after the document is not part of it: the entry holds the keys and values of the prefix
+    ids alone, so `ask` (any question), `summarize` and `chat` over the same document share one entry when their
+    templates agree up to the document (the shipped ones do) and they run with the same W and G.
+    """
     parts = {
         "format": FORMAT,
         "version": version,
@@ -101,6 +105,5 @@ def document_key(
         "W": window,
         "G": group_size,
         "extended": extended,
-        "template": template,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -35,6 +35,11 @@ DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 # Document KV cache
 DEFAULT_DOC_CACHE_MAX_BYTES = 4 * 1024**3  # least-recently-used entries are evicted above this (LONGLM_CACHE_MAX_BYTES)
 DOC_CACHE_MAX_BYTES_ENV = "LONGLM_CACHE_MAX_BYTES"
+# Documents shorter than this are prefilled, never cached (LONGLM_CACHE_MIN_TOKENS overrides it). Measured with
+# `python benchmarks/doccache.py --small` (README): a hit beat a prefill even at 41 tokens, so the bound only
+# keeps the saving worth an entry on disk (a hit then saves about half its prefill time or more).
+DEFAULT_DOC_CACHE_MIN_TOKENS = 64
+DOC_CACHE_MIN_TOKENS_ENV = "LONGLM_CACHE_MIN_TOKENS"
 DEFAULT_CHAT_BUDGET_FACTOR = 4  # chat plans for the document plus this many times --max-new-tokens
 
 # Evaluation (`longlm passkey`)

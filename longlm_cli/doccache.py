@@ -28,8 +28,13 @@ from pathlib import Path
 
 from .cachekeys import FORMAT
 from .catalogue import text_config
-from .defaults import DEFAULT_DOC_CACHE_MAX_BYTES, DOC_CACHE_MAX_BYTES_ENV
-from .environment import bytes_from_env
+from .defaults import (
+    DEFAULT_DOC_CACHE_MAX_BYTES,
+    DEFAULT_DOC_CACHE_MIN_TOKENS,
+    DOC_CACHE_MAX_BYTES_ENV,
+    DOC_CACHE_MIN_TOKENS_ENV,
+)
+from .environment import bytes_from_env, count_from_env
 from .errors import CacheError
 from .paths import cache_dir, holding_directory_lock
 
@@ -47,12 +52,20 @@ class DocCacheSettings:
     enabled: bool = True
     directory: Path | None = None  # None: cache_dir() / "kv"
     max_bytes: int | None = None  # None: $LONGLM_CACHE_MAX_BYTES, else DEFAULT_DOC_CACHE_MAX_BYTES
+    min_tokens: int | None = None  # None: $LONGLM_CACHE_MIN_TOKENS, else DEFAULT_DOC_CACHE_MIN_TOKENS
 
     def resolved_directory(self) -> Path:
         return Path(self.directory) if self.directory is not None else kv_dir()
 
     def resolved_max_bytes(self) -> int:
         return self.max_bytes if self.max_bytes is not None else max_bytes_from_env()
+
+    def resolved_min_tokens(self) -> int:
+        if self.min_tokens is not None:
+            return self.min_tokens
+        return count_from_env(
+            DOC_CACHE_MIN_TOKENS_ENV, DEFAULT_DOC_CACHE_MIN_TOKENS, minimum=0, error=CacheError, unit="token"
+        )
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,6 @@ def prompt_cache_key(
         window=plan.W,
         group_size=plan.G,
         extended=plan.needs_extension,
-        template=template.text,
     )
     return prefix_len, key
 
@@ -236,7 +235,13 @@ def prefill_cached(
     reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
     if reason is not None:
         print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
-    if not settings.enabled or key is None or reason is not None or not 0 < prefix_len < len(ids):
+    if (
+        not settings.enabled
+        or key is None
+        or reason is not None
+        or not 0 < prefix_len < len(ids)
+        or prefix_len < settings.resolved_min_tokens()  # a short document: prefilling costs about what loading does
+    ):
         return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
     directory = settings.resolved_directory()
     limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work

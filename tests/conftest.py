@@ -23,6 +23,8 @@ def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
     cache = request.getfixturevalue("_embedded_cache") if embedded else tmp_path_factory.mktemp("longlm-cache")
     monkeypatch.setenv("LONGLM_CACHE_DIR", str(cache))
     monkeypatch.delenv("LONGLM_CACHE_MAX_BYTES", raising=False)
+    # The tiny test documents are far below the default minimum; the default itself is tested in test_doccache.
+    monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "0")
     monkeypatch.delenv("LONGLM_MODEL", raising=False)  # the tests assume the built-in default model
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from longlm_cli import doccache
-from longlm_cli.doccache import DocCacheSettings
+from longlm_cli.doccache import DocCacheSettings, list_entries
 from longlm_cli.paths import DIRECTORY_LOCK
 from longlm_cli.pipeline import configure, prefill_cached, prompt_cache_key
 from longlm_cli.planning import make_plan
@@ -305,7 +305,7 @@ def setup(tiny_dir):
 def _prefill(setup, directory: Path):
     loaded, ids, plan, prefix_len, key = setup
     session = Session.start(loaded.model)
-    settings = DocCacheSettings(directory=directory)
+    settings = DocCacheSettings(directory=directory, min_tokens=0)  # a module fixture: the env is not set yet
     return prefill_cached(session, ids, prefix_len=prefix_len, key=key, sources=["doc"], chunk=16, settings=settings)
 
 
@@ -511,3 +511,27 @@ def test_expected_tensors_follow_the_model_config():
     )
     wrapped = SimpleNamespace(get_text_config=lambda: latent)  # a multimodal model's config
     assert doccache.expected_tensors(wrapped, 1) == {"ids": (1,), "k.0": (1, 2, 1, 24), "v.0": (1, 2, 1, 8)}
+
+
+def test_ask_summarize_and_chat_share_one_entry_per_document(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    # One G for all (on the tiny model's L = 64 the planned G moves with every few tokens of question).
+    common = ("--model", tiny_dir, "--max-new-tokens", 4, "--json", "-g", 16)
+    asked = json.loads(run("ask", doc, "Who counted the ships?", *common).stdout)
+    summary = json.loads(run("summarize", doc, *common).stdout)
+    other = json.loads(run("ask", doc, "What did they carry?", *common).stdout)
+    turn = json.loads(run("chat", doc, *common, input="Who?\n").stdout)
+    assert [r["cache"] for r in (asked, summary, other, turn)] == ["miss", "hit", "hit", "hit"]
+    assert len(list_entries(Path(os.environ["LONGLM_CACHE_DIR"]) / "kv")) == 1
+
+
+def test_documents_below_the_minimum_are_not_cached(tiny_dir, tmp_path, monkeypatch):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    monkeypatch.delenv("LONGLM_CACHE_MIN_TOKENS")  # the default: far above the tiny corpus
+    args = ("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2, "--json")
+    assert [json.loads(run(*args).stdout)["cache"] for _ in range(2)] == ["off", "off"]
+    monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "ten")
+    bad = run(*args)
+    assert bad.exit_code == 1 and bad.stderr == "Error: LONGLM_CACHE_MIN_TOKENS='ten' is not a whole number of tokens\n"
