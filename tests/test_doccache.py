@@ -529,7 +529,9 @@ def test_ask_summarize_and_chat_share_one_entry_per_document(tiny_dir, tmp_path)
 def test_documents_below_the_minimum_are_not_cached(tiny_dir, tmp_path, monkeypatch):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
-    monkeypatch.delenv("LONGLM_CACHE_MIN_TOKENS")  # the default: far above the tiny corpus
+    monkeypatch.delenv("LONGLM_CACHE_MIN_TOKENS")
+    assert DocCacheSettings().resolved_min_tokens() == 64
+    monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "100000")  # far above the tiny corpus
     args = ("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2, "--json")
     assert [json.loads(run(*args).stdout)["cache"] for _ in range(2)] == ["off", "off"]
     monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "ten")
