@@ -12,38 +12,12 @@ import click
 from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
 from .options import apply, extension_options, loading_options, sampling_options
+from .progress import Progress
 
 # A document argument: a path (so that shell completion completes files) or '-' for stdin. Nothing is checked
 # here; the library reports a missing or unreadable document in its own words.
 DOCUMENT = click.Path(allow_dash=True, readable=False)
 ASK_USAGE = "longlm ask FILE... QUESTION"
-
-
-class Progress:
-    """Prefill progress on stderr: tokens done, tokens/s and ETA. Drawn only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.start = None
-
-    def __call__(self, done: int, total: int) -> None:
-        import time
-
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.start is None or done == 0:
-            self.start = now
-        elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        width = 30
-        bar = "#" * int(width * done / total) + "-" * (width - int(width * done / total))
-        click.echo(
-            f"\rReading [{bar}] {done:,}/{total:,} tokens  {rate:,.0f} tok/s  ETA {eta:,.0f}s ",
-            err=True,
-            nl=done >= total,
-        )
 
 
 def _stream(piece: str) -> None:
@@ -220,16 +194,17 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, *
     if question is not None:
         check_question(question)
     _check_output(output)
-    answer = answer_documents(
-        task,
-        files,
-        question=question,
-        prompt_file=prompt_file,
-        **_settings(**options),
-        on_text=None if as_json or output else _stream,
-        progress=Progress(enabled=sys.stderr.isatty()),
-        on_plan=_plan_echo(verbose, "prompt and answer"),
-    )
+    with Progress(enabled=sys.stderr.isatty()) as progress:
+        answer = answer_documents(
+            task,
+            files,
+            question=question,
+            prompt_file=prompt_file,
+            **_settings(**options),
+            on_text=None if as_json or output else _stream,
+            progress=progress,
+            on_plan=_plan_echo(verbose, "prompt and answer"),
+        )
     if output:
         _write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else answer.text) + "\n")
     elif as_json:
@@ -317,14 +292,20 @@ def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> 
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
     _check_output(output)
-    session = start_chat(
-        files,
-        prompt_file=prompt_file,
-        **_settings(**options),
-        chat=ChatSettings(budget=budget),
-        progress=Progress(enabled=sys.stderr.isatty()),
-        on_plan=_plan_echo(verbose, "document and conversation"),
-    )
+    with Progress(enabled=sys.stderr.isatty()) as progress:
+        session = start_chat(
+            files,
+            prompt_file=prompt_file,
+            **_settings(**options),
+            chat=ChatSettings(budget=budget),
+            progress=progress,
+            on_plan=_plan_echo(verbose, "document and conversation"),
+        )
+        _converse(session, as_json=as_json, verbose=verbose, output=output)
+
+
+def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> None:
+    """Answer each question from stdin in turn: the answer on stdout (streamed, or one JSON line)."""
     transcript = []
     for question in _questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
         turn = session.ask(question, on_text=None if as_json else _stream)
