@@ -210,6 +210,14 @@ def _offset_progress(progress, base: int, total: int):
     return lambda done, _: progress(base + done, total)
 
 
+def _worth_caching(settings: DocCacheSettings, key: str | None, prefix_len: int, total: int) -> bool:
+    """Whether a prompt of ``total`` tokens goes through the cache: it is on, the prefix is followed by more
+    tokens, and the document is not so short that an entry would save only a fraction of a second."""
+    if not settings.enabled or key is None or not 0 < prefix_len < total:
+        return False
+    return prefix_len >= settings.resolved_min_tokens()
+
+
 def prefill_cached(
     session: Session,
     ids: Sequence[int],
@@ -235,13 +243,7 @@ def prefill_cached(
     reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
     if reason is not None:
         print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
-    if (
-        not settings.enabled
-        or key is None
-        or reason is not None
-        or not 0 < prefix_len < len(ids)
-        or prefix_len < settings.resolved_min_tokens()  # a short document: prefilling costs about what loading does
-    ):
+    if reason is not None or not _worth_caching(settings, key, prefix_len, len(ids)):
         return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
     directory = settings.resolved_directory()
     limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work
