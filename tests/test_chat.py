@@ -1,6 +1,7 @@
 """`longlm chat` over piped stdin: one answer per line, each equal to a fresh run over the whole conversation."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,35 @@ def test_tiny_temperature_is_greedy():
     logits = torch.tensor([[0.5, 3.0, -1.0, 2.0]])
     settings = SamplingSettings(max_new_tokens=1, temperature=1e-45)
     assert next_token(logits, [], settings, logits_processors(settings), torch.Generator().manual_seed(0)) == 1
+
+
+def test_typed_questions_use_readline_history_in_the_cache_dir(monkeypatch, tmp_path):
+    import builtins
+    import os
+
+    from longlm_cli.cli import questions as questions_module
+
+    typed = iter(["Who counted the ships?", "  ", "/exit", "never asked"])
+    prompts = []
+
+    def fake_input(prompt=""):
+        prompts.append(prompt)
+        return next(typed)
+
+    monkeypatch.setattr(builtins, "input", fake_input)
+    assert list(questions_module.questions(interactive=True)) == ["Who counted the ships?"]
+    assert prompts == [""] * 3  # stdout is not a terminal here: the "> " prompt went to stderr
+    pytest.importorskip("readline", reason="this Python has no readline: no history to keep")
+    assert (Path(os.environ["LONGLM_CACHE_DIR"]) / "chat_history").is_file()
+
+
+def test_typed_question_at_eof_ends_the_chat(monkeypatch):
+    import builtins
+
+    from longlm_cli.cli import questions as questions_module
+
+    def eof(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr(builtins, "input", eof)
+    assert list(questions_module.questions(interactive=True)) == []

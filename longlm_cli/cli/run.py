@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -13,6 +12,7 @@ from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
 from .options import apply, extension_options, loading_options, sampling_options
 from .progress import Progress
+from .questions import questions
 
 # A document argument: a path (so that shell completion completes files) or '-' for stdin. Nothing is checked
 # here; the library reports a missing or unreadable document in its own words.
@@ -307,7 +307,7 @@ def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> 
 def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> None:
     """Answer each question from stdin in turn: the answer on stdout (streamed, or one JSON line)."""
     transcript = []
-    for question in _questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
+    for question in questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
         turn = session.ask(question, on_text=None if as_json else _stream)
         if as_json:
             click.echo(json.dumps(turn.to_dict()))
@@ -322,41 +322,3 @@ def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> N
                 f"{turn.seconds:.1f}s; document cache {turn.cache}",
                 err=True,
             )
-
-
-def _questions(*, interactive: bool):
-    """Questions from stdin, one per line, until end of input or /exit; lines with no visible text are skipped.
-
-    Lines are read as bytes and decoded as UTF-8. Bytes that are not UTF-8 become U+FFFD, with one warning for
-    that line: the rest of the question is still worth answering. A line over the input cap ends the chat.
-    """
-    from ..documents.inputs import max_input_bytes, too_large
-    from ..documents.text import is_blank
-
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:  # started with stdin closed
-        return
-    limit = max_input_bytes()
-    for number in itertools.count(1):
-        if interactive:
-            click.echo("> ", nl=False, err=True)
-        line = stream.readline(limit + 1)
-        if not line:
-            return
-        if len(line) > limit and not line.endswith(b"\n"):
-            raise too_large(f"line {number} of stdin", limit)
-        question = _decode_line(line, number).strip()
-        if question == "/exit":
-            return
-        if not is_blank(question):
-            yield question
-
-
-def _decode_line(line: bytes, number: int) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        click.echo(
-            f"Warning: line {number} of stdin is not valid UTF-8; the invalid bytes were replaced with U+FFFD", err=True
-        )
-        return line.decode("utf-8", "replace")
