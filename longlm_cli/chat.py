@@ -23,7 +23,7 @@ from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, prefil
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .runtime.models import LoadedModel
-from .templates import apply_chat_template, chat_token_ids, user_message
+from .templates import OutputShape, apply_chat_template, chat_token_ids, user_message
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,7 @@ def start_chat(
     paths: Sequence[str],
     *,
     prompt_file: str | None = None,
+    shape: OutputShape = OutputShape(),
     model: ModelSettings = ModelSettings(),
     extension: ExtensionSettings = ExtensionSettings(),
     sampling: SamplingSettings = SamplingSettings(),
@@ -191,6 +192,7 @@ def start_chat(
         question="",
         reserve=budget,
         prompt_file=prompt_file,
+        shape=shape,
         model=model,
         extension=extension,
         stdin=stdin,

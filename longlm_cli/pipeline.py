@@ -23,7 +23,7 @@ from .errors import CacheError
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.models import LoadedModel, load_model
-from .templates import Template, chat_token_ids, load_template, user_message
+from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
 
 PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
 
@@ -74,6 +74,7 @@ def prepare(
     question: str | None,
     reserve: int,
     prompt_file: str | None = None,
+    shape: OutputShape = OutputShape(),
     model: ModelSettings = ModelSettings(),
     extension: ExtensionSettings = ExtensionSettings(),
     stdin: IO[bytes] | None = None,
@@ -82,9 +83,10 @@ def prepare(
 ) -> Prepared:
     """Read, load, plan for the prompt plus ``reserve`` tokens, and switch SelfExtend on or off to match.
 
-    The template is checked before any heavy work; the document is never truncated.
+    The template (with ``shape``'s instructions at its end) is checked before any heavy work; the document is
+    never truncated.
     """
-    template = load_template(task, prompt_file)
+    template = load_template(task, prompt_file).shaped(shape)
     document = read_documents(paths, stdin=stdin)
     start = time.perf_counter()
     loaded = loaded or load_model(

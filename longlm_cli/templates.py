@@ -29,6 +29,43 @@ class Template:
         before, after = self.text.split(DOCUMENT, 1)
         return before, after
 
+    def shaped(self, shape: OutputShape) -> Template:
+        """The template with ``shape``'s instructions at its end (after the document: the cached prefix and
+        the document's tokens are unchanged)."""
+        extra = shape.instructions()
+        return self if not extra else Template(name=self.name, text=self.text.rstrip("\n") + "\n\n" + extra + "\n")
+
+
+@dataclass(frozen=True)
+class OutputShape:
+    """How the answer should look, added to any template as plain instructions."""
+
+    words: int | None = None  # about this many words
+    bullets: bool = False  # a bulleted list
+    language: str | None = None  # written in this language
+    instruction: str | None = None  # the user's own words, verbatim
+
+    def __post_init__(self):
+        if self.words is not None and self.words < 1:
+            raise InputError(f"--words must be at least 1, got {self.words}")
+        for name in ("language", "instruction"):
+            value = getattr(self, name)
+            if value is not None and is_blank(value):
+                raise InputError(f"--{name} is empty")
+
+    def instructions(self) -> str:
+        """The instructions, one sentence each, in a fixed order ('' when there are none)."""
+        parts = []
+        if self.words is not None:
+            parts.append(f"Use about {self.words} words.")
+        if self.bullets:
+            parts.append("Write it as a bulleted list: one point per line, each starting with '- '.")
+        if self.language is not None:
+            parts.append(f"Write it in {self.language.strip()}.")
+        if self.instruction is not None:
+            parts.append(self.instruction.strip())
+        return " ".join(parts)
+
 
 def _builtin_text(task: str) -> str:
     try:

@@ -242,12 +242,15 @@ def corpus_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def reference_answer(model_dir, task, document, question=None, *, max_new_tokens, scale_base=None, logits_fn=None):
+def reference_answer(
+    model_dir, task, document, question=None, *, max_new_tokens, scale_base=None, logits_fn=None, shape=None
+):
     """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step (or with
     ``logits_fn(model, ids)``, another method's reference)."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
-    ids = chat_token_ids(tokenizer, user_message(load_template(task), document, question))
+    template = load_template(task) if shape is None else load_template(task).shaped(shape)
+    ids = chat_token_ids(tokenizer, user_message(template, document, question))
     plan = make_plan(context_window=L, length=len(ids) + max_new_tokens)
     out = []
     for _ in range(max_new_tokens):

@@ -362,3 +362,27 @@ def test_unwritable_output_is_refused_before_any_work(tiny_dir, tmp_path):
         result.stderr
         == f"Error: --output {tmp_path / 'missing' / 'a.txt'}: the directory {tmp_path / 'missing'} does not exist\n"
     )
+
+
+def test_output_shape_options_add_instructions_after_the_question(tiny_dir, tmp_path):
+    from longlm_cli.templates import OutputShape, load_template
+
+    shape = OutputShape(words=20, bullets=True, language="French", instruction="Name the ships.")
+    assert (
+        load_template("ask")
+        .shaped(shape)
+        .text.endswith(
+            "Question: {question}\n\nUse about 20 words. Write it as a bulleted list: one point per line, each "
+            "starting with '- '. Write it in French. Name the ships.\n"
+        )
+    )
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    question = "Who counted the ships?"
+    expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, question, max_new_tokens=8, shape=shape)
+    args = ("--words", 20, "--bullets", "--language", "French", "--instruction", "Name the ships.")
+    result = run("ask", doc, question, "--model", tiny_dir, "--max-new-tokens", 8, *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected + "\n"
+    blank = run("ask", doc, question, "--model", tiny_dir, "--language", "  ")
+    assert blank.exit_code == 1 and blank.stderr == "Error: --language is empty\n"

@@ -90,6 +90,14 @@ def _run_options(command):
                 help="What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
                 "or Dual Chunk Attention (ChunkLlama; no settings to choose).",
             ),
+            click.option("--words", type=click.IntRange(min=1), metavar="N", help="Ask for about N words."),
+            click.option("--bullets", is_flag=True, help="Ask for a bulleted list."),
+            click.option("--language", metavar="LANGUAGE", help="Ask for the answer in LANGUAGE (e.g. French)."),
+            click.option(
+                "--instruction",
+                metavar="TEXT",
+                help="Your own instruction, added after the template's (no prompt file needed).",
+            ),
             click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
             click.option(
                 "--output",
@@ -127,12 +135,17 @@ def _settings(
     stop,
     no_cache,
     extension,
+    words,
+    bullets,
+    language,
+    instruction,
     log_scale=None,
 ) -> dict:
     """The library's settings objects from the shared options."""
     from ..doccache import DocCacheSettings
     from ..pipeline import ModelSettings
     from ..runtime.sampling import SamplingSettings
+    from ..templates import OutputShape
 
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
@@ -148,6 +161,7 @@ def _settings(
             stop=tuple(stop),
         ),
         cache=DocCacheSettings(enabled=not no_cache),
+        shape=OutputShape(words=words, bullets=bullets, language=language, instruction=instruction),
     )
 
 
