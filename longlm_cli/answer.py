@@ -6,11 +6,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .contract import response_dict
+from .contract import failure_dict, response_dict
 from .doccache import DocCacheSettings
-from .pipeline import prefill_prompt, prepare
+from .errors import InputError, PlanError
+from .pipeline import ModelSettings, prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
+from .runtime.models import load_model
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,29 @@ def answer_documents(
         timings=timings,
         cache=status,
     )
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A document of a batch that could not be answered (it could not be read, or was too long)."""
+
+    task: str
+    source: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return failure_dict(command=self.task, source=self.source, error=self.error)
+
+
+def answer_each(task: str, paths: Sequence[str], *, model: ModelSettings = ModelSettings(), **options):
+    """Answer ``task`` for each document in ``paths`` on its own, loading the model once.
+
+    Yields an Answer per document, or a Failed for a document that cannot be read or answered (an input or
+    plan error); a model error ends the batch. ``options`` are answer_documents's.
+    """
+    loaded = load_model(model.model, device=model.device, dtype=model.dtype, trust_remote_code=model.trust_remote_code)
+    for path in paths:
+        try:
+            yield answer_documents(task, [path], model=model, loaded=loaded, **options)
+        except (InputError, PlanError) as exc:
+            yield Failed(task=task, source=path, error=" ".join(str(exc).split()))

@@ -6,6 +6,8 @@ reached), model, sources, extension ("selfextend", "dca" or null when the input 
 as `longlm plan --json` gives it), usage (prompt_tokens, answer_tokens, total_tokens), timings (seconds: load,
 prefill, decode) and cache ("hit", "miss", "off", or "conversation" for a chat turn after the first). A
 change that renames or removes a key raises the version; new keys may be added within a version.
+
+In a batch (`--each`), a document that cannot be answered gives {version, command, sources, error} instead.
 """
 
 from __future__ import annotations
@@ -53,3 +55,8 @@ def response_dict(
         "timings": {key: round(float(value), 3) for key, value in timings.items()},
         "cache": cache,
     }
+
+
+def failure_dict(*, command: str, source: str, error: str) -> dict:
+    """A batch document that could not be answered, as a JSON object."""
+    return {"version": JSON_VERSION, "command": command, "sources": [source], "error": error}

@@ -386,3 +386,29 @@ def test_output_shape_options_add_instructions_after_the_question(tiny_dir, tmp_
     assert result.stdout == expected + "\n"
     blank = run("ask", doc, question, "--model", tiny_dir, "--language", "  ")
     assert blank.exit_code == 1 and blank.stderr == "Error: --language is empty\n"
+
+
+def test_each_answers_every_file_on_its_own_with_one_model_load(tiny_dir, tmp_path, monkeypatch):
+    from longlm_cli import answer as answer_module
+
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text(CORPUS)
+    second.write_text(CORPUS.replace("salt", "amber"))
+    missing = tmp_path / "missing.txt"
+    singles = [
+        json.loads(run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 4, "--json").stdout)
+        for doc in (first, second)
+    ]
+    loads = []
+    real = answer_module.load_model
+    monkeypatch.setattr(answer_module, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    result = run("ask", first, missing, second, "Who?", "--each", "--model", tiny_dir, "--max-new-tokens", 4, "--json")
+    assert result.exit_code == 1 and len(loads) == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["sources"] for line in lines] == [[str(first)], [str(missing)], [str(second)]]
+    assert [lines[0]["answer"], lines[2]["answer"]] == [s["answer"] for s in singles]
+    assert set(lines[1]) == {"version", "command", "sources", "error"}
+    assert result.stderr.splitlines() == [f"Error: {missing}: {lines[1]['error']}"]
+    text = run("summarize", first, second, "--each", "--model", tiny_dir, "--max-new-tokens", 3)
+    assert text.exit_code == 0 and text.stdout.startswith(f"### {first}\n\n")
+    assert f"\n### {second}\n\n" in text.stdout

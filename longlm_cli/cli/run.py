@@ -199,7 +199,7 @@ def _write_output(output: str, text: str) -> None:
         raise InputError(f"cannot write --output {output}: {exc.strerror or exc}") from None
 
 
-def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, **options) -> None:
+def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, each=False, **options) -> None:
     from ..answer import answer_documents
     from ..templates import check_question
 
@@ -208,6 +208,9 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, *
     if question is not None:
         check_question(question)
     _check_output(output)
+    if each:
+        _run_each(task, files, question, prompt_file=prompt_file, as_json=as_json, output=output, **options)
+        return
     with Progress(enabled=sys.stderr.isatty()) as progress:
         answer = answer_documents(
             task,
@@ -235,6 +238,35 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, *
         )
 
 
+def _run_each(task: str, files, question, *, prompt_file, as_json, output, **options) -> None:
+    """--each: one answer per document, the model loaded once. Text: each answer under a `### FILE` line;
+    --json: one JSON line per document. A document that cannot be answered is one `Error:` line (and, with
+    --json, a JSON line with its error); the others still run, and the exit status is then 1."""
+    from ..answer import Failed, answer_each
+
+    pieces, failures = [], 0
+    with Progress(enabled=sys.stderr.isatty()) as progress:
+        for result in answer_each(
+            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(**options)
+        ):
+            if isinstance(result, Failed):
+                failures += 1
+                click.echo(f"Error: {result.source}: {result.error}", err=True)
+            if as_json:
+                piece = json.dumps(result.to_dict())
+            elif isinstance(result, Failed):
+                continue
+            else:
+                piece = f"### {result.sources[0]}\n\n{result.text}\n"
+            pieces.append(piece)
+            if output:  # rewritten whole after each document: the file holds every finished one
+                _write_output(output, "\n".join(pieces) + "\n")
+            else:
+                click.echo(piece)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
 def _stdin_is_piped() -> bool:
     """Whether stdin is a pipe or a file rather than a terminal (False when it is closed)."""
     try:
@@ -258,9 +290,17 @@ def _ask_arguments(args: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     raise click.UsageError(f"missing {missing}: {ASK_USAGE}")
 
 
+EACH_OPTION = click.option(
+    "--each",
+    is_flag=True,
+    help="Answer for each FILE on its own, the model loaded once (with --json: one JSON line per file).",
+)
+
+
 @cli.command()
 @click.argument("files", nargs=-1, type=DOCUMENT, metavar="[FILE...]")
 @_run_options
+@EACH_OPTION
 def summarize(files, **options) -> None:
     """Summarize one or more documents (PDF, text, Markdown, or '-' for stdin).
 
@@ -275,6 +315,7 @@ def summarize(files, **options) -> None:
 @cli.command()
 @click.argument("args", nargs=-1, type=DOCUMENT, metavar="FILE... QUESTION")
 @_run_options
+@EACH_OPTION
 def ask(args, **options) -> None:
     """Answer QUESTION about one or more documents (PDF, text, Markdown, or '-' for stdin).
 
