@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .citations import Citation, check_citations
 from .contract import failure_dict, response_dict
 from .doccache import DocCacheSettings
 from .errors import InputError, PlanError
@@ -30,6 +31,7 @@ class Answer:
     sources: tuple[str, ...]
     timings: dict = field(default_factory=dict)  # seconds: load, prefill, decode
     cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
+    citations: tuple[Citation, ...] | None = None  # with --cite: each quote of the answer, checked
 
     def to_dict(self) -> dict:
         """The versioned JSON object of contract.py."""
@@ -46,6 +48,7 @@ class Answer:
             answer_tokens=self.new_tokens,
             timings=self.timings,
             cache=self.cache,
+            citations=self.citations,
         )
 
 
@@ -89,7 +92,13 @@ def answer_documents(
         sources=prepared.document.sources,
         timings=timings,
         cache=status,
+        citations=_citations(prepared, decoded.text),
     )
+
+
+def _citations(prepared, text: str) -> tuple[Citation, ...] | None:
+    """The answer's quotes checked against the document when --cite asked for them."""
+    return tuple(check_citations(text, prepared.document.text)) if prepared.shape.cite else None
 
 
 @dataclass(frozen=True)

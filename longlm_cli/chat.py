@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from .cachekeys import common_prefix_length
+from .citations import check_citations
 from .contract import response_dict
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings
@@ -47,6 +48,7 @@ class Turn:
     sources: tuple[str, ...]
     plan: Plan
     extension: str | None
+    citations: tuple | None = None  # with --cite: each quote of the answer, checked (citations.py)
 
     @property
     def seconds(self) -> float:
@@ -68,6 +70,7 @@ class Turn:
             answer_tokens=self.new_tokens,
             timings=self.timings,
             cache=self.cache,
+            citations=self.citations,
         )
 
 
@@ -143,6 +146,7 @@ class Chat:
             sources=prepared.document.sources,
             plan=self.plan,
             extension=prepared.extension.method_on(self.plan),
+            citations=tuple(check_citations(decoded.text, prepared.document.text)) if prepared.shape.cite else None,
         )
 
     def _check_room(self, ids: list[int]) -> None:

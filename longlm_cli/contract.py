@@ -4,7 +4,8 @@ Version JSON_VERSION. Keys: version, command, turn (1, 2, ... in chat; null othe
 summarize), answer, finish_reason ("eos": the model ended; "stop": a --stop string; "length": --max-new-tokens
 reached), model, sources, extension ("selfextend", "dca" or null when the input fit the window), plan (the plan
 as `longlm plan --json` gives it), usage (prompt_tokens, answer_tokens, total_tokens), timings (seconds: load,
-prefill, decode) and cache ("hit", "miss", "off", or "conversation" for a chat turn after the first). A
+prefill, decode), cache ("hit", "miss", "off", or "conversation" for a chat turn after the first) and
+citations (null unless --cite; else each quote of the answer with found true/false and its page). A
 change that renames or removes a key raises the version; new keys may be added within a version.
 
 In a batch (`--each`), a document that cannot be answered gives {version, command, sources, error} instead.
@@ -34,6 +35,7 @@ def response_dict(
     timings: dict,
     cache: str,
     turn: int | None = None,
+    citations: Sequence | None = None,
 ) -> dict:
     """One answer as the versioned JSON object (a dict ready for json.dumps)."""
     return {
@@ -54,6 +56,7 @@ def response_dict(
         },
         "timings": {key: round(float(value), 3) for key, value in timings.items()},
         "cache": cache,
+        "citations": None if citations is None else [c.to_dict() for c in citations],
     }
 
 

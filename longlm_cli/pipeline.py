@@ -58,6 +58,7 @@ class Prepared:
     """Everything an answer needs before its prefill: the inputs, the loaded model and the plan it runs with."""
 
     template: Template
+    shape: OutputShape
     document: Document
     loaded: LoadedModel
     requested_model: str
@@ -103,6 +104,7 @@ def prepare(
     configure(loaded.model, plan, extension)
     prepared = Prepared(
         template=template,
+        shape=shape,
         document=document,
         loaded=loaded,
         requested_model=model.model,

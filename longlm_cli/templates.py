@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .citations import CITE_INSTRUCTION
 from .documents.inputs import max_input_bytes, read_path
 from .documents.text import is_blank
 from .errors import InputError, ModelError
@@ -44,6 +45,7 @@ class OutputShape:
     bullets: bool = False  # a bulleted list
     language: str | None = None  # written in this language
     instruction: str | None = None  # the user's own words, verbatim
+    cite: bool = False  # quote the passages used (checked afterwards: citations.py)
 
     def __post_init__(self):
         if self.words is not None and self.words < 1:
@@ -64,6 +66,8 @@ class OutputShape:
             parts.append(f"Write it in {self.language.strip()}.")
         if self.instruction is not None:
             parts.append(self.instruction.strip())
+        if self.cite:
+            parts.append(CITE_INSTRUCTION)
         return " ".join(parts)
 
 

@@ -309,6 +309,7 @@ CONTRACT_KEYS = {
     "usage",
     "timings",
     "cache",
+    "citations",
 }
 
 

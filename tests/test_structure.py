@@ -17,6 +17,7 @@ MAX_FUNCTION_LINES = 50
 LAYERS = [
     ("longlm_cli", "longlm_cli.errors", "longlm_cli.defaults", "longlm_cli.environment", "longlm_cli.paths"),
     (
+        "longlm_cli.citations",
         "longlm_cli.gguf",
         "longlm_cli.catalogue",
         "longlm_cli.tokens",

@@ -198,6 +198,30 @@ def sampling_options(command):
     return apply(command, SAMPLING_OPTIONS)
 
 
+# --words, --bullets, --language, --instruction, --cite: templates.OutputShape
+SHAPE_OPTIONS = [
+    click.option("--words", type=click.IntRange(min=1), metavar="N", help="Ask for about N words."),
+    click.option("--bullets", is_flag=True, help="Ask for a bulleted list."),
+    click.option("--language", metavar="LANGUAGE", help="Ask for the answer in LANGUAGE (e.g. French)."),
+    click.option(
+        "--instruction",
+        metavar="TEXT",
+        help="Your own instruction, added after the template's (no prompt file needed).",
+    ),
+    click.option(
+        "--cite",
+        is_flag=True,
+        help="Ask the model to quote the passages it used, then check each quote against the document "
+        "(its page, or NOT IN THE DOCUMENT).",
+    ),
+]
+
+
+def shape_options(command):
+    """The options of OutputShape (SHAPE_OPTIONS): how the answer should look, without a prompt file."""
+    return apply(command, SHAPE_OPTIONS)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Evaluation commands (passkey, eval)
 

@@ -10,7 +10,7 @@ import click
 
 from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
-from .options import apply, extension_options, loading_options, sampling_options
+from .options import apply, extension_options, loading_options, sampling_options, shape_options
 from .progress import Progress
 from .questions import questions
 
@@ -90,14 +90,6 @@ def _run_options(command):
                 help="What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
                 "or Dual Chunk Attention (ChunkLlama; no settings to choose).",
             ),
-            click.option("--words", type=click.IntRange(min=1), metavar="N", help="Ask for about N words."),
-            click.option("--bullets", is_flag=True, help="Ask for a bulleted list."),
-            click.option("--language", metavar="LANGUAGE", help="Ask for the answer in LANGUAGE (e.g. French)."),
-            click.option(
-                "--instruction",
-                metavar="TEXT",
-                help="Your own instruction, added after the template's (no prompt file needed).",
-            ),
             click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
             click.option(
                 "--output",
@@ -114,7 +106,7 @@ def _run_options(command):
             ),
         ],
     )
-    return loading_options(extension_options(sampling_options(command)))
+    return loading_options(extension_options(sampling_options(shape_options(command))))
 
 
 def _settings(
@@ -139,6 +131,7 @@ def _settings(
     bullets,
     language,
     instruction,
+    cite,
     log_scale=None,
 ) -> dict:
     """The library's settings objects from the shared options."""
@@ -161,7 +154,7 @@ def _settings(
             stop=tuple(stop),
         ),
         cache=DocCacheSettings(enabled=not no_cache),
-        shape=OutputShape(words=words, bullets=bullets, language=language, instruction=instruction),
+        shape=OutputShape(words=words, bullets=bullets, language=language, instruction=instruction, cite=cite),
     )
 
 
@@ -176,6 +169,18 @@ def _extension(method: str, **selfextend):
                 f"--extension {method} has no such setting"
             )
     return ExtensionSettings(method=method, **selfextend)
+
+
+def _checked_quotes(answer) -> str:
+    """What follows a streamed answer: a newline, then with --cite the checked quotes."""
+    from ..citations import format_citations
+
+    return "" if answer.citations is None else "\n\n" + format_citations(list(answer.citations))
+
+
+def _as_text(answer) -> str:
+    """An answer (or chat turn) as text: the answer, then with --cite the checked quotes."""
+    return answer.text + _checked_quotes(answer)
 
 
 def _check_output(output: str | None) -> None:
@@ -223,11 +228,11 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
             on_plan=_plan_echo(verbose, "prompt and answer"),
         )
     if output:
-        _write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else answer.text) + "\n")
+        _write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else _as_text(answer)) + "\n")
     elif as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
     else:
-        click.echo()
+        click.echo(_checked_quotes(answer))
     if verbose:
         t = answer.timings
         click.echo(
@@ -257,7 +262,7 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, **opt
             elif isinstance(result, Failed):
                 continue
             else:
-                piece = f"### {result.sources[0]}\n\n{result.text}\n"
+                piece = f"### {result.sources[0]}\n\n{_as_text(result)}\n"
             pieces.append(piece)
             if output:  # rewritten whole after each document: the file holds every finished one
                 _write_output(output, "\n".join(pieces) + "\n")
@@ -367,9 +372,9 @@ def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> N
         if as_json:
             click.echo(json.dumps(turn.to_dict()))
         else:
-            click.echo()
+            click.echo(_checked_quotes(turn))
         if output:  # rewritten whole after each turn: the file always holds every finished turn
-            transcript.append(json.dumps(turn.to_dict()) if as_json else f"Q: {turn.question}\nA: {turn.text}")
+            transcript.append(json.dumps(turn.to_dict()) if as_json else f"Q: {turn.question}\nA: {_as_text(turn)}")
             _write_output(output, ("\n" if as_json else "\n\n").join(transcript) + "\n")
         if verbose:
             click.echo(
