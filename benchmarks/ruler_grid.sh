@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The RULER grid behind the README's tables (issue 15), on the embedded model, in stages ordered by what the
+# targets need first: every stage resumes from the same results file, so rerunning this script after an
+# interruption (or in a later session) only runs the missing cases.
+#   OMP_NUM_THREADS=1 bash benchmarks/ruler_grid.sh        (about 40 s a 4k case, 1.5-4.5 min a 16k case on 1 core)
+set -euo pipefail
+RESULTS=${RESULTS:-benchmarks/results/ruler-smollm2.jsonl}
+SAMPLES=${SAMPLES:-5}
+export LONGLM_CACHE_DIR=${LONGLM_CACHE_DIR:-/tmp/longlm-eval-cache}
+grid() { longlm eval --samples "$SAMPLES" --results "$RESULTS" "$@"; }
+TARGETS=qa_1,qa_2,niah_multikey_1  # the tasks of the issue's targets at 2x L
+BASE=none,selfextend,dynamic,yarn,truncate
+# 1. L/2 (inside L: every method is the plain model) for the target tasks and two more.
+grid --tasks niah_single_2,niah_multikey_1,vt,qa_1,qa_2 --lengths 4k --methods "$BASE"
+# 2. 2x L: the planned default and the truncation baseline first, then the levers, then the other baselines.
+grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate
+grid --tasks $TARGETS --lengths 16k --methods dca,selfextend+log
+grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
+grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
+# 3. At L, and the remaining tasks.
+grid --tasks niah_single_2,niah_multikey_1,vt,qa_1,qa_2 --lengths 8k --methods "$BASE"
+grid --tasks niah_single_2,vt --lengths 16k --methods "$BASE,dca,selfextend+log"
