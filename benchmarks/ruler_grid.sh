@@ -17,6 +17,10 @@ grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate
 grid --tasks $TARGETS --lengths 16k --methods dca,selfextend+log
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
-# 3. At L, and the remaining tasks.
+# 3. Summaries (longlm's summary task): facts kept and repetition, greedy vs the repetition settings.
+grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca
+grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --repetition-penalty 1.2
+grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --no-repeat-ngram 4
+# 4. At L, and the remaining tasks.
 grid --tasks niah_single_2,niah_multikey_1,vt,qa_1,qa_2 --lengths 8k --methods "$BASE"
 grid --tasks niah_single_2,vt --lengths 16k --methods "$BASE,dca,selfextend+log"

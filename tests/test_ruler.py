@@ -378,3 +378,32 @@ def test_same_seed_same_sample_in_another_process(hash_seed):
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.stdout.split() == _digests()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# longlm's summary task
+
+
+@pytest.mark.parametrize("length", (1000, 4000))
+def test_summary_places_every_fact_once_spread_through_the_document(length, bpe_count):
+    need_data("summary")
+    sample = ruler.generate("summary", bpe_count, length, seed=5)
+    assert abs(sample.tokens - length) <= ruler.tolerance(length)
+    assert sample.tokens == bpe_count(sample.context + sample.question)
+    assert len(sample.answers) == 6 and len(set(sample.answers)) == 6 and sample.metric == ALL
+    for needle, surname in zip(sample.needles, sample.answers):
+        assert sample.context.count(needle) == 1 and sample.context.count(surname) == 1
+    assert sample.positions == tuple(sorted(sample.positions))
+    assert sample.positions[0] < 0.15 and sample.positions[-1] > 0.85
+    assert ruler.generate("summary", bpe_count, length, seed=5) == sample
+    assert ruler.generate("summary", bpe_count, length, seed=6).answers != sample.answers
+    half = "The document names " + ", ".join(sample.answers[:3]) + "."
+    assert ruler.score(sample, half) == 0.5 and ruler.score(sample, " ".join(sample.answers)) == 1.0
+
+
+def test_repetition_counts_repeated_word_4grams():
+    assert ruler.repetition("") == 0.0 and ruler.repetition("one two three") == 0.0
+    assert ruler.repetition("a b c d e f g") == 0.0
+    loop = " ".join(["she is pleased if she dies."] * 20)
+    assert ruler.repetition(loop) > 0.9
+    assert ruler.repetition("a b c d a b c d") == pytest.approx(1 - 4 / 5)

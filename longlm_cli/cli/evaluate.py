@@ -13,7 +13,17 @@ from ..defaults import (
 )
 from ..errors import InputError
 from .app import cli
-from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
+from .options import (
+    NO_REPEAT_NGRAM_OPTION,
+    REPETITION_PENALTY_OPTION,
+    apply_options,
+    describe_setup,
+    extension_options,
+    lengths_option,
+    loading_options,
+    results_option,
+    seed_option,
+)
 
 
 @cli.command("eval")
@@ -24,7 +34,8 @@ from .options import describe_setup, extension_options, lengths_option, loading_
     show_default=True,
     metavar="TASK,...",
     help="RULER tasks: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, "
-    "fwe, qa_1 (SQuAD), qa_2 (HotpotQA), or all.",
+    "fwe, qa_1 (SQuAD), qa_2 (HotpotQA), or all; and longlm's summary (facts spread through essays: the "
+    "share a summary keeps, and its repetition).",
 )
 @lengths_option(DEFAULT_GRID_LENGTHS)
 @click.option(
@@ -46,6 +57,7 @@ from .options import describe_setup, extension_options, lengths_option, loading_
 @seed_option("the samples")
 @click.option("--plain", is_flag=True, help="No chat template: the plain prompt text, as the paper's runs used.")
 @extension_options
+@apply_options([REPETITION_PENALTY_OPTION, NO_REPEAT_NGRAM_OPTION])
 @results_option(DEFAULT_GRID_RESULTS)
 def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, **settings) -> None:
     """Score the model on RULER's tasks beyond its window, each method on the same samples.
@@ -61,7 +73,7 @@ def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, method
     from ..evaluation.tables import format_grid
     from ..runtime.models import load_model
 
-    names = _tasks(tasks, ruler.TASKS)
+    names = _tasks(tasks, ruler.TASKS, extra=ruler.EXTRA_TASKS)
     missing = next((reason for task in names if (reason := ruler.data_available(task))), None)
     if missing:
         raise InputError(missing)
@@ -83,14 +95,16 @@ def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, method
     )
 
 
-def _tasks(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
+def _tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The tasks named in ``text``: 'all' is ``known`` (RULER's), ``extra`` ones (longlm's) only by name."""
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     if "all" in names:
-        return known
-    unknown = [t for t in names if t not in known]
+        return known + tuple(n for n in names if n in extra)
+    unknown = [t for t in names if t not in known + extra]
     if unknown or not names:
         raise click.BadParameter(
-            f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}", param_hint="--tasks"
+            f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(known + extra)}",
+            param_hint="--tasks",
         )
     return tuple(dict.fromkeys(names))
 

@@ -89,6 +89,11 @@ log_scale_option = click.option(
 )
 
 
+def apply_options(options):
+    """A decorator applying ``options`` in the order given (see ``apply``)."""
+    return lambda command: apply(command, options)
+
+
 def apply(command, options):
     """Decorate ``command`` with ``options`` in the order given (the first one listed first in --help)."""
     for option in reversed(options):
@@ -141,6 +146,23 @@ def extension_options(command):
     return apply(_log_scale_when_given(command), [window_option, group_option, log_scale_option])
 
 
+REPETITION_PENALTY_OPTION = click.option(
+    "--repetition-penalty",
+    type=FiniteFloat(min=0.0, min_open=True),
+    default=DEFAULT_REPETITION_PENALTY,
+    show_default=True,
+    help="Above 1, makes tokens the answer already used less likely (the document is not counted).",
+)
+NO_REPEAT_NGRAM_OPTION = click.option(
+    "--no-repeat-ngram",
+    type=click.IntRange(min=0),
+    default=DEFAULT_NO_REPEAT_NGRAM,
+    show_default=True,
+    metavar="N",
+    help="Never repeat a run of N tokens within the answer (0: off).",
+)
+
+
 # --max-new-tokens, --temperature, --seed, --top-k, --top-p, --repetition-penalty, --no-repeat-ngram, --stop
 SAMPLING_OPTIONS = [
     click.option(
@@ -174,21 +196,8 @@ SAMPLING_OPTIONS = [
         show_default=True,
         help="With --temperature > 0, sample from the smallest set of tokens holding probability P.",
     ),
-    click.option(
-        "--repetition-penalty",
-        type=FiniteFloat(min=0.0, min_open=True),
-        default=DEFAULT_REPETITION_PENALTY,
-        show_default=True,
-        help="Above 1, makes tokens the answer already used less likely (the document is not counted).",
-    ),
-    click.option(
-        "--no-repeat-ngram",
-        type=click.IntRange(min=0),
-        default=DEFAULT_NO_REPEAT_NGRAM,
-        show_default=True,
-        metavar="N",
-        help="Never repeat a run of N tokens within the answer (0: off).",
-    ),
+    REPETITION_PENALTY_OPTION,
+    NO_REPEAT_NGRAM_OPTION,
     click.option("--stop", multiple=True, metavar="TEXT", help="End the answer before this text (repeatable)."),
 ]
 

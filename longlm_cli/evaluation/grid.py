@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..defaults import DEFAULT_NO_REPEAT_NGRAM, DEFAULT_REPETITION_PENALTY
 from . import ruler
 from .methods import Setup, answer_greedily, method_setup, parse_method
 from .results import append_result, case_key, load_results, prepare_results
@@ -30,6 +31,7 @@ GRID_CASE_FIELDS = (
     "factor",
     "scale_base",
     "template",
+    "decoding",  # None: greedy as RULER; else the repetition settings (older records have none: greedy)
 )
 GRID_RESULT_FIELDS = {
     "score": (int, float),
@@ -53,6 +55,18 @@ class GridSettings:
     window: int | None = None  # for plain `selfextend`: None is the planned W
     group_size: int | None = None
     log_scale: float | None = None  # the base of `+log` methods (--log-scale); None: L, as in the reference
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY  # greedy decoding's repetition settings
+    no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM
+
+    @property
+    def decoding(self) -> str | None:
+        """The repetition settings as recorded with each case; None for RULER's plain greedy decoding."""
+        parts = []
+        if self.repetition_penalty != DEFAULT_REPETITION_PENALTY:
+            parts.append(f"repetition_penalty={self.repetition_penalty:g}")
+        if self.no_repeat_ngram != DEFAULT_NO_REPEAT_NGRAM:
+            parts.append(f"no_repeat_ngram={self.no_repeat_ngram}")
+        return ",".join(parts) or None
 
 
 @dataclass
@@ -86,7 +100,7 @@ def run_grid(
                     if alike in answered:
                         record.update(answered[alike])
                     else:
-                        _run_case(loaded, sample, method, setup, record)
+                        _run_case(loaded, sample, method, setup, record, settings)
                         answered[alike] = {k: record[k] for k in (*GRID_RESULT_FIELDS, "depth")}
                     append_result(results_path, record)
                     run.records.append(record)
@@ -106,6 +120,7 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
         "sample": index,
         "seed": s.seed,
         "template": template,
+        "decoding": s.decoding,
     }
     pending = []
     for method in s.methods:
@@ -162,7 +177,7 @@ def truncated_ids(tokenizer, sample: ruler.Sample, *, plain: bool, budget: int) 
     return ids
 
 
-def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: dict) -> None:
+def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: dict, settings: GridSettings) -> None:
     import torch
 
     plain = record["template"] == "plain"
@@ -173,11 +188,20 @@ def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: d
     tensor = torch.tensor([ids], device=next(loaded.model.parameters()).device)
     start = time.perf_counter()
     max_new = ruler.MAX_NEW_TOKENS[sample.task]
-    answer = answer_greedily(loaded, method, setup, tensor, max_new_tokens=max_new)
+    answer = answer_greedily(
+        loaded,
+        method,
+        setup,
+        tensor,
+        max_new_tokens=max_new,
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram,
+    )
     record.update(
         answers=list(sample.answers),
         answer=answer,
         score=ruler.score(sample, answer),
+        repetition=round(ruler.repetition(answer), 4),
         tokens=len(ids),
         seconds=round(time.perf_counter() - start, 3),
         extended=setup.extended,

@@ -127,22 +127,28 @@ def running(loaded, spec: str, setup: Setup):
         remove_selfextend(model)
 
 
-def answer_greedily(loaded, spec: str, setup: Setup, ids, *, max_new_tokens: int) -> str:
-    """The greedy answer to ``ids`` [1, n] with method ``spec`` switched on, from a fresh KV cache."""
+def answer_greedily(loaded, spec: str, setup: Setup, ids, *, max_new_tokens: int, **repetition) -> str:
+    """The greedy answer to ``ids`` [1, n] with method ``spec`` switched on, from a fresh KV cache;
+    ``repetition``: SamplingSettings' repetition_penalty / no_repeat_ngram_size."""
     with running(loaded, spec, setup) as one_pass:
         chunk = ids.shape[1] if one_pass else None
-        return greedy_answer(loaded.model, loaded.tokenizer, ids, max_new_tokens=max_new_tokens, chunk=chunk)
+        return greedy_answer(
+            loaded.model, loaded.tokenizer, ids, max_new_tokens=max_new_tokens, chunk=chunk, **repetition
+        )
 
 
 def greedy_answer(
-    model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS, chunk: int | None = None
+    model, tokenizer, ids, *, max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS, chunk: int | None = None, **repetition
 ) -> str:
     """The greedy answer to the prompt ``ids`` [1, n] from a fresh KV cache (prefilled in ``chunk``-token
-    pieces; None is the CLI's default chunk)."""
+    pieces; None is the CLI's default chunk); ``repetition`` as in answer_greedily."""
     from ..runtime.generate import SamplingSettings, Session, decode, prefill
 
     session = Session.start(model)
     logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
     return decode(
-        session, tokenizer, logits, settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+        session,
+        tokenizer,
+        logits,
+        settings=SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0, **repetition),
     ).text

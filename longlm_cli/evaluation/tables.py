@@ -77,21 +77,35 @@ def evaluation_to_dict(evaluation, *, model: str) -> dict:
 
 
 def format_grid(records: list[dict], *, tasks, lengths, methods, L: int, model: str) -> str:
-    """One table per task, then their mean: rows are lengths, columns methods, cells RULER's score (0-100)."""
+    """One table per task, then their mean: rows are lengths, columns methods, cells RULER's score (0-100).
+
+    The summary task also gets a table of its answers' repetition (repeated word 4-grams, 0-100).
+    """
     blocks = [f"RULER on {model}, L={L:,}; cells are the mean score x 100 over the samples run (n)"]
     for task in (*tasks, "mean"):
-        table = [["length", *methods]]
-        for length in lengths:
-            row = [f"{length:,}"]
-            for method in methods:
-                cell = [
-                    r
-                    for r in records
-                    if r["length"] == length and r["method"] == method and (task == "mean" or r["task"] == task)
-                ]
-                row.append(f"{100 * sum(r['score'] for r in cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
-            table.append(row)
-        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-        blocks.append("\n".join([f"{task}:" if task != "mean" else "mean over the tasks:", *lines]))
+        title = f"{task}:" if task != "mean" else "mean over the tasks:"
+        blocks.append(_grid_table(records, task, lengths, methods, "score", title))
+        if task == "summary":
+            title = "summary repetition (repeated word 4-grams x 100; lower is better):"
+            blocks.append(_grid_table(records, task, lengths, methods, "repetition", title))
     return "\n\n".join(blocks)
+
+
+def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
+    table = [["length", *methods]]
+    for length in lengths:
+        row = [f"{length:,}"]
+        for method in methods:
+            cell = [
+                r[field]
+                for r in records
+                if r["length"] == length
+                and r["method"] == method
+                and (task == "mean" or r["task"] == task)
+                and r.get(field) is not None
+            ]
+            row.append(f"{100 * sum(cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
+        table.append(row)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    return "\n".join([title, *lines])

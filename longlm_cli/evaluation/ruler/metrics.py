@@ -33,6 +33,13 @@ def string_match_part(prediction: str, answers: Sequence[str]) -> float:
     return max(1.0 if a.lower() in found else 0.0 for a in answers)
 
 
+def repetition(text: str, n: int = 4) -> float:
+    """The share of the word n-grams of ``text`` that repeat an earlier one (0: none; near 1: one loop)."""
+    words = text.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def score(sample: Sample, prediction: str | None) -> float:
     """The sample's RULER metric on the prediction, in [0, 1]."""
     metric = {ALL: string_match_all, PART: string_match_part}[sample.metric]
