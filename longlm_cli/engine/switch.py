@@ -140,9 +140,10 @@ def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cac
     ):
         spec = layer_spec(module, layer_attr, method, attention_mask, dropout)
         call = call_geometry(query, key, scaling, position_ids)
-        # The CPU kernel is about twice as fast on contiguous [B, H, S, D] blocks as on the transposed views
-        # the attention modules hand over; one copy per layer call pays for itself.
-        key, value = key.contiguous(), value.contiguous()
+        # The CPU kernel is about twice as fast when each head's rows are contiguous as on the transposed views
+        # the attention modules hand over; one copy per layer call pays for itself. A growing KV cache's view
+        # (runtime/kvcache.py) already has contiguous rows: copying it would undo its in-place append.
+        key, value = _dense_rows(key), _dense_rows(value)
         out = attend(
             module,
             spec,
@@ -168,6 +169,11 @@ def key_cache_arguments(model: PreTrainedModel) -> dict:
     same dict to every forward call over one KV cache."""
     found = _KEY_CACHES.get(model.config._attn_implementation)
     return {} if found is None else {found[0]: found[1]()}
+
+
+def _dense_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, H, S, D] itself when each head's [S, D] block is row-major and dense, else a contiguous copy."""
+    return x if x.stride(-1) == 1 and x.stride(-2) == x.shape[-1] else x.contiguous()
 
 
 def _causal_inside_mask(method: str):

@@ -11,6 +11,7 @@ from transformers import DynamicCache
 
 from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
+from .kvcache import growing_cache
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
 __all__ = ["SamplingSettings", "Session", "decode", "prefill"]  # SamplingSettings: re-exported for callers
@@ -29,7 +30,7 @@ class Session:
 
     @classmethod
     def start(cls, model) -> Session:
-        return cls(model=model, cache=DynamicCache(config=model.config), extra=key_cache_arguments(model))
+        return cls(model=model, cache=growing_cache(model.config), extra=key_cache_arguments(model))
 
     @property
     def length(self) -> int:

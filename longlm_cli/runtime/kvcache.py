@@ -1,0 +1,71 @@
+"""A KV cache whose layers grow in place: appending a token writes into a buffer grown geometrically.
+
+transformers' DynamicLayer concatenates the whole cache with every new token (``torch.cat`` per layer per step:
+an O(L) copy, about 0.75 GB per token at 16k tokens on the embedded model in float32). ``GrowingLayer`` keeps
+keys and values in a buffer with spare room, doubled when full, and hands out views of the filled part, so a
+decoding step copies only its own token. Each head's rows stay contiguous in the view, which the attention
+kernels read without a copy. Everything else (cropping, lengths, masks) behaves as DynamicLayer.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not regrow at once
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer with in-place appends (amortised O(1) per token); ``keys``/``values`` are views."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._k = self._v = None
+        self._n = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, new = self._n, key_states.shape[-2]
+        if self._k is None or self._k.shape[-2] < n + new:
+            self._grow(key_states, value_states, n + new)
+        self._k[..., n : n + new, :] = key_states
+        self._v[..., n : n + new, :] = value_states
+        self._set_length(n + new)
+        return self.keys, self.values
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        old = 0 if self._k is None else self._k.shape[-2]
+        room = max(needed, 2 * old, MIN_CAPACITY)
+        k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
+        v = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1])
+        if self._n:
+            k[..., : self._n, :] = self._k[..., : self._n, :]
+            v[..., : self._n, :] = self._v[..., : self._n, :]
+        self._k, self._v = k, v
+
+    def _set_length(self, n: int) -> None:
+        self._n = n
+        self.keys = self._k[..., :n, :]
+        self.values = self._v[..., :n, :]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self._set_length(max(0, self._n - abs(tokens_to_remove)))
+
+    def reset(self) -> None:
+        super().reset()
+        self._k = self._v = None
+        self._n = 0
+
+
+def growing_cache(config) -> DynamicCache:
+    """A DynamicCache for a model with ``config`` whose full-attention layers are GrowingLayers (sliding-window
+    and other special layers stay as transformers builds them)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache

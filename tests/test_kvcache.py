@@ -1,0 +1,53 @@
+"""The growing KV cache (runtime/kvcache.py) behaves as transformers' DynamicCache, without the O(L) copy."""
+
+import torch
+from transformers import DynamicCache
+
+from longlm_cli.engine.selfextend import apply_selfextend
+from longlm_cli.runtime.generate import Session, prefill
+from longlm_cli.runtime.kvcache import MIN_CAPACITY, GrowingLayer, growing_cache
+
+from helpers import VOCAB, tiny_model
+
+
+def test_layer_appends_in_place_and_crops_like_dynamic_layer():
+    layer = GrowingLayer()
+    torch.manual_seed(0)
+    first = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    keys, values = layer.update(*first)
+    buffer = keys.data_ptr()
+    assert torch.equal(keys, first[0]) and torch.equal(values, first[1]) and layer.get_seq_length() == 5
+    step = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4)
+    keys, values = layer.update(*step)
+    assert keys.data_ptr() == buffer  # no new allocation: written in place
+    assert torch.equal(keys, torch.cat([first[0], step[0]], dim=-2))
+    assert keys.stride(-1) == 1 and keys.stride(-2) == 4  # each head's rows stay dense
+    layer.crop(-2)
+    assert torch.equal(layer.keys, first[0][..., :4, :]) and layer.get_seq_length() == 4
+    big = torch.randn(1, 2, MIN_CAPACITY, 4), torch.randn(1, 2, MIN_CAPACITY, 4)
+    keys, _ = layer.update(*big)  # past the first buffer: grown, the kept rows copied
+    assert torch.equal(keys, torch.cat([first[0][..., :4, :], big[0]], dim=-2))
+    layer.reset()
+    assert layer.get_seq_length() == 0
+
+
+def test_session_with_growing_cache_gives_the_same_logits_as_dynamic_cache():
+    model = apply_selfextend(tiny_model("llama"), group_size=4, window=8)
+    ids = torch.randint(0, VOCAB, (1, 150), generator=torch.Generator().manual_seed(3))
+    grown = Session.start(model)
+    assert isinstance(grown.cache.layers[0], GrowingLayer)
+    concat = Session(model=model, cache=DynamicCache(config=model.config), extra=dict(Session.start(model).extra))
+    a, b = prefill(grown, ids[:, :120], chunk=32), prefill(concat, ids[:, :120], chunk=32)
+    assert torch.allclose(a, b, atol=1e-5)
+    for t in range(120, 150):
+        a, b = grown.forward(ids[:, t : t + 1]), concat.forward(ids[:, t : t + 1])
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sliding_window_layers_stay_as_transformers_builds_them():
+    plain = DynamicCache(config=tiny_model("mistral-sliding").config)
+    grown = growing_cache(tiny_model("mistral-sliding").config)
+    assert [type(layer).__name__ for layer in grown.layers] == [
+        "GrowingLayer" if type(layer).__name__ == "DynamicLayer" else type(layer).__name__ for layer in plain.layers
+    ]
+    assert any(type(layer).__name__ == "DynamicSlidingWindowLayer" for layer in grown.layers)
