@@ -1,0 +1,40 @@
+"""Print the tables of a `longlm eval` results file (what the README's RULER tables come from), running nothing.
+
+    python benchmarks/ruler_tables.py [benchmarks/results/ruler-smollm2.jsonl] [--L 8192] [--model smollm2]
+
+Cells are the mean score x 100 over the samples finished so far, with their count: a cell with fewer samples
+than the others is still running (benchmarks/ruler_grid.sh resumes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from longlm_cli.evaluation.grid import GRID_RESULT_FIELDS  # noqa: E402
+from longlm_cli.evaluation.results import load_results  # noqa: E402
+from longlm_cli.evaluation.tables import format_grid  # noqa: E402
+
+ORDER = ("none", "truncate", "selfextend", "selfextend+log", "dca", "dynamic", "yarn")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="benchmarks/results/ruler-smollm2.jsonl")
+    parser.add_argument("--L", type=int, default=8192)
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct (embedded)")
+    parser.add_argument("--decoding", default=None, help="only cases with this decoding (default: greedy)")
+    args = parser.parse_args()
+    records = [r for r in load_results(Path(args.results), GRID_RESULT_FIELDS) if r.get("decoding") == args.decoding]
+    tasks = tuple(dict.fromkeys(r["task"] for r in records))
+    lengths = tuple(sorted({r["length"] for r in records}))
+    seen = {r["method"] for r in records}
+    methods = tuple(m for m in ORDER if m in seen) + tuple(sorted(seen - set(ORDER)))
+    print(format_grid(records, tasks=tasks, lengths=lengths, methods=methods, L=args.L, model=args.model))
+
+
+if __name__ == "__main__":
+    main()
