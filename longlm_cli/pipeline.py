@@ -12,18 +12,19 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from .cachekeys import document_key, document_prefix_length, model_identity
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_EXTENSION, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
 from .doccache import DocCacheSettings, cache_unsupported_reason, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
-from .errors import CacheError
+from .errors import CacheError, PlanError
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.models import LoadedModel, load_model
 from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
+from .tuned import Tuned, find_tuned, model_key
 
 PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
 
@@ -47,6 +48,10 @@ class ExtensionSettings:
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     scale_base: float | None = None  # query log-scaling base while SelfExtend is on; None: off
     method: str = DEFAULT_EXTENSION
+    use_tuned: bool = True  # take `longlm tune`'s winner for this model and length when the user chose nothing
+
+    def chosen_by_user(self) -> bool:
+        return (self.window, self.group_size, self.scale_base) != (None, None, None) or self.method != DEFAULT_EXTENSION
 
     def method_on(self, plan: Plan) -> str | None:
         """The method that runs with ``plan``: None when the plan needs no extension."""
@@ -66,6 +71,7 @@ class Prepared:
     plan: Plan
     extension: ExtensionSettings
     load_seconds: float
+    tuned: Tuned | None = None  # `longlm tune`'s settings when they were used
 
 
 def prepare(
@@ -95,12 +101,7 @@ def prepare(
     )
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
-    plan = make_plan(
-        context_window=loaded.context_window,
-        length=len(ids) + reserve,
-        window=extension.window,
-        group_size=extension.group_size,
-    )
+    plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)
     configure(loaded.model, plan, extension)
     prepared = Prepared(
         template=template,
@@ -112,10 +113,34 @@ def prepare(
         plan=plan,
         extension=extension,
         load_seconds=load_seconds,
+        tuned=tuned,
     )
     if on_plan is not None:
         on_plan(prepared)
     return prepared
+
+
+def _plan(loaded: LoadedModel, requested: str, length: int, extension: ExtensionSettings):
+    """(plan, extension settings, tuned entry or None): `longlm tune`'s winner for this model near ``length``
+    when the user chose no extension setting and the input needs extension, else the plan's own choice."""
+    L = loaded.context_window
+    if extension.use_tuned and not extension.chosen_by_user() and length > L:
+        tuned = find_tuned(model_key(requested), length)
+        if tuned is not None:
+            chosen = replace(
+                extension,
+                method=tuned.method,
+                window=tuned.window,
+                group_size=tuned.group_size,
+                scale_base=tuned.scale_base,
+            )
+            try:
+                plan = make_plan(context_window=L, length=length, window=chosen.window, group_size=chosen.group_size)
+                return plan, chosen, tuned
+            except PlanError:  # the tuned G cannot cover this input: plan as usual
+                pass
+    plan = make_plan(context_window=L, length=length, window=extension.window, group_size=extension.group_size)
+    return plan, extension, None
 
 
 def configure(model, plan: Plan, extension: ExtensionSettings = ExtensionSettings()) -> None:

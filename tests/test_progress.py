@@ -6,7 +6,8 @@ import re
 import pytest
 
 from longlm_cli.cli import progress as progress_module
-from longlm_cli.cli.progress import Progress, fit_cost, remaining_seconds
+from longlm_cli.cli.progress import Progress
+from longlm_cli.runtime.cost import fit_cost, remaining_seconds
 
 A, B = 2e-3, 1e-6  # seconds per token, plus per token and position: attention over the keys before it
 

@@ -37,6 +37,8 @@ def _plan_echo(verbose: bool, counted: str):
         for source, encoding in zip(document.sources, document.encodings):
             if encoding not in (None, "utf-8"):
                 click.echo(f"Read {source} as {encoding}", err=True)
+        if prepared.tuned is not None:
+            click.echo(f"Using longlm tune's {prepared.tuned.describe()}; --no-tuned ignores it", err=True)
         method = prepared.extension.method_on(plan)
         if method == "dca":
             click.echo(
@@ -90,6 +92,11 @@ def _run_options(command):
                 help="What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
                 "or Dual Chunk Attention (ChunkLlama; no settings to choose).",
             ),
+            click.option(
+                "--no-tuned",
+                is_flag=True,
+                help="Ignore the settings `longlm tune` saved for this model (used when you set none yourself).",
+            ),
             click.option("--verbose", "-v", is_flag=True, help="Print the plan and timings on stderr."),
             click.option(
                 "--output",
@@ -127,6 +134,7 @@ def _settings(
     stop,
     no_cache,
     extension,
+    no_tuned,
     words,
     bullets,
     language,
@@ -142,7 +150,9 @@ def _settings(
 
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
-        extension=_extension(extension, window=window, group_size=group_size, scale_base=log_scale),
+        extension=_extension(
+            extension, window=window, group_size=group_size, scale_base=log_scale, use_tuned=not no_tuned
+        ),
         sampling=SamplingSettings(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -158,7 +168,7 @@ def _settings(
     )
 
 
-def _extension(method: str, **selfextend):
+def _extension(method: str, *, use_tuned: bool, **selfextend):
     from ..pipeline import ExtensionSettings
 
     if method != "selfextend":
@@ -168,7 +178,7 @@ def _extension(method: str, **selfextend):
                 f"{', '.join(given).replace('--scale-base', '--log-scale')} set SelfExtend; "
                 f"--extension {method} has no such setting"
             )
-    return ExtensionSettings(method=method, **selfextend)
+    return ExtensionSettings(method=method, use_tuned=use_tuned, **selfextend)
 
 
 def _checked_quotes(answer) -> str:

@@ -1,0 +1,117 @@
+"""The settings `longlm tune` found best for a model at a length, kept in the cache directory (``tuned.json``).
+
+Owns the store only: saving an entry (under a file lock, written whole), and finding the entry that applies to
+a model and an input length: the tuned length nearest N, within a factor TUNED_REACH either way. A damaged file
+is one warning and is treated as empty. Torch-free; evaluation/tune.py fills it, pipeline.prepare reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .catalogue import resolve_model
+from .defaults import EXTENSION_METHODS
+from .errors import CacheError
+from .paths import cache_dir, ensure_cache_dir, file_lock
+
+TUNED_FILE = "tuned.json"
+TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The winner of one sweep: ``method`` "selfextend" (with window, group_size and scale_base) or "dca"."""
+
+    model: str  # the model key (model_key)
+    length: int  # the input length the sweep ran at
+    method: str
+    window: int | None = None
+    group_size: int | None = None
+    scale_base: float | None = None
+    label: str = ""  # the winning method as `longlm eval` names it, e.g. selfextend:2048x3
+    scores: dict = field(default_factory=dict)  # mean score x 100 of every candidate
+    samples: int = 0
+
+    def describe(self) -> str:
+        return f"{self.label or self.method} (tuned at {self.length:,} tokens: {self.scores.get(self.label, 0):.1f})"
+
+
+def model_key(name: str) -> str:
+    """One key per model whatever name reached it: where it is loaded from."""
+    kind, location = resolve_model(name)
+    return f"{kind}:{location}"
+
+
+def tuned_path() -> Path:
+    return cache_dir() / TUNED_FILE
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        print(f"Warning: ignoring the tuned settings in {path}: {exc}", file=sys.stderr, flush=True)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_tuned(entry: Tuned) -> Path:
+    """Add ``entry`` (replacing one for the same model and length); returns the file."""
+    path = tuned_path()
+    ensure_cache_dir(path.parent)
+    with file_lock(path.with_suffix(".lock")):
+        data = _read(path)
+        data.setdefault(entry.model, {})[str(entry.length)] = asdict(entry)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuned-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=2)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise CacheError(f"cannot save the tuned settings in {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _whole(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+def _valid(entry: Tuned) -> bool:
+    """Whether a stored entry is one longlm could have written (a hand-edited or damaged one is skipped)."""
+    base_ok = entry.scale_base is None or (
+        isinstance(entry.scale_base, (int, float)) and not isinstance(entry.scale_base, bool) and entry.scale_base > 1
+    )
+    return (
+        entry.method in EXTENSION_METHODS
+        and _whole(entry.window)
+        and _whole(entry.group_size)
+        and _whole(entry.length)
+        and base_ok
+    )
+
+
+def find_tuned(model: str, length: int) -> Tuned | None:
+    """The entry for ``model`` (a model_key) whose tuned length is nearest ``length``, within TUNED_REACH."""
+    entries = _read(tuned_path()).get(model)
+    if not isinstance(entries, dict) or length <= 0:
+        return None
+    best = None
+    for raw in entries.values():
+        try:
+            entry = Tuned(**raw)
+        except TypeError:
+            continue  # an entry of another shape: not ours to use
+        if not _valid(entry):
+            continue
+        distance = abs(math.log(length / entry.length)) if entry.length > 0 else math.inf
+        if distance <= math.log(TUNED_REACH) and (best is None or distance < best[0]):
+            best = (distance, entry)
+    return best[1] if best else None

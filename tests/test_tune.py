@@ -1,0 +1,77 @@
+"""`longlm tune`: a sweep on the user's model, its winner saved and then used by ask (shown with -v), or not."""
+
+import json
+import os
+from pathlib import Path
+
+from longlm_cli.tuned import Tuned, find_tuned, model_key, save_tuned
+
+from helpers import CORPUS, reference_answer, run
+
+
+def test_tune_prints_its_estimate_runs_and_saves_the_winner(tiny_dir):
+    result = run("tune", "-m", tiny_dir, "--length", "700", "--tasks", "vt", "--samples", "1", "--yes")
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert (
+        first.startswith(f"Tuning {tiny_dir} at 700 tokens: selfextend, selfextend:16x") and "minutes on cpu" in first
+    )
+    stored = json.loads((Path(os.environ["LONGLM_CACHE_DIR"]) / "tuned.json").read_text())
+    [entry] = stored[model_key(str(tiny_dir))].values()
+    assert entry["label"] in entry["scores"] and entry["scores"][entry["label"]] == max(entry["scores"].values())
+    assert f"{entry['label']:>24}" in result.stdout and "<- saved" in result.stdout
+    again = run("tune", "-m", tiny_dir, "--length", "700", "--tasks", "vt", "--samples", "1", "--yes")
+    assert "4 case(s) taken from" in again.stderr  # resumed, nothing run twice
+
+
+def test_tune_without_yes_on_a_pipe_is_refused(tiny_dir):
+    result = run("tune", "-m", tiny_dir, "--length", "700", "--tasks", "vt", "--samples", "1")
+    assert result.exit_code == 2 and "not starting without --yes" in result.stderr
+
+
+def test_ask_uses_the_tuned_setting_near_its_length_unless_told_not_to(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    args = ("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 6, "--json")
+    planned = json.loads(run(*args).stdout)
+    N = planned["plan"]["N"]
+    save_tuned(
+        Tuned(
+            model=model_key(str(tiny_dir)),
+            length=N,
+            method="selfextend",
+            window=16,
+            group_size=24,
+            label="selfextend:16x24",
+            scores={"selfextend:16x24": 50.0, "selfextend": 0.0},
+            samples=1,
+        )
+    )
+    assert find_tuned(model_key(str(tiny_dir)), 2 * N) is None  # beyond its reach
+    tuned = run(*args, "-v")
+    data = json.loads(tuned.stdout)
+    assert (data["plan"]["W"], data["plan"]["G"]) == (16, 24)
+    assert tuned.stderr.splitlines()[0] == (
+        f"Using longlm tune's selfextend:16x24 (tuned at {N:,} tokens: 50.0); --no-tuned ignores it"
+    )
+    explicit = json.loads(run(*args, "-w", 16, "-g", 24).stdout)
+    assert data["answer"] == explicit["answer"]
+    ignored = json.loads(run(*args, "--no-tuned").stdout)
+    assert (ignored["plan"]["W"], ignored["plan"]["G"]) == (planned["plan"]["W"], planned["plan"]["G"])
+    own = json.loads(run(*args, "-g", 30).stdout)
+    assert own["plan"]["G"] == 30  # a setting of the user's own wins over the tuned one
+
+
+def test_damaged_tuned_file_is_one_warning(tiny_dir, tmp_path):
+    (Path(os.environ["LONGLM_CACHE_DIR"])).mkdir(parents=True, exist_ok=True)
+    (Path(os.environ["LONGLM_CACHE_DIR"]) / "tuned.json").write_text("{not json")
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2)
+    assert result.exit_code == 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("Warning")] == [
+        f"Warning: ignoring the tuned settings in {Path(os.environ['LONGLM_CACHE_DIR']) / 'tuned.json'}: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+    expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=2)
+    assert result.stdout == expected + "\n"
