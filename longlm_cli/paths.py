@@ -31,11 +31,28 @@ def cache_dir() -> Path:
     """
     explicit = os.environ.get(CACHE_DIR_ENV)
     if explicit:
-        return Path(explicit).expanduser()
+        return expand_user(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
-        return Path(xdg).expanduser() / "longlm"
-    return Path.home() / ".cache" / "longlm"
+        return expand_user(xdg) / "longlm"
+    return _home(f"set {CACHE_DIR_ENV} to a directory for longlm's cache") / ".cache" / "longlm"
+
+
+def _home(advice: str) -> Path:
+    """The user's home directory; CacheError (with ``advice``) when it cannot be determined (no $HOME and no
+    password-database entry, as in some containers)."""
+    try:
+        return Path.home()
+    except RuntimeError:
+        raise CacheError(f"cannot tell your home directory ($HOME is not set); {advice}") from None
+
+
+def expand_user(path: str | Path) -> Path:
+    """``path`` with a leading ~ expanded; unchanged when the home directory cannot be determined."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
 
 
 def _cache_dir_error(problem: str) -> CacheError:
@@ -152,11 +169,11 @@ def hf_cache_dir() -> Path:
     """Return the Hugging Face hub cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)."""
     hub = os.environ.get("HF_HUB_CACHE")
     if hub:
-        return Path(hub).expanduser()
+        return expand_user(hub)
     home = os.environ.get("HF_HOME")
     if home:
-        return Path(home).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+        return expand_user(home) / "hub"
+    return _home("set HF_HOME to the Hugging Face cache directory") / ".cache" / "huggingface" / "hub"
 
 
 def hf_cached_model_dir(repo_id: str) -> Path | None:

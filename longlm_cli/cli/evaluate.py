@@ -77,13 +77,10 @@ def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, method
     missing = next((reason for task in names if (reason := ruler.data_available(task))), None)
     if missing:
         raise InputError(missing)
-    grid = GridSettings(
-        model=model,
-        tasks=names,
-        lengths=tuple(parse_lengths(lengths)),
-        methods=tuple(m.strip().lower() for m in methods.split(",") if m.strip()),
-        **settings,
-    )
+    chosen = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
+    if not chosen:
+        raise click.BadParameter("no method given", param_hint="--methods")
+    grid = GridSettings(model=model, tasks=names, lengths=tuple(parse_lengths(lengths)), methods=chosen, **settings)
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
     if run.resumed:

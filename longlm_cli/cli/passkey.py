@@ -16,6 +16,7 @@ from ..defaults import (
     DEFAULT_EVAL_TRIALS,
     EVAL_TASKS,
 )
+from ..errors import InputError
 from .app import cli
 from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
 
@@ -125,7 +126,10 @@ def passkey(
     click.echo(tables)
     if json_path:
         data = evaluation_to_dict(evaluation, model=loaded.name)
-        Path(json_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(json_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write --json {json_path}: {exc.strerror or exc}") from None
 
 
 def _echo_case(record, done, total) -> None:

@@ -8,6 +8,7 @@ from ..errors import LongLMError
 from .methods import METHODS
 
 LENGTH_UNIT = 1024  # "4k" is 4 * 1024 = 4096 tokens
+MAX_EVAL_LENGTH = 1024 * LENGTH_UNIT  # a typo such as 100000k must not start allocating for days
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -20,6 +21,11 @@ def parse_lengths(text: str) -> list[int]:
         value = float(match.group(1)) * (LENGTH_UNIT if match.group(2) else 1)
         if value < 1 or value != int(value):
             raise LongLMError(f"bad length {part!r}: it must be a whole number of tokens >= 1")
+        if value > MAX_EVAL_LENGTH:
+            raise LongLMError(
+                f"length {part!r} is {int(value):,} tokens; evaluation prompts go up to {MAX_EVAL_LENGTH:,} "
+                "(1024k): beyond that no machine this runs on holds the prompt's activations"
+            )
         lengths.append(int(value))
     return lengths
 
@@ -40,6 +46,8 @@ def parse_depths(text: str) -> list[float]:
 def parse_methods(text: str) -> list[str]:
     """`longlm passkey`'s methods: 'all' is METHODS; Dual Chunk Attention ('dca') only when named."""
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not names:
+        raise LongLMError(f"no method given; choose from {', '.join((*METHODS, 'dca'))} or all")
     if "all" in names:
         return list(METHODS)
     known = (*METHODS, "dca")

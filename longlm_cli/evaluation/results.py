@@ -53,6 +53,8 @@ def is_finished(record: object, required: dict = RESULT_FIELDS) -> bool:
 
 def load_results(path: Path, required: dict = RESULT_FIELDS) -> list[dict]:
     """The finished cases in a results file; lines that are not a finished case are skipped."""
+    if path.exists() and not path.is_file():  # a device such as /dev/full reads forever; a fifo blocks
+        raise InputError(f"the results file {path} is not a regular file; give a file path")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -110,5 +112,8 @@ def prepare_results(path: Path) -> None:
 
 
 def append_result(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record) + "\n")
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+    except OSError as exc:  # a full disk: the cases so far are kept, the run stops with one line
+        raise InputError(f"cannot write the results file {path}: {exc.strerror or exc}") from None
