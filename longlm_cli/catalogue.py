@@ -122,6 +122,8 @@ def resolve_model(name: str) -> tuple[str, str]:
     if path.is_dir():
         check_model_dir(path, name)
         return "dir", str(path)
+    if path.exists():  # a file, but not a .gguf one: saying "does not exist" would mislead
+        raise ModelError(f"{name!r} is a file but not a model: give a model directory with config.json or a .gguf file")
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
         raise ModelError(f"model path {name!r} does not exist")
     if "/" not in name:

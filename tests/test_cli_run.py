@@ -133,6 +133,14 @@ def test_bad_models(tmp_path, model, message):
     assert _error_line(run("summarize", doc, "--model", model)).startswith(message)
 
 
+def test_a_file_that_is_not_a_model_is_named_as_such(tmp_path):
+    doc = tmp_path / "ledger.txt"
+    doc.write_text("text")
+    assert _error_line(run("ask", doc, "Who?", "--model", doc)) == (
+        f"Error: '{doc}' is a file but not a model: give a model directory with config.json or a .gguf file"
+    )
+
+
 def test_unreachable_hub_is_one_clear_line(tmp_path):
     """A hub id that is not cached, offline: one clear line (a fresh process, so HF_HUB_OFFLINE is read)."""
     doc = tmp_path / "d.txt"

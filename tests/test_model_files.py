@@ -230,6 +230,17 @@ def test_intact_converted_directory_is_used_without_converting(tmp_path, tiny_di
     assert "Warning" not in result.stderr and conversions == []
 
 
+def test_a_file_in_place_of_the_converted_directory_is_replaced(tmp_path, tiny_dir, conversions):
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    target = models._converted_dir_for(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("not a model")
+    result = _ask(tmp_path, path)
+    assert result.exit_code == 0, result.output
+    assert conversions == [path] and target.is_dir() and models._damage(target) is None
+    assert _ask(tmp_path, path).exit_code == 0 and conversions == [path]
+
+
 def test_changed_tokenizer_is_noticed(tmp_path, tiny_dir, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
     target = _converted(tiny_dir, path, legacy=False)
@@ -422,3 +433,63 @@ def test_cache_clear_with_a_lock_that_cannot_be_created(tmp_path):
     assert len(list(kv.glob(f"*{doccache.SUFFIX}"))) == 2
     with pytest.raises(CacheError):
         doccache.prune(kv, max_bytes=0)
+
+
+def _tiny_copy(tiny_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "model"
+    shutil.copytree(tiny_dir, target)
+    return target
+
+
+def test_checkpoint_missing_tensors_is_refused(tiny_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _tiny_copy(tiny_dir, tmp_path)
+    tensors = load_file(model / "model.safetensors")
+    del tensors["model.layers.0.mlp.up_proj.weight"]
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    result = run("summarize", model / "config.json", "--model", model)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: model '{model}' lacks 1 weight tensor(s) its config needs (model.layers.0.mlp.up_proj.weight): "
+        "the checkpoint is incomplete or for another architecture\n"
+    )
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(tiny_dir, tmp_path):
+    import json
+
+    model = _tiny_copy(tiny_dir, tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    rows = config["vocab_size"] - 20
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        tensors[name] = tensors[name][:rows].clone()
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": rows}))
+    result = run("summarize", model / "config.json", "--model", model)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: model '{model}': its tokenizer has {config['vocab_size']:,} tokens but the model only {rows:,} "
+        "embeddings; the tokenizer belongs to another model\n"
+    )
+
+
+def test_rope_base_that_is_not_above_one_is_refused(tiny_dir, tmp_path):
+    import json
+
+    model = _tiny_copy(tiny_dir, tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    config["rope_parameters"] = {**config.get("rope_parameters", {}), "rope_theta": -10000.0, "rope_type": "default"}
+    config.pop("rope_theta", None)
+    (model / "config.json").write_text(json.dumps(config))
+    result = run("summarize", model / "config.json", "--model", model)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: model '{model}' has RoPE base (rope_theta) -10000.0; it must be a finite number above 1\n"
+    )

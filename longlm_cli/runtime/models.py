@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -21,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import context_window, display_name, gguf_metadata, pickle_only_weights, resolve_model
+from ..catalogue import context_window, display_name, gguf_metadata, pickle_only_weights, resolve_model, text_config
 from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEVICES, DTYPES
 from ..errors import LongLMError, ModelError
 from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock
@@ -111,7 +112,9 @@ def _convert_into(gguf: Path, target: Path) -> None:
     try:
         _dequantize(gguf, work)
         _write_marker(work)
-        if target.exists():
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()  # something else took the directory's name (we hold the lock): never a lasting break
+        elif target.exists():
             shutil.rmtree(target)
         os.replace(work, target)
     except BaseException as exc:
@@ -244,12 +247,51 @@ def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, trust_remote_code=trust_remote_code)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+        )
     except LongLMError:
         raise
     except Exception as exc:
         raise ModelError(_load_failure(name, kind, location, exc, trust_remote_code)) from exc
+    _check_loaded(name, tokenizer, model, info)
     return tokenizer, model
+
+
+def _check_loaded(name: str, tokenizer, model, info: dict) -> None:
+    """Refuse what transformers loads without a word but that would answer nonsense or crash later: weights
+    missing from the checkpoint (initialised at random), a tokenizer larger than the model's embedding (an
+    index error mid-prompt), a RoPE base that is not a finite number above 1."""
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ModelError(
+            f"model {name!r} lacks {len(missing)} weight tensor(s) its config needs ({shown}): the checkpoint is "
+            "incomplete or for another architecture"
+        )
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"model {name!r}: its tokenizer has {len(tokenizer):,} tokens but the model only {rows:,} embeddings; "
+            "the tokenizer belongs to another model"
+        )
+    bad = [b for b in _rope_bases(text_config(model.config)) if not _is_rope_base(b)]
+    if bad:
+        raise ModelError(f"model {name!r} has RoPE base (rope_theta) {bad[0]!r}; it must be a finite number above 1")
+
+
+def _rope_bases(config) -> list:
+    """Every rope_theta a config holds: top level, in rope_parameters, or per layer type within it."""
+    params = getattr(config, "rope_parameters", None)
+    found = [config.rope_theta] if getattr(config, "rope_theta", None) is not None else []
+    if isinstance(params, dict):
+        found += [params["rope_theta"]] if "rope_theta" in params else []
+        found += [v["rope_theta"] for v in params.values() if isinstance(v, dict) and "rope_theta" in v]
+    return found
+
+
+def _is_rope_base(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1
 
 
 def _load_failure(name: str, kind: str, location: str, exc: Exception, trust_remote_code: bool) -> str:
