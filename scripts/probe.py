@@ -531,14 +531,39 @@ ODF_TEXT = (
     'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:text>'
     f"<text:p>{CORPUS}</text:p></office:text></office:body></office:document-content>"
 )
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+EPUB_OPF = (
+    '<package xmlns="http://www.idpf.org/2007/opf" version="3.0"><metadata/><manifest>'
+    '<item id="c1" href="ch1.xhtml" media-type="application/xhtml+xml"/></manifest>'
+    '<spine><itemref idref="c1"/></spine></package>'
+)
+EPUB_CONTAINER = (
+    '<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container" version="1.0"><rootfiles>'
+    '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>'
+)
+# Documents the readers must read (README: DOCX, ODT, EPUB), and damaged ones they must refuse in one line.
 CONTAINERS = {
-    "docx": {"[Content_Types].xml": "<Types/>", "word/document.xml": f"<w:document><w:p>{CORPUS}</w:p></w:document>"},
+    "docx": {
+        "[Content_Types].xml": "<Types/>",
+        "word/document.xml": f'<w:document xmlns:w="{W_NS}"><w:body><w:p><w:r><w:t>{CORPUS}</w:t></w:r></w:p>'
+        "</w:body></w:document>",
+    },
     "epub": {
         "mimetype": "application/epub+zip",
-        "META-INF/container.xml": "<container/>",
-        "OEBPS/ch1.xhtml": f"<html><body><p>{CORPUS}</p></body></html>",
+        "META-INF/container.xml": EPUB_CONTAINER,
+        "OEBPS/content.opf": EPUB_OPF,
+        "OEBPS/ch1.xhtml": f'<html xmlns="http://www.w3.org/1999/xhtml"><body><p>{CORPUS}</p></body></html>',
     },
     "odt": {"mimetype": "application/vnd.oasis.opendocument.text", "content.xml": ODF_TEXT},
+}
+DAMAGED_CONTAINERS = {
+    "docx-without-document": ("docx", {"[Content_Types].xml": "<Types/>", "word/other.xml": "<x/>"}),
+    "docx-unbound-prefix": ("docx", {"[Content_Types].xml": "<Types/>", "word/document.xml": "<w:document/>"}),
+    "epub-without-rootfile": (
+        "epub",
+        {"mimetype": "application/epub+zip", "META-INF/container.xml": "<container/>", "OEBPS/ch1.xhtml": "<p/>"},
+    ),
+    "odt-cut-xml": ("odt", {"mimetype": "application/vnd.oasis.opendocument.text", "content.xml": ODF_TEXT[:90]}),
 }
 
 
@@ -1388,7 +1413,8 @@ def encoding_scenarios() -> list[Scenario]:
         enc("crlf", CORPUS.replace(". ", ".\r\n").encode(), "ok"),
         enc("cr-only", CORPUS.replace(". ", ".\r").encode(), "ok"),
         enc("gzip", __import__("gzip").compress(CORPUS.encode()), suffix="txt.gz"),
-        *[enc(kind, zip_bytes(members), suffix=kind) for kind, members in CONTAINERS.items()],
+        *[enc(kind, zip_bytes(members), "ok", suffix=kind) for kind, members in CONTAINERS.items()],
+        *[enc(name, zip_bytes(members), suffix=kind) for name, (kind, members) in DAMAGED_CONTAINERS.items()],
         enc("plain-text-named-docx", CORPUS.encode(), "ok", suffix="docx"),
         enc("pdf-with-text", pdf_bytes("The keeper wrote in a green ledger."), "ok", suffix="pdf"),
         enc("pdf-truncated", pdf_bytes("The keeper wrote in a green ledger.")[:120], suffix="pdf"),

@@ -51,3 +51,14 @@ def test_sliding_window_layers_stay_as_transformers_builds_them():
         "GrowingLayer" if type(layer).__name__ == "DynamicLayer" else type(layer).__name__ for layer in plain.layers
     ]
     assert any(type(layer).__name__ == "DynamicSlidingWindowLayer" for layer in grown.layers)
+
+
+def test_a_prompt_token_beyond_the_embedding_is_one_model_error():
+    import pytest
+
+    from longlm_cli.errors import ModelError
+
+    session = Session.start(tiny_model("llama"))
+    with pytest.raises(ModelError, match=f"the prompt holds token id {VOCAB:,}, but the model has only {VOCAB:,}"):
+        session.forward(torch.tensor([[1, 2, VOCAB]]))
+    assert session.length == 0  # nothing was run

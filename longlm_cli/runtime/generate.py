@@ -11,6 +11,7 @@ from transformers import DynamicCache
 
 from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
+from ..errors import ModelError
 from .kvcache import growing_cache
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
@@ -38,6 +39,12 @@ class Session:
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids`` [1, n] after what the cache holds; return the last position's logits [1, V]."""
+        rows = self.model.get_input_embeddings().num_embeddings
+        if input_ids.numel() and int(input_ids.max()) >= rows:  # an added token the model has no embedding for
+            raise ModelError(
+                f"the prompt holds token id {int(input_ids.max()):,}, but the model has only {rows:,} embeddings: "
+                "its tokenizer adds tokens the model does not know"
+            )
         with torch.inference_mode():
             out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1, **self.extra)
         return out.logits[:, -1].float()

@@ -261,7 +261,8 @@ def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote
 def _check_loaded(name: str, tokenizer, model, info: dict) -> None:
     """Refuse what transformers loads without a word but that would answer nonsense or crash later: weights
     missing from the checkpoint (initialised at random), a tokenizer larger than the model's embedding (an
-    index error mid-prompt), a RoPE base that is not a finite number above 1."""
+    index error mid-prompt; runtime.generate checks the added tokens a prompt uses), a RoPE base that is not a
+    finite number above 1."""
     missing = sorted(info.get("missing_keys") or ())
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -270,10 +271,10 @@ def _check_loaded(name: str, tokenizer, model, info: dict) -> None:
             "incomplete or for another architecture"
         )
     rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
+    if tokenizer.vocab_size > rows:  # added special tokens beyond the embedding are caught if a prompt uses them
         raise ModelError(
-            f"model {name!r}: its tokenizer has {len(tokenizer):,} tokens but the model only {rows:,} embeddings; "
-            "the tokenizer belongs to another model"
+            f"model {name!r}: its tokenizer has {tokenizer.vocab_size:,} tokens but the model only {rows:,} "
+            "embeddings; the tokenizer belongs to another model"
         )
     bad = [b for b in _rope_bases(text_config(model.config)) if not _is_rope_base(b)]
     if bad:
