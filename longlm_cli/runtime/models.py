@@ -9,7 +9,9 @@ model.safetensors) is noticed and converted again instead of failing on every ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -104,7 +106,9 @@ def convert_gguf(gguf: Path) -> Path:
 def _convert_into(gguf: Path, target: Path) -> None:
     """Convert into a temporary directory beside ``target``, renamed into place only when complete, so an
     interrupted run never leaves a directory that a later run would use. Any failure is one ModelError."""
-    _say(f"Converting {gguf.name} once into {target} (about a minute; later runs load in seconds)...")
+    size = _converted_size(gguf)
+    about = f"about {size / 1e6:,.{0 if size >= 1e8 else 1}f} MB in float32; " if size else ""
+    _say(f"Converting {gguf.name} once into {target} ({about}about a minute; later runs load in seconds)...")
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as exc:
@@ -124,6 +128,16 @@ def _convert_into(gguf: Path, target: Path) -> None:
         raise
 
 
+def _converted_size(gguf: Path) -> int | None:
+    """Bytes the float32 copy of ``gguf``'s tensors will take (None when the header cannot tell)."""
+    try:
+        from gguf import GGUFReader
+
+        return 4 * sum(int(t.n_elements) for t in GGUFReader(str(gguf)).tensors)
+    except Exception:  # noqa: BLE001 - only a figure for a message; the conversion reports real problems
+        return None
+
+
 def _dequantize(gguf: Path, work: Path) -> None:
     """Load a GGUF with transformers (dequantizing it) and save it as safetensors with its tokenizer in ``work``."""
     import torch
@@ -131,9 +145,14 @@ def _dequantize(gguf: Path, work: Path) -> None:
     from transformers.utils import logging
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    logging.enable_progress_bar()  # transformers' bar over the tensors being dequantized
+    shown = sys.stderr is not None and sys.stderr.isatty()  # third-party bars never go into a log or a pipe
+    if shown:
+        logging.enable_progress_bar()  # transformers' bar over the tensors being dequantized
+    # Its GGUF reader draws a plain tqdm bar on stderr: kept off a log or a pipe by holding stderr meanwhile.
+    held = contextlib.nullcontext() if shown else contextlib.redirect_stderr(io.StringIO())
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with held:
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     finally:
         logging.disable_progress_bar()
     # The GGUF quantizer marks the model unserializable; the weights are already dequantized.
