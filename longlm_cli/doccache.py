@@ -98,18 +98,6 @@ def warn(message: str) -> None:
 # Saving and loading
 
 
-def cache_unsupported_reason(cache) -> str | None:
-    """Why a DynamicCache cannot be saved and restored (sliding-window or other special layers), or None."""
-    from transformers.cache_utils import DynamicLayer
-
-    from .runtime.kvcache import GrowingLayer
-
-    for layer in cache.layers:
-        if type(layer) not in (DynamicLayer, GrowingLayer):
-            return f"the model has {type(layer).__name__} cache layers (sliding-window attention); not cached"
-    return None
-
-
 def _tensor_digest(tensors: dict) -> str:
     import torch
 

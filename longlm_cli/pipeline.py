@@ -17,11 +17,12 @@ from typing import IO
 
 from .cachekeys import document_key, document_prefix_length, model_identity
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_EXTENSION, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
-from .doccache import DocCacheSettings, cache_unsupported_reason, load_entry, prune, save_entry, warn
+from .doccache import DocCacheSettings, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .errors import CacheError, PlanError
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
+from .runtime.kvcache import cache_unsupported_reason
 from .runtime.models import LoadedModel, load_model
 from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
 from .tuned import Tuned, find_tuned, model_key

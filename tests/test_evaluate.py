@@ -316,10 +316,13 @@ def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
         "--results",
         results,
         "--json",
+        "-o",
         out,
     )
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # written to the file instead
     data = json.loads(out.read_text())
+    assert data["version"] == 1
     cases = data["cases"]
     assert len(cases) == 16 and data["L"] == L
     assert {c["method"] for c in cases} == {"none", "selfextend", "yarn", "dynamic"}
@@ -351,8 +354,21 @@ def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
         keys.setdefault((c["length"], c["depth"]), set()).add(c["expected"])
     assert all(len(v) == 1 for v in keys.values())
     assert [json.loads(line) for line in results.read_text().splitlines()] == cases
+    tables = run(
+        "passkey",
+        "--model",
+        model_dir,
+        "--lengths",
+        "128,160",
+        "--depths",
+        "0,1",
+        "--method",
+        "all",
+        "--results",
+        results,
+    )  # every case resumed: only the tables
     for title in ("none: plain model", "selfextend: SelfExtend", "yarn: YaRN", "dynamic: dynamic NTK"):
-        assert title in result.stdout
+        assert title in tables.stdout
     assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 16
 
 
@@ -441,6 +457,7 @@ def test_fact_task_and_short_lengths(tokenizer, tmp_path):
         "--results",
         tmp_path / "r.jsonl",
         "--json",
+        "-o",
         out,
     )
     assert result.exit_code == 0, result.output
@@ -451,7 +468,7 @@ def test_fact_task_and_short_lengths(tokenizer, tmp_path):
         assert c["haystack"] == "pride-and-prejudice.txt"
         assert c["correct"] == fact_task.fact_match(c["answer"], c["expected"])
         assert c["extended"] == (c["method"] == "selfextend" and c["length"] == 300)
-    assert "(length 140 fits in L: run as the plain model)" in result.stdout
+    assert json.loads(out.read_text())["version"] == 1 and result.stdout == ""
 
 
 def test_bad_options_are_one_line_errors(model_dir, tmp_path):
@@ -539,11 +556,11 @@ def test_results_lines_not_utf8_or_lacking_fields_run_again(model_dir, tmp_path)
     assert len(results_file.load_results(results)) == 2
 
 
-def test_json_into_a_missing_directory_fails_before_the_run(model_dir, tmp_path):
+def test_output_into_a_missing_directory_fails_before_the_run(model_dir, tmp_path):
     out = tmp_path / "missing" / "out.json"
-    result = run("passkey", "--model", model_dir, "--lengths", "128", "--json", out, "--results", tmp_path / "r")
+    result = run("passkey", "--model", model_dir, "--lengths", "128", "--json", "-o", out, "--results", tmp_path / "r")
     assert result.exit_code == 1
-    assert result.stderr == f"Error: --json {out}: the directory {out.parent} does not exist\n"
+    assert result.stderr == f"Error: --output {out}: the directory {out.parent} does not exist\n"
     assert not (tmp_path / "r").exists()  # refused before any case ran
 
 
@@ -614,11 +631,12 @@ def test_results_file_that_is_a_device_or_full_is_one_error(model_dir, tmp_path)
         "--results",
         tmp_path / "r.jsonl",
         "--json",
+        "-o",
         "/dev/full",
     )
     assert result.exit_code == 1
     last = result.stderr.splitlines()[-1]  # refused up front where /dev is not writable, else at the write
     assert last in (
-        "Error: cannot write --json /dev/full: No space left on device",
-        "Error: --json /dev/full is not writable",
+        "Error: cannot write --output /dev/full: No space left on device",
+        "Error: --output /dev/full is not writable",
     )

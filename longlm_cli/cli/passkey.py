@@ -16,9 +16,9 @@ from ..defaults import (
     DEFAULT_EVAL_TRIALS,
     EVAL_TASKS,
 )
-from ..errors import InputError
 from .app import cli
 from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
+from .output import check_output, write_output
 
 
 @cli.command()
@@ -74,13 +74,19 @@ from .options import describe_setup, extension_options, lengths_option, loading_
 @results_option(DEFAULT_EVAL_RESULTS)
 @click.option(
     "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    metavar="PATH",
-    help="Also write every case of this run's grid, with the settings, to PATH as JSON.",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (version, settings, every case of this run's grid) instead of the tables.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="Write the tables (or the JSON) to FILE instead of stdout.",
 )
 def passkey(
-    model, device, dtype, trust_remote_code, lengths, depths, methods, results_path, json_path, **settings
+    model, device, dtype, trust_remote_code, lengths, depths, methods, results_path, as_json, output, **settings
 ) -> None:
     """Measure retrieval beyond the context window: passkey or fact prompts at given lengths and depths.
 
@@ -93,7 +99,6 @@ def passkey(
     from pathlib import Path
 
     from ..evaluation.options import parse_depths, parse_lengths, parse_methods
-    from ..evaluation.results import check_writable
     from ..evaluation.runner import EvalSettings, run_evaluation
     from ..evaluation.tables import evaluation_to_dict, format_tables
     from ..runtime.models import load_model
@@ -107,8 +112,7 @@ def passkey(
         methods=tuple(parse_methods(methods)),
         **settings,
     )
-    if json_path:
-        check_writable(Path(json_path), option="--json")
+    check_output(output)
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:
@@ -123,13 +127,11 @@ def passkey(
         task=s.task,
         model=loaded.name,
     )
-    click.echo(tables)
-    if json_path:
-        data = evaluation_to_dict(evaluation, model=loaded.name)
-        try:
-            Path(json_path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write --json {json_path}: {exc.strerror or exc}") from None
+    text = json.dumps(evaluation_to_dict(evaluation, model=loaded.name), indent=2) if as_json else tables
+    if output:
+        write_output(output, text + "\n")
+    else:
+        click.echo(text)
 
 
 def _echo_case(record, done, total) -> None:

@@ -11,6 +11,7 @@ import click
 from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
 from .options import apply, extension_options, loading_options, sampling_options, shape_options
+from .output import check_output, write_output
 from .progress import Progress
 from .questions import questions
 
@@ -193,27 +194,6 @@ def _as_text(answer) -> str:
     return answer.text + _checked_quotes(answer)
 
 
-def _check_output(output: str | None) -> None:
-    """Refuse, before any work, an --output path that could not be written at the end."""
-    from pathlib import Path
-
-    from ..evaluation.results import check_writable
-
-    if output is not None and output != "-":
-        check_writable(Path(output), option="--output")
-
-
-def _write_output(output: str, text: str) -> None:
-    """Write ``text`` to ``output`` whole or not at all (a temporary file renamed into place)."""
-    from ..errors import InputError
-
-    try:
-        with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
-            out.write(text)
-    except OSError as exc:
-        raise InputError(f"cannot write --output {output}: {exc.strerror or exc}") from None
-
-
 def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, each=False, **options) -> None:
     from ..answer import answer_documents
     from ..templates import check_question
@@ -222,7 +202,7 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
     if question is not None:
         check_question(question)
-    _check_output(output)
+    check_output(output)
     if each:
         _run_each(task, files, question, prompt_file=prompt_file, as_json=as_json, output=output, **options)
         return
@@ -238,7 +218,7 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
             on_plan=_plan_echo(verbose, "prompt and answer"),
         )
     if output:
-        _write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else _as_text(answer)) + "\n")
+        write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else _as_text(answer)) + "\n")
     elif as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
     else:
@@ -275,7 +255,7 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, **opt
                 piece = f"### {result.sources[0]}\n\n{_as_text(result)}\n"
             pieces.append(piece)
             if output:  # rewritten whole after each document: the file holds every finished one
-                _write_output(output, "\n".join(pieces) + "\n")
+                write_output(output, "\n".join(pieces) + "\n")
             else:
                 click.echo(piece)
     if failures:
@@ -361,7 +341,7 @@ def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> 
 
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
-    _check_output(output)
+    check_output(output)
     with Progress(enabled=sys.stderr.isatty()) as progress:
         session = start_chat(
             files,
@@ -385,7 +365,7 @@ def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> N
             click.echo(_checked_quotes(turn))
         if output:  # rewritten whole after each turn: the file always holds every finished turn
             transcript.append(json.dumps(turn.to_dict()) if as_json else f"Q: {turn.question}\nA: {_as_text(turn)}")
-            _write_output(output, ("\n" if as_json else "\n\n").join(transcript) + "\n")
+            write_output(output, ("\n" if as_json else "\n\n").join(transcript) + "\n")
         if verbose:
             click.echo(
                 f"Conversation {turn.prompt_tokens:,} tokens, answer {turn.new_tokens:,} tokens, "

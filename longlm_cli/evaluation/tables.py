@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..defaults import JSON_VERSION
+
 METHOD_TITLES = {
     "none": "plain model",
     "selfextend": "SelfExtend",
@@ -63,6 +65,7 @@ def _depth_cells(at: list[dict], depths) -> list[str]:
 def evaluation_to_dict(evaluation, *, model: str) -> dict:
     s = evaluation.settings
     return {
+        "version": JSON_VERSION,
         "model": model,
         "L": evaluation.L,
         "task": s.task,

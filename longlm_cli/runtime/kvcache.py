@@ -69,3 +69,12 @@ def growing_cache(config) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def cache_unsupported_reason(cache) -> str | None:
+    """Why a cache's keys and values cannot be saved and restored as they are (sliding-window or other special
+    layers keep only part of the sequence), or None."""
+    for layer in cache.layers:
+        if type(layer) not in (DynamicLayer, GrowingLayer):
+            return f"the model has {type(layer).__name__} cache layers (sliding-window attention); not cached"
+    return None

@@ -1,0 +1,31 @@
+"""Where a command's output goes: stdout, or -o/--output FILE written whole (checked before any work)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def check_output(output: str | None) -> None:
+    """Refuse, before any work, an --output path that could not be written at the end."""
+    from pathlib import Path
+
+    from ..evaluation.results import check_writable
+
+    if output is not None and output != "-":
+        check_writable(Path(output), option="--output")
+
+
+def write_output(output: str, text: str) -> None:
+    """Write ``text`` to ``output`` whole or not at all (a temporary file renamed into place)."""
+    from ..errors import InputError
+
+    # Only a regular file (or a new one) is replaced atomically: renaming a temporary file over a device such as
+    # /dev/stdout or a fifo would replace the device itself.
+    atomic = output != "-" and (not os.path.lexists(output) or os.path.isfile(output))
+    try:
+        with click.open_file(output, "w", encoding="utf-8", atomic=atomic) as out:
+            out.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write --output {output}: {exc.strerror or exc}") from None
