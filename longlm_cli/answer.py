@@ -35,21 +35,7 @@ class Answer:
 
     def to_dict(self) -> dict:
         """The versioned JSON object of contract.py."""
-        return response_dict(
-            command=self.task,
-            answer=self.text,
-            question=self.question,
-            finish_reason=self.finish_reason,
-            model=self.model,
-            sources=self.sources,
-            plan=self.plan,
-            extension=self.extension,
-            prompt_tokens=self.prompt_tokens,
-            answer_tokens=self.new_tokens,
-            timings=self.timings,
-            cache=self.cache,
-            citations=self.citations,
-        )
+        return response_dict(self, command=self.task)
 
 
 def answer_documents(

@@ -56,22 +56,7 @@ class Turn:
 
     def to_dict(self) -> dict:
         """The versioned JSON object of contract.py, as for ask and summarize."""
-        return response_dict(
-            command="chat",
-            turn=self.number,
-            answer=self.text,
-            question=self.question,
-            finish_reason=self.finish_reason,
-            model=self.model,
-            sources=self.sources,
-            plan=self.plan,
-            extension=self.extension,
-            prompt_tokens=self.prompt_tokens,
-            answer_tokens=self.new_tokens,
-            timings=self.timings,
-            cache=self.cache,
-            citations=self.citations,
-        )
+        return response_dict(self, command="chat", turn=self.number)
 
 
 def render_conversation(tokenizer, messages: Sequence[dict]) -> list[int]:

@@ -13,50 +13,36 @@ In a batch (`--each`), a document that cannot be answered gives {version, comman
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict
 
 from .defaults import JSON_VERSION
-from .planning import Plan
 
 
-def response_dict(
-    *,
-    command: str,
-    answer: str,
-    question: str | None,
-    finish_reason: str,
-    model: str,
-    sources: Sequence[str],
-    plan: Plan,
-    extension: str | None,
-    prompt_tokens: int,
-    answer_tokens: int,
-    timings: dict,
-    cache: str,
-    turn: int | None = None,
-    citations: Sequence | None = None,
-) -> dict:
-    """One answer as the versioned JSON object (a dict ready for json.dumps)."""
+def response_dict(answer, *, command: str, turn: int | None = None) -> dict:
+    """One answer as the versioned JSON object (a dict ready for json.dumps).
+
+    ``answer`` has text, question, finish_reason, model, sources, plan, extension, prompt_tokens, new_tokens,
+    timings, cache and citations (answer.Answer, chat.Turn).
+    """
     return {
         "version": JSON_VERSION,
         "command": command,
         "turn": turn,
-        "question": question,
-        "answer": answer,
-        "finish_reason": finish_reason,
-        "model": model,
-        "sources": list(sources),
-        "extension": extension,
-        "plan": asdict(plan),
+        "question": answer.question,
+        "answer": answer.text,
+        "finish_reason": answer.finish_reason,
+        "model": answer.model,
+        "sources": list(answer.sources),
+        "extension": answer.extension,
+        "plan": asdict(answer.plan),
         "usage": {
-            "prompt_tokens": prompt_tokens,
-            "answer_tokens": answer_tokens,
-            "total_tokens": prompt_tokens + answer_tokens,
+            "prompt_tokens": answer.prompt_tokens,
+            "answer_tokens": answer.new_tokens,
+            "total_tokens": answer.prompt_tokens + answer.new_tokens,
         },
-        "timings": {key: round(float(value), 3) for key, value in timings.items()},
-        "cache": cache,
-        "citations": None if citations is None else [c.to_dict() for c in citations],
+        "timings": {key: round(float(value), 3) for key, value in answer.timings.items()},
+        "cache": answer.cache,
+        "citations": None if answer.citations is None else [c.to_dict() for c in answer.citations],
     }
 
 
