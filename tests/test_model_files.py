@@ -493,3 +493,25 @@ def test_rope_base_that_is_not_above_one_is_refused(tiny_dir, tmp_path):
         result.stderr
         == f"Error: model '{model}' has RoPE base (rope_theta) -10000.0; it must be a finite number above 1\n"
     )
+
+
+def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, conversions, monkeypatch):
+    import shutil as shutil_module
+
+    assert models._megabytes(517_000_000) == "517 MB" and models._megabytes(1_500_000) == "1.5 MB"
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    monkeypatch.setattr(models, "_converted_size", lambda gguf: 5 * 10**12)
+    result = _ask(tmp_path, path)
+    assert result.exit_code == 1 and conversions == []
+    directory = models._converted_dir_for(path).parent
+    free = shutil_module.disk_usage(directory).free
+    assert result.stderr == (
+        f"Error: converting tiny.gguf needs about 5,000,000 MB in {directory}, which has "
+        f"{models._megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
+    )
+    monkeypatch.setattr(models, "_converted_size", lambda gguf: 10**6)
+    monkeypatch.setattr(models, "_available_memory", lambda: 10**5)
+    result = _ask(tmp_path, path)
+    assert result.stderr == (
+        "Error: converting tiny.gguf needs about 1.0 MB of memory for its float32 weights; 0.1 MB is available\n"
+    )

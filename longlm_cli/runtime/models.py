@@ -107,7 +107,9 @@ def _convert_into(gguf: Path, target: Path) -> None:
     """Convert into a temporary directory beside ``target``, renamed into place only when complete, so an
     interrupted run never leaves a directory that a later run would use. Any failure is one ModelError."""
     size = _converted_size(gguf)
-    about = f"about {size / 1e6:,.{0 if size >= 1e8 else 1}f} MB in float32; " if size else ""
+    if size:
+        _check_room(gguf, target.parent, size)
+    about = f"about {_megabytes(size)} in float32; " if size else ""
     _say(f"Converting {gguf.name} once into {target} ({about}about a minute; later runs load in seconds)...")
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -126,6 +128,39 @@ def _convert_into(gguf: Path, target: Path) -> None:
         if isinstance(exc, Exception) and not isinstance(exc, LongLMError):  # never KeyboardInterrupt
             raise ModelError(f"could not convert the GGUF file {gguf}: {_describe(exc)}") from exc
         raise
+
+
+def _check_room(gguf: Path, directory: Path, size: int) -> None:
+    """Refuse, before a conversion that could not finish, when the disk or the memory cannot hold the copy
+    (its float32 weights live in memory while they are written)."""
+    free = shutil.disk_usage(directory).free
+    if size > free:
+        raise ModelError(
+            f"converting {gguf.name} needs about {_megabytes(size)} in {directory}, which has "
+            f"{_megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk"
+        )
+    memory = _available_memory()
+    if memory is not None and size > memory:
+        raise ModelError(
+            f"converting {gguf.name} needs about {_megabytes(size)} of memory for its float32 weights; "
+            f"{_megabytes(memory)} is available"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.{0 if size >= 1e8 else 1}f} MB"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), or None where it cannot be told."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _converted_size(gguf: Path) -> int | None:
