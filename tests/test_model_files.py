@@ -237,6 +237,9 @@ def test_a_file_in_place_of_the_converted_directory_is_replaced(tmp_path, tiny_d
     target.write_text("not a model")
     result = _ask(tmp_path, path)
     assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Warning: {target} is not a converted model directory; converting tiny.gguf again"
+    )
     assert conversions == [path] and target.is_dir() and models._damage(target) is None
     assert _ask(tmp_path, path).exit_code == 0 and conversions == [path]
 

@@ -96,6 +96,8 @@ def convert_gguf(gguf: Path) -> Path:
             if problem is None:
                 return target  # converted by the process we waited for
             _say(f"Warning: the converted model in {target} is damaged ({problem}); converting {gguf.name} again")
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            _say(f"Warning: {target} is not a converted model directory; converting {gguf.name} again")
         gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before transformers
         for stale in target.parent.glob(f".{target.name}.*"):  # work directories of killed runs (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
