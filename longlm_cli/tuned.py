@@ -7,6 +7,7 @@ is one warning and is treated as empty. Torch-free; evaluation/tune.py fills it,
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from .errors import CacheError
 from .paths import cache_dir, ensure_cache_dir, file_lock
 
 TUNED_FILE = "tuned.json"
+_NO_FILE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens
 
 
@@ -55,9 +57,12 @@ def tuned_path() -> Path:
 def _read(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except OSError as exc:
+        if exc.errno in _NO_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
+            return {}
+        print(f"Warning: ignoring the tuned settings in {path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
         return {}
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         print(f"Warning: ignoring the tuned settings in {path}: {exc}", file=sys.stderr, flush=True)
         return {}
     return data if isinstance(data, dict) else {}

@@ -75,3 +75,18 @@ def test_damaged_tuned_file_is_one_warning(tiny_dir, tmp_path):
     ]
     expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=2)
     assert result.stdout == expected + "\n"
+
+
+def test_an_unusable_cache_directory_gives_no_tuned_warning(tiny_dir, tmp_path, monkeypatch):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    monkeypatch.setenv("LONGLM_CACHE_DIR", str(loop))
+    assert find_tuned(model_key(str(tiny_dir)), 1000) is None  # no file there: nothing to say
+
+
+def test_negative_and_64_bit_seeds_are_accepted(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    for seed in (-1, 2**64 - 1):
+        result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2, "--temperature", 1, "--seed", seed)
+        assert result.exit_code == 0, result.output

@@ -180,7 +180,9 @@ SAMPLING_OPTIONS = [
         help="Sampling temperature; 0 is greedy decoding.",
     ),
     click.option(
-        "--seed", type=click.IntRange(0, 2**63 - 1), help="Random seed for sampling (with --temperature > 0)."
+        "--seed",
+        type=click.IntRange(-(2**63), 2**64 - 1),  # what torch.Generator.manual_seed takes
+        help="Random seed for sampling (with --temperature > 0).",
     ),
     click.option(
         "--top-k",
