@@ -85,10 +85,7 @@ def check_gguf(stream: BinaryIO) -> dict[str, object]:
     """
     cursor = _Cursor(stream)
     tensor_count, metadata = _read_metadata(cursor)
-    min_info = struct.calcsize(cursor.count_format) + 4 + 4 + 8  # name length, n_dims, type, offset
-    if tensor_count > (cursor.end - cursor.pos) // min_info:
-        raise ValueError(f"it declares {tensor_count} tensors, more than the file can describe")
-    tensors = [_read_tensor_info(cursor) for _ in range(tensor_count)]
+    tensors = _read_tensor_table(cursor, tensor_count)
     alignment = metadata.get("general.alignment", _DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
         raise ValueError(f"general.alignment {alignment!r} is not a power of two")
@@ -100,6 +97,26 @@ def check_gguf(stream: BinaryIO) -> dict[str, object]:
         if data_start + offset + -(-elements // block) * block_bytes > cursor.end:
             raise ValueError(f"the data of tensor {name!r} lies past the end of the file (truncated?)")
     return metadata
+
+
+def tensor_elements(stream: BinaryIO) -> dict[int, int]:
+    """The number of elements of each ggml type in a GGUF file's tensor table (what a conversion will hold).
+
+    Raises ValueError like read_gguf_metadata.
+    """
+    cursor = _Cursor(stream)
+    tensor_count, _ = _read_metadata(cursor)
+    counts: dict[int, int] = {}
+    for _, elements, ggml_type, _ in _read_tensor_table(cursor, tensor_count):
+        counts[ggml_type] = counts.get(ggml_type, 0) + elements
+    return counts
+
+
+def _read_tensor_table(cursor: _Cursor, tensor_count: int) -> list[tuple[str, int, int, int]]:
+    min_info = struct.calcsize(cursor.count_format) + 4 + 4 + 8  # name length, n_dims, type, offset
+    if tensor_count > (cursor.end - cursor.pos) // min_info:
+        raise ValueError(f"it declares {tensor_count} tensors, more than the file can describe")
+    return [_read_tensor_info(cursor) for _ in range(tensor_count)]
 
 
 def _block_sizes() -> dict[int, tuple[int, int]]:

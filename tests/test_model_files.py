@@ -76,7 +76,7 @@ def conversions(monkeypatch, tiny_dir):
     """Replace the dequantization by a (slow) copy of the tiny model; the list counts the conversions run."""
     done = []
 
-    def fake(gguf_path, work):
+    def fake(gguf_path, work, dtype):
         time.sleep(0.3)  # long enough for a concurrent run to arrive while this one converts
         _copy_tiny(tiny_dir, work)
         done.append(gguf_path)
@@ -216,7 +216,8 @@ def test_truncated_converted_weights_are_converted_again(tmp_path, tiny_dir, con
     assert result.stderr.splitlines()[:2] == [
         f"Warning: the converted model in {target} is damaged (model.safetensors is {said}); "
         "converting tiny.gguf again",
-        f"Converting tiny.gguf once into {target} (about a minute; later runs load in seconds)...",
+        f"Converting tiny.gguf once into {target} (about 0.0 MB in bfloat16; about a minute; later runs load in "
+        "seconds)...",
     ]
     assert conversions == [path] and weights.stat().st_size == size
     assert _ask(tmp_path, path).exit_code == 0 and conversions == [path]  # intact now: used as it is
@@ -503,7 +504,7 @@ def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path
 
     assert models._megabytes(517_000_000) == "517 MB" and models._megabytes(1_500_000) == "1.5 MB"
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    monkeypatch.setattr(models, "_converted_size", lambda gguf: 5 * 10**12)
+    monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("float16", 5 * 10**12))
     result = _ask(tmp_path, path)
     assert result.exit_code == 1 and conversions == []
     directory = models._converted_dir_for(path).parent
@@ -512,9 +513,46 @@ def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path
         f"Error: converting tiny.gguf needs about 5,000,000 MB in {directory}, which has "
         f"{models._megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
     )
-    monkeypatch.setattr(models, "_converted_size", lambda gguf: 10**6)
+    monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("bfloat16", 10**6))
     monkeypatch.setattr(models, "_available_memory", lambda: 10**5)
     result = _ask(tmp_path, path)
     assert result.stderr == (
-        "Error: converting tiny.gguf needs about 1.0 MB of memory for its float32 weights; 0.1 MB is available\n"
+        "Error: converting tiny.gguf needs about 1.0 MB of memory for its bfloat16 weights; 0.1 MB is available\n"
     )
+
+
+# --- What a conversion writes: 16-bit copies, the size said beforehand ----------------------------------------
+
+
+def _gguf_with(path, tensors):
+    """A GGUF file holding ``tensors`` ({name: numpy array, or (quantized bytes, GGMLQuantizationType)})."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    for name, value in tensors.items():
+        if isinstance(value, tuple):
+            raw, qtype = value
+            writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qtype)
+        else:
+            writer.add_tensor(name, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_the_conversion_is_16_bit_in_the_files_own_type(tmp_path):
+    import numpy as np
+
+    norm = np.ones(32, dtype=np.float32)
+    half = np.ones((32, 32), dtype=np.float16)
+    q8 = gguf.quants.quantize(np.ones((32, 32), dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+    bf16 = gguf.quants.quantize(np.ones((32, 32), dtype=np.float32), gguf.GGMLQuantizationType.BF16)
+    cases = {
+        "f32.gguf": ({"n": norm, "w": np.ones((32, 32), dtype=np.float32)}, "bfloat16"),
+        "f16.gguf": ({"n": norm, "w": half}, "float16"),
+        "q8.gguf": ({"n": norm, "w": (q8, gguf.GGMLQuantizationType.Q8_0)}, "float16"),
+        "bf16.gguf": ({"n": norm, "w": (bf16, gguf.GGMLQuantizationType.BF16)}, "bfloat16"),
+    }
+    for name, (tensors, dtype) in cases.items():
+        assert models.conversion_plan(_gguf_with(tmp_path / name, tensors)) == (dtype, 2 * (32 + 32 * 32)), name

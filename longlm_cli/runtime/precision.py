@@ -1,0 +1,134 @@
+"""Which floating-point type ``--dtype auto`` means on each device.
+
+CUDA: bfloat16. CPU: bfloat16 only where the processor has native bf16 instructions (avx512_bf16 or amx_bf16)
+*and* bf16 matrix products measured on this machine are faster than float32, both the prefill kind (a block of
+tokens) and the decoding kind (one token); else float32. Without native instructions torch emulates bf16 and is
+several times slower (9x on an AVX2 EPYC: benchmarks/dtype.py), so nothing is measured there. The measurement
+takes under a second, runs once per processor and torch version, and its outcome is kept in the user cache
+(``machine.json``) so every later run chooses the same type (document-cache entries are per dtype).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..paths import cache_dir
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+PREFILL_MIN_SPEEDUP = 1.2  # bf16 must beat float32 clearly on prefill...
+DECODE_MIN_SPEEDUP = 1.0  # ...and be no slower at decoding
+_RECORD = "machine.json"
+
+
+@dataclass(frozen=True)
+class CpuChoice:
+    dtype: str  # "float32" or "bfloat16"
+    reason: str  # one line for -v
+    prefill_speedup: float | None = None  # bf16 over float32, when measured
+    decode_speedup: float | None = None
+
+
+def cpu_flags() -> set[str]:
+    """The processor's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _machine_key() -> str:
+    import torch
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model}|{' '.join(sorted(cpu_flags() & set(NATIVE_BF16_FLAGS)))}|torch {torch.__version__}"
+
+
+def cpu_dtype() -> CpuChoice:
+    """The CPU's ``auto`` dtype: the stored choice for this machine, else decided (and stored) now."""
+    native = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
+    if not native:
+        return CpuChoice("float32", "float32: this CPU has no native bf16 instructions")
+    key = _machine_key()
+    stored = _read_record(key)
+    if stored is not None:
+        return stored
+    prefill, decode = measure_bf16_speedups()
+    faster = prefill >= PREFILL_MIN_SPEEDUP and decode >= DECODE_MIN_SPEEDUP
+    choice = CpuChoice(
+        "bfloat16" if faster else "float32",
+        f"{'bfloat16' if faster else 'float32'}: bf16 measured {prefill:.2f}x float32 on prefill, "
+        f"{decode:.2f}x on decoding ({', '.join(native)})",
+        round(prefill, 3),
+        round(decode, 3),
+    )
+    _write_record(key, choice)
+    return choice
+
+
+def measure_bf16_speedups(repeats: int = 3) -> tuple[float, float]:
+    """(prefill, decode): float32 time / bf16 time of a 256x1024x1024 matrix product and of one 2048-long row
+    times a 2048x2048 matrix (the shapes of a prefill chunk and of a decoding step), best of ``repeats``."""
+    import torch
+
+    def best(x, w, loops: int) -> float:
+        torch.nn.functional.linear(x, w)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(loops):
+                torch.nn.functional.linear(x, w)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    gen = torch.Generator().manual_seed(0)
+    ratios = []
+    for rows, inner, cols, loops in ((256, 1024, 1024, 2), (1, 2048, 2048, 20)):
+        x = torch.randn(rows, inner, generator=gen)
+        w = torch.randn(cols, inner, generator=gen)
+        ratios.append(best(x, w, loops) / best(x.bfloat16(), w.bfloat16(), loops))
+    return ratios[0], ratios[1]
+
+
+def _record_path() -> Path:
+    return cache_dir() / _RECORD
+
+
+def _read_record(key: str) -> CpuChoice | None:
+    """The stored choice for this machine; None when absent, for another machine, or not a record we wrote."""
+    try:
+        data = json.loads(_record_path().read_text(encoding="utf-8"))
+        if data.get("machine") != key or data.get("dtype") not in ("float32", "bfloat16"):
+            return None
+        speedups = _number(data.get("prefill_speedup")), _number(data.get("decode_speedup"))
+        return CpuChoice(data["dtype"], str(data["reason"]), *speedups)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _write_record(key: str, choice: CpuChoice) -> None:
+    """Keep the choice for later runs; a cache that cannot be written only means measuring again next time."""
+    path = _record_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{_RECORD}.{os.getpid()}")
+        temp.write_text(json.dumps({"machine": key, **asdict(choice)}, indent=1) + "\n", encoding="utf-8")
+        os.replace(temp, path)
+    except OSError:
+        pass

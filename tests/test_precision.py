@@ -1,0 +1,99 @@
+"""The CPU's `auto` dtype: float32 without native bf16, else the measured winner, stored once per machine."""
+
+import json
+
+import pytest
+import torch
+
+from longlm_cli.runtime import precision
+from longlm_cli.runtime.models import pick_dtype
+
+
+@pytest.fixture
+def flags(monkeypatch):
+    def set_flags(*names):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: set(names) | {"avx2", "fma"})
+
+    return set_flags
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    calls = []
+
+    def set_speedups(prefill, decode):
+        def measure():
+            calls.append(1)
+            return prefill, decode
+
+        monkeypatch.setattr(precision, "measure_bf16_speedups", measure)
+        return calls
+
+    return set_speedups
+
+
+def test_no_native_bf16_is_float32_without_measuring(flags, measured):
+    flags()
+    calls = measured(5.0, 5.0)
+    choice = precision.cpu_dtype()
+    assert (choice.dtype, calls) == ("float32", [])
+    assert choice.reason == "float32: this CPU has no native bf16 instructions"
+    assert pick_dtype("auto", "cpu") is torch.float32
+
+
+@pytest.mark.parametrize(
+    ("prefill", "decode", "expected"), [(1.8, 1.3, "bfloat16"), (1.8, 0.7, "float32"), (1.1, 1.5, "float32")]
+)
+def test_native_bf16_follows_the_measurement(flags, measured, prefill, decode, expected):
+    flags("avx512_bf16")
+    measured(prefill, decode)
+    choice = precision.cpu_dtype()
+    assert choice.dtype == expected
+    assert choice.reason == (
+        f"{expected}: bf16 measured {prefill:.2f}x float32 on prefill, {decode:.2f}x on decoding (avx512_bf16)"
+    )
+    assert pick_dtype("auto", "cpu") is getattr(torch, expected)
+
+
+def test_the_choice_is_measured_once_and_kept(flags, measured, tmp_path):
+    flags("amx_bf16", "avx512_bf16")
+    calls = measured(2.0, 1.2)
+    first = precision.cpu_dtype()
+    second = precision.cpu_dtype()
+    assert first == second and first.dtype == "bfloat16" and len(calls) == 1
+    record = json.loads(precision._record_path().read_text())
+    assert record["dtype"] == "bfloat16" and "torch" in record["machine"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"machine": "other", "dtype": "bfloat16", "reason": "x"}', '{"dtype": "float16"}', "[1, 2]", "not json"],
+)
+def test_a_foreign_or_crafted_record_is_measured_again(flags, measured, content):
+    flags("avx512_bf16")
+    calls = measured(0.5, 0.5)
+    path = precision._record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    assert precision.cpu_dtype().dtype == "float32" and len(calls) == 1
+
+
+def test_an_unwritable_cache_still_gives_a_choice(flags, measured, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("LONGLM_CACHE_DIR", str(blocker / "cache"))
+    flags("avx512_bf16")
+    calls = measured(2.0, 2.0)
+    assert precision.cpu_dtype().dtype == "bfloat16"
+    assert precision.cpu_dtype().dtype == "bfloat16" and len(calls) == 2
+
+
+def test_the_measurement_returns_two_positive_ratios():
+    prefill, decode = precision.measure_bf16_speedups(repeats=1)
+    assert prefill > 0 and decode > 0
+
+
+def test_cuda_auto_is_bfloat16_without_measuring(flags, measured):
+    flags()
+    calls = measured(0.1, 0.1)
+    assert pick_dtype("auto", "cuda") is torch.bfloat16 and calls == []
