@@ -16,8 +16,15 @@ from dataclasses import dataclass, replace
 from typing import IO
 
 from .cachekeys import document_key, document_prefix_length, model_identity
-from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_EXTENSION, DEFAULT_MODEL, DEFAULT_PREFILL_CHUNK
-from .doccache import DocCacheSettings, load_entry, prune, save_entry, warn
+from .defaults import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_EXTENSION,
+    DEFAULT_MODEL,
+    DEFAULT_PREFILL_CHUNK,
+    DOC_CACHE_MAX_BYTES_ENV,
+)
+from .doccache import DocCacheSettings, entry_size, human_size, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .errors import CacheError, PlanError
 from .planning import Plan, make_plan
@@ -285,11 +292,20 @@ def prefill_cached(
     else:
         prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
         status = "miss"
-        try:
-            save_entry(directory, key, session.cache, prefix, sources)
-            prune(directory, max_bytes=limit, keep=key)
-        except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
-            warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")
+        size = entry_size(session.cache, prefix_len)
+        if size > limit:  # kept, it would evict every other entry and then be over the limit itself
+            print(
+                f"Note: this document's cache entry would take {human_size(size)}, more than the cache limit of "
+                f"{human_size(limit)} (${DOC_CACHE_MAX_BYTES_ENV}); not saved",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            try:
+                save_entry(directory, key, session.cache, prefix, sources)
+                prune(directory, max_bytes=limit, keep=key)
+            except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
+                warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")
     logits = prefill(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -577,3 +578,22 @@ def test_undeterminable_home_is_one_error(tiny_dir, tmp_path, monkeypatch):
     for args in (("ask", doc, "Who?", "--model", tiny_dir), ("cache", "list")):
         result = run(*args)
         assert (result.exit_code, result.stderr) == (1, message)
+
+
+def test_entry_larger_than_the_limit_is_not_written_and_evicts_nothing(tiny_dir, doc, tmp_path, monkeypatch):
+    other = tmp_path / "other.txt"
+    other.write_text(CORPUS + " And then some more words.")
+    assert ask_json(tiny_dir, other, "Who?")[0]["cache"] == "miss"
+    [kept] = kv_files()
+    monkeypatch.setenv("LONGLM_CACHE_MAX_BYTES", "1000")  # the limit is below any one entry
+    expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=4)
+    for _ in range(2):  # not saved, so the second run prefills again and says so again
+        result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 4)
+        assert result.exit_code == 0, result.output
+        [note] = result.stderr.splitlines()
+        assert re.fullmatch(
+            r"Note: this document's cache entry would take \d+\.\d KiB, more than the cache limit of 1000 B "
+            r"\(\$LONGLM_CACHE_MAX_BYTES\); not saved",
+            note,
+        )
+        assert result.stdout == expected + "\n" and kv_files() == [kept]  # the other entry is still there

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from ..doccache import human_size
 from .app import cli
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC starts terminal escape sequences
@@ -20,13 +21,6 @@ def cache() -> None:
     Entries live in the user cache directory (kv/ under $LONGLM_CACHE_DIR, else ~/.cache/longlm); the least
     recently used are evicted above $LONGLM_CACHE_MAX_BYTES (default 4 GiB).
     """
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def _entries(n: int) -> str:
@@ -46,7 +40,7 @@ def _when(timestamp: float) -> str:
 
 
 def _echo_removed(removed, directory) -> None:
-    click.echo(f"Removed {_entries(len(removed))} ({_size(sum(e.size for e in removed))}) from {directory}")
+    click.echo(f"Removed {_entries(len(removed))} ({human_size(sum(e.size for e in removed))}) from {directory}")
 
 
 @cache.command("list")
@@ -60,9 +54,9 @@ def cache_list() -> None:
     entries = list_entries()
     for e in entries:
         sources = _printable(", ".join(e.sources)) or "?"
-        click.echo(f"{_printable(e.key[:12])}  {_size(e.size):>10}  {_when(e.last_used)}  {sources}")
+        click.echo(f"{_printable(e.key[:12])}  {human_size(e.size):>10}  {_when(e.last_used)}  {sources}")
     total = sum(e.size for e in entries)
-    click.echo(f"{_entries(len(entries))}, {_size(total)} in {kv_dir()}", err=True)
+    click.echo(f"{_entries(len(entries))}, {human_size(total)} in {kv_dir()}", err=True)
 
 
 @cache.command("clear")

