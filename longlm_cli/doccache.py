@@ -98,15 +98,6 @@ def warn(message: str) -> None:
 # Saving and loading
 
 
-def human_size(n: float) -> str:
-    """Bytes as people read them: 512 B, 1.5 KiB, 3.2 GiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def entry_size(cache, tokens: int) -> int:
     """Bytes the entry of ``cache`` (holding ``tokens`` tokens) will take on disk, its small header aside."""
     kv = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))

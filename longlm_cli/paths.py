@@ -23,6 +23,15 @@ _HF_MODEL_PREFIX = "models--"  # a hub cache directory models--org--name holds t
 DIRECTORY_LOCK = ".lock"  # the lock file inside a directory guarded by holding_directory_lock
 
 
+def human_size(n: float) -> str:
+    """Bytes as people read them: 512 B, 1.5 KiB, 3.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def cache_dir() -> Path:
     """Return longlm's cache directory.
 

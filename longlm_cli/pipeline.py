@@ -24,9 +24,10 @@ from .defaults import (
     DEFAULT_PREFILL_CHUNK,
     DOC_CACHE_MAX_BYTES_ENV,
 )
-from .doccache import DocCacheSettings, entry_size, human_size, load_entry, prune, save_entry, warn
+from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .errors import CacheError, PlanError
+from .paths import human_size
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.kvcache import cache_unsupported_reason
@@ -292,21 +293,27 @@ def prefill_cached(
     else:
         prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
         status = "miss"
-        size = entry_size(session.cache, prefix_len)
-        if size > limit:  # kept, it would evict every other entry and then be over the limit itself
-            print(
-                f"Note: this document's cache entry would take {human_size(size)}, more than the cache limit of "
-                f"{human_size(limit)} (${DOC_CACHE_MAX_BYTES_ENV}); not saved",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            try:
-                save_entry(directory, key, session.cache, prefix, sources)
-                prune(directory, max_bytes=limit, keep=key)
-            except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
-                warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")
+        _save_entry(directory, key, session.cache, prefix, sources, limit)
     logits = prefill(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )
     return logits, status
+
+
+def _save_entry(directory, key: str, cache, prefix: list[int], sources: Sequence[str], limit: int) -> None:
+    """Save the document's entry and prune the cache to ``limit``. An entry above the limit is not written (kept,
+    it would evict every other entry and still be over the limit); a failure to write is one warning."""
+    size = entry_size(cache, len(prefix))
+    if size > limit:
+        print(
+            f"Note: this document's cache entry would take {human_size(size)}, more than the cache limit of "
+            f"{human_size(limit)} (${DOC_CACHE_MAX_BYTES_ENV}); not saved",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    try:
+        save_entry(directory, key, cache, prefix, sources)
+        prune(directory, max_bytes=limit, keep=key)
+    except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
+        warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..doccache import human_size
+from ..paths import human_size
 from .app import cli
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC starts terminal escape sequences

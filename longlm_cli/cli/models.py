@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..doccache import human_size
+from ..paths import human_size
 from .app import cli
 from .cache import _printable
 
