@@ -12,6 +12,7 @@ HIGH_FRACTION = 2 / 3
 # `+log` methods use base = this many pretraining windows L: the reference code (datamllab/LongLM) documents its
 # scale_base as "equal to pretraining length, e.g. 4096 for Llama", so queries inside L are never scaled.
 LOG_SCALE_BASE_WINDOWS = 1
+DEFAULT_EXTEND_FROM = 1.0  # SelfExtend switches on once prompt + answer exceed this fraction of L (--extend-from)
 
 # Engine
 DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; the band uses min(this, W - 1))

@@ -56,11 +56,13 @@ class ExtensionSettings:
     group_size: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     scale_base: float | None = None  # query log-scaling base while SelfExtend is on; None: off
+    extend_from: float | None = None  # SelfExtend on above this fraction of L; None: only beyond L
     method: str = DEFAULT_EXTENSION
     use_tuned: bool = True  # take `longlm tune`'s winner for this model and length when the user chose nothing
 
     def chosen_by_user(self) -> bool:
-        return (self.window, self.group_size, self.scale_base) != (None, None, None) or self.method != DEFAULT_EXTENSION
+        chosen = (self.window, self.group_size, self.scale_base, self.extend_from)
+        return chosen != (None, None, None, None) or self.method != DEFAULT_EXTENSION
 
     def method_on(self, plan: Plan) -> str | None:
         """The method that runs with ``plan``: None when the plan needs no extension."""
@@ -148,7 +150,13 @@ def _plan(loaded: LoadedModel, requested: str, length: int, extension: Extension
                 return plan, chosen, tuned
             except PlanError:  # the tuned G cannot cover this input: plan as usual
                 pass
-    plan = make_plan(context_window=L, length=length, window=extension.window, group_size=extension.group_size)
+    plan = make_plan(
+        context_window=L,
+        length=length,
+        window=extension.window,
+        group_size=extension.group_size,
+        extend_from=extension.extend_from if extension.method == "selfextend" else None,
+    )
     return plan, extension, None
 
 

@@ -15,6 +15,7 @@ from typing import IO
 
 from .catalogue import ModelWindow, pretraining_window
 from .defaults import (
+    DEFAULT_EXTEND_FROM,
     DEFAULT_WINDOW_FRACTION,
     HIGH_FRACTION,
     JSON_VERSION,
@@ -57,17 +58,27 @@ class Plan:
     warning: str | None = None
 
 
-def make_plan(*, context_window: int, length: int, window: int | None = None, group_size: int | None = None) -> Plan:
+def make_plan(
+    *,
+    context_window: int,
+    length: int,
+    window: int | None = None,
+    group_size: int | None = None,
+    extend_from: float | None = None,
+) -> Plan:
     """Choose W and G so that the farthest grouped position W + (N - W) / G sits in (1/2 .. 2/3) * L.
 
     `context_window` is L, `length` is N. Unset `window` defaults to L // DEFAULT_WINDOW_FRACTION; unset
     `group_size` to the smallest G >= 2 putting the farthest position at or below TARGET_FRACTION * L.
-    When N <= L no extension is needed and G = 1. Raises PlanError for impossible settings.
+    Extension is on when N > `extend_from` * L (None: DEFAULT_EXTEND_FROM, i.e. only beyond L); below that,
+    and whenever N <= W, G = 1. Raises PlanError for impossible settings.
     """
     L, N = context_window, length
+    fraction = DEFAULT_EXTEND_FROM if extend_from is None else extend_from
     _check_inputs(L, N, window, group_size)
+    _check_extend_from(fraction)
     W = window if window is not None else max(1, L // DEFAULT_WINDOW_FRACTION)
-    if N <= L:
+    if N <= L and (N <= fraction * L or N <= W or group_size == 1):
         return _plan_without_extension(L, N, W, group_size)
     if group_size is None:
         G, reason = _default_group_size(L, N, W)
@@ -75,7 +86,17 @@ def make_plan(*, context_window: int, length: int, window: int | None = None, gr
         G, reason = group_size, f"group size G={group_size} as given"
         _check_given_group_size(L, N, W, G)
     window_reason = f"W={W} as given" if window is not None else f"W = L // {DEFAULT_WINDOW_FRACTION} = {W}"
-    return _build(L, N, W, G, reason=f"N={N} > L={L}, so SelfExtend is needed; {window_reason}; {reason}.")
+    needed = (
+        f"N={N} > L={L}, so SelfExtend is needed"
+        if N > L
+        else f"N={N} > {fraction:g} x L = {fraction * L:,.0f} (--extend-from), so SelfExtend is on inside L"
+    )
+    return _build(L, N, W, G, reason=f"{needed}; {window_reason}; {reason}.")
+
+
+def _check_extend_from(fraction: float) -> None:
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise PlanError(f"--extend-from {fraction!r} is not valid; it must be a fraction of L above 0, at most 1")
 
 
 def _check_inputs(L: int, N: int, window: int | None, group_size: int | None) -> None:
@@ -198,6 +219,7 @@ def plan_for(
     paths: Sequence[str] = (),
     window: int | None = None,
     group_size: int | None = None,
+    extend_from: float | None = None,
     stdin: IO[bytes] | None = None,
 ) -> PlanReport:
     """Plan SelfExtend for `model` and either a known `length` in tokens or the documents at `paths`.
@@ -216,7 +238,9 @@ def plan_for(
         document = read_documents(paths, stdin=stdin)
         tokens, sources = count_tokens(document.text, model=model), document.sources
         length = tokens.count
-    plan = make_plan(context_window=model_window.L, length=length, window=window, group_size=group_size)
+    plan = make_plan(
+        context_window=model_window.L, length=length, window=window, group_size=group_size, extend_from=extend_from
+    )
     return PlanReport(model=model_window, plan=plan, tokens=tokens, sources=sources)
 
 

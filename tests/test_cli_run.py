@@ -74,6 +74,22 @@ def test_short_document_is_not_extended(tiny_dir, tmp_path):
     assert json.loads(result.stdout)["extension"] is None
 
 
+def test_extend_from_switches_selfextend_on_inside_the_window(tiny_dir, tmp_path):
+    doc = tmp_path / "short.txt"
+    doc.write_text("Salt and pepper were traded along the coast for many years.")
+    template = _write_template(tmp_path, "{document}\n{question}")
+    args = ("ask", doc, "What?", "--model", tiny_dir, "--max-new-tokens", 2, "--prompt-file", template)
+    plain = json.loads(run(*args, "--json").stdout)
+    early = json.loads(run(*args, "--json", "--extend-from", "0.25").stdout)
+    assert plain["extension"] is None and plain["plan"]["N"] < 64
+    assert early["extension"] == "selfextend" and (early["plan"]["W"], early["plan"]["G"]) == (8, 2)
+    assert "(--extend-from), so SelfExtend is on inside L" in early["plan"]["reason"]
+    dca = run(*args, "--extension", "dca", "--extend-from", "0.25")
+    assert dca.exit_code == 2 and dca.stderr.splitlines()[-1] == (
+        "Error: --extend-from set SelfExtend; --extension dca has no such setting"
+    )
+
+
 def test_sampling_is_reproducible_with_a_seed(tiny_dir, tmp_path):
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)

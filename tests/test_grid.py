@@ -26,6 +26,11 @@ def test_method_setup_inside_and_beyond_the_window():
     assert method_setup("truncate", 400, L=64, max_new_tokens=8) == Setup(extended=False, budget=56)
     assert method_setup("selfextend:16x40", 400, L=64, max_new_tokens=8) == Setup(extended=True, W=16, G=40)
     assert method_setup("yarn", 120, L=64, max_new_tokens=8) == Setup(extended=True, factor=2.0)
+    # --extend-from switches SelfExtend methods on inside L, never the others.
+    assert method_setup("selfextend", 40, L=64, max_new_tokens=8, extend_from=0.5) == Setup(extended=True, W=8, G=2)
+    assert method_setup("selfextend:16x3", 40, L=64, max_new_tokens=8, extend_from=0.5) == Setup(True, W=16, G=3)
+    assert method_setup("selfextend", 24, L=64, max_new_tokens=8, extend_from=0.5) == Setup(extended=False)
+    assert method_setup("yarn", 40, L=64, max_new_tokens=8, extend_from=0.5) == Setup(extended=False)
 
 
 def test_truncated_prompt_fits_its_budget():

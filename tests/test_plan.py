@@ -484,3 +484,50 @@ def test_plan_does_not_import_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# --- Switching SelfExtend on before L (--extend-from) -----------------------------------------------------------
+
+
+def test_extend_from_switches_selfextend_on_inside_L():
+    assert not make_plan(context_window=4096, length=3000).needs_extension
+    plan = make_plan(context_window=4096, length=3000, extend_from=0.5)
+    assert (plan.needs_extension, plan.W, plan.G, plan.farthest) == (True, 512, 2, 1756.0)
+    assert plan.reason == (
+        "N=3000 > 0.5 x L = 2,048 (--extend-from), so SelfExtend is on inside L; W = L // 8 = 512; G=2 is the "
+        "smallest group size that keeps the farthest grouped position at or below 7L/12 (the middle of the "
+        "paper's range L/2 .. 2L/3)."
+    )
+    assert make_plan(context_window=4096, length=30000, extend_from=0.5) == make_plan(context_window=4096, length=30000)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"length": 2048, "extend_from": 0.5},  # at the fraction, not above it
+        {"length": 400, "extend_from": 0.05},  # N <= W: nothing lies beyond the neighbour window
+        {"length": 3000, "extend_from": 0.5, "group_size": 1},  # G = 1 is no extension
+    ],
+)
+def test_extend_from_leaves_short_inputs_alone(kwargs):
+    assert not make_plan(context_window=4096, **kwargs).needs_extension
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
+def test_extend_from_outside_zero_to_one_is_refused(fraction):
+    with pytest.raises(
+        PlanError, match=r"^--extend-from .* is not valid; it must be a fraction of L above 0, at most 1$"
+    ):
+        make_plan(context_window=4096, length=3000, extend_from=fraction)
+
+
+def test_cli_extend_from():
+    result = run_plan("--model", "llama2", "--length", "3000", "--extend-from", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    assert {k: json.loads(result.stdout)[k] for k in ("W", "G", "needs_extension")} == {
+        "W": 512,
+        "G": 2,
+        "needs_extension": True,
+    }
+    bad = run_plan("--model", "llama2", "--length", "3000", "--extend-from", "0")
+    assert bad.exit_code == 2 and "Invalid value for '--extend-from': 0.0 is not in the range 0.0<x<=1.0." in bad.stderr

@@ -84,6 +84,13 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+extend_from_option = click.option(
+    "--extend-from",
+    type=FiniteFloat(min=0.0, max=1.0, min_open=True),
+    metavar="F",
+    help="Switch SelfExtend on once the prompt and the answer exceed this fraction of L, not only beyond L "
+    "(the paper: only the first 1/2 .. 2/3 of the positions are well trained).  [default: 1]",
+)
 log_scale_option = click.option(
     "--log-scale", "log_scale", type=FiniteFloat(min=1.0, min_open=True), metavar="BASE", help=LOG_SCALE_HELP
 )
@@ -145,8 +152,9 @@ def _log_scale_when_given(command):
 
 
 def extension_options(command):
-    """--window, --group-size and --log-scale (the last one reaches the command as ``log_scale`` when given)."""
-    return apply(_log_scale_when_given(command), [window_option, group_option, log_scale_option])
+    """--window, --group-size, --extend-from and --log-scale (the last one reaches the command as ``log_scale``
+    when given)."""
+    return apply(_log_scale_when_given(command), [window_option, group_option, extend_from_option, log_scale_option])
 
 
 REPETITION_PENALTY_OPTION = click.option(

@@ -7,7 +7,7 @@ import json
 import click
 
 from .app import cli
-from .options import group_option, model_option, window_option
+from .options import extend_from_option, group_option, model_option, window_option
 
 
 @cli.command()
@@ -25,9 +25,16 @@ from .options import group_option, model_option, window_option
 )
 @window_option
 @group_option
+@extend_from_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of text.")
 def plan(
-    model: str, length: int | None, files: tuple[str, ...], window: int | None, group_size: int | None, as_json: bool
+    model: str,
+    length: int | None,
+    files: tuple[str, ...],
+    window: int | None,
+    group_size: int | None,
+    extend_from: float | None,
+    as_json: bool,
 ) -> None:
     """Show the SelfExtend setting (W, G) a document needs on a model, without loading the model.
 
@@ -40,5 +47,5 @@ def plan(
 
     if (length is None) == (not files):
         raise click.UsageError("give exactly one of --length and --file")
-    report = plan_for(model, length=length, paths=files, window=window, group_size=group_size)
+    report = plan_for(model, length=length, paths=files, window=window, group_size=group_size, extend_from=extend_from)
     click.echo(json.dumps(report_to_dict(report), indent=2) if as_json else format_report(report))

@@ -125,6 +125,7 @@ def _settings(
     trust_remote_code,
     window,
     group_size,
+    extend_from,
     max_new_tokens,
     temperature,
     seed,
@@ -149,11 +150,10 @@ def _settings(
     from ..runtime.sampling import SamplingSettings
     from ..templates import OutputShape
 
+    selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
     return dict(
         model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
-        extension=_extension(
-            extension, window=window, group_size=group_size, scale_base=log_scale, use_tuned=not no_tuned
-        ),
+        extension=_extension(extension, use_tuned=not no_tuned, **selfextend),
         sampling=SamplingSettings(
             max_new_tokens=max_new_tokens,
             temperature=temperature,

@@ -55,6 +55,7 @@ class GridSettings:
     window: int | None = None  # for plain `selfextend`: None is the planned W
     group_size: int | None = None
     log_scale: float | None = None  # the base of `+log` methods (--log-scale); None: L, as in the reference
+    extend_from: float | None = None  # SelfExtend methods on above this fraction of L; None: beyond L
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY  # greedy decoding's repetition settings
     no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM
 
@@ -133,6 +134,7 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
             window=s.window,
             group_size=s.group_size,
             log_base=s.log_scale,
+            extend_from=s.extend_from,
         )
         record = {**base, "method": method, "W": setup.W, "G": setup.G, "factor": setup.factor}
         record["scale_base"] = setup.scale_base

@@ -66,19 +66,29 @@ def is_log_scaled(spec: str) -> bool:
 
 
 def method_setup(
-    spec: str, length: int, *, L: int, max_new_tokens: int, window=None, group_size=None, log_base=None
+    spec: str,
+    length: int,
+    *,
+    L: int,
+    max_new_tokens: int,
+    window=None,
+    group_size=None,
+    log_base=None,
+    extend_from: float | None = None,
 ) -> Setup:
     """The setting ``spec`` runs with for a ``length``-token prompt on a model of window ``L``.
 
     ``window``/``group_size`` are the user's SelfExtend choice for plain ``selfextend`` (None: planned).
     ``+log`` methods log-scale queries at base ``log_base`` (None: LOG_SCALE_BASE_WINDOWS * L, the reference's
-    pretraining length); methods without ``+log`` are never scaled.
+    pretraining length); methods without ``+log`` are never scaled. SelfExtend methods switch on above
+    ``extend_from`` * L (None: beyond L, as every other method).
     """
     from ..planning import make_plan
 
     name, W, G = parse_method(spec)
     target = length + max_new_tokens
-    if name == "none" or target <= L:
+    early = name == "selfextend" and extend_from is not None and target > extend_from * L
+    if name == "none" or (target <= L and not early):
         return Setup(extended=False)
     if name == "truncate":
         return Setup(extended=False, budget=L - max_new_tokens)
@@ -86,7 +96,9 @@ def method_setup(
         return Setup(extended=True)
     if name == "selfextend":
         W, G = (W, G) if W is not None else (window, group_size)
-        plan = make_plan(context_window=L, length=target, window=W, group_size=G)
+        plan = make_plan(context_window=L, length=target, window=W, group_size=G, extend_from=extend_from)
+        if not plan.needs_extension:  # N <= W: nothing lies beyond the neighbour window
+            return Setup(extended=False)
         default_base = log_base if log_base is not None else LOG_SCALE_BASE_WINDOWS * L
         scale_base = float(default_base) if is_log_scaled(spec) else None
         return Setup(extended=True, W=plan.W, G=plan.G, scale_base=scale_base)

@@ -32,6 +32,7 @@ class EvalSettings:
     max_new_tokens: int = DEFAULT_EVAL_NEW_TOKENS
     haystack: str | None = None  # fact task: a text file; None is the shipped sample
     log_scale: float | None = None  # SelfExtend's query log-scaling base (--log-scale); None: off
+    extend_from: float | None = None  # SelfExtend on above this fraction of L (--extend-from); None: beyond L
 
 
 @dataclass
@@ -132,6 +133,7 @@ def _setup(method: str, length: int, L: int, settings: EvalSettings) -> Setup:
         window=settings.window,
         group_size=settings.group_size,
         log_base=settings.log_scale,
+        extend_from=settings.extend_from,
     )
 
 
