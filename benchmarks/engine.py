@@ -1,12 +1,14 @@
 """SelfExtend engine vs the unmodified model (SDPA), measured side by side in one run on the embedded model.
 
     python benchmarks/engine.py                # all three figures (about 15 minutes on 2 CPU cores)
-    python benchmarks/engine.py --only prefill # one of: prefill, decode, memory
+    python benchmarks/engine.py --only prefill # one of: prefill, chunked, decode, memory, gqa
 
 (a) prefill time of SelfExtend (W=1024, G=4) / plain SDPA, one forward over the same 8k-token input;
 (b) decode ms/token at a 16k-token context, SelfExtend vs plain, both decoding from the same KV cache
     (the plain model's output is meaningless there; only its speed is the yardstick);
-(c) peak resident memory of a 32k-token SelfExtend prefill in float32 (a fresh process, chunked prefill).
+(c) peak resident memory of a 32k-token SelfExtend prefill in float32 (a fresh process, chunked prefill);
+(d) one decoding row of attention over 8k keys: the CPU flash kernel vs the engine's one-row matrix products,
+    for the head layouts of the embedded model and of the real-size configs (benchmarks/sizes.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
+from longlm_cli.engine import blocks  # noqa: E402
 from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
@@ -132,6 +135,33 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
     }
 
 
+GQA_SHAPES = {  # (query heads, key heads, head size) of the embedded model and the sizes benchmark's configs
+    "SmolLM2-135M": (9, 3, 64),
+    "Llama-3.2-1B": (32, 8, 64),
+    "Qwen2.5-3B": (16, 2, 128),
+    "Llama-3.1-8B": (32, 8, 128),
+}
+
+
+def bench_gqa(keys: int = 8192, repeats: int = 20) -> dict:
+    """One decoding row against ``keys`` keys in float32: the CPU flash kernel vs blocks' one-row products."""
+    results = {}
+    gen = torch.Generator().manual_seed(0)
+    for name, (H, hkv, D) in GQA_SHAPES.items():
+        q = torch.randn(1, H, 1, D, generator=gen)
+        k, v = (torch.randn(1, hkv, 2 * keys, D, generator=gen)[:, :, :keys] for _ in range(2))  # cache views
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        flash_ms = _per_call_ms(lambda: flash(q, k, v, 0.0, False, scale=D**-0.5), repeats)  # noqa: B023
+        row_ms = _per_call_ms(lambda: blocks._attend_one_row(q, k, v, scale=D**-0.5), repeats)  # noqa: B023
+        results[name] = {"heads": [H, hkv, D], "flash_ms": flash_ms, "one_row_ms": row_ms, "speedup": flash_ms / row_ms}
+    return {"keys": keys, "shapes": results}
+
+
+def _per_call_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    return timed(lambda: [fn() for _ in range(repeats)], 3) / repeats * 1e3
+
+
 def bench_memory(n: int = 32768) -> dict:
     """Peak RSS of a fresh process that loads the model and prefills n tokens with SelfExtend."""
     root = str(Path(__file__).resolve().parent.parent)
@@ -152,7 +182,7 @@ def bench_memory(n: int = 32768) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["prefill", "chunked", "decode", "memory"])
+    parser.add_argument("--only", choices=["prefill", "chunked", "decode", "memory", "gqa"])
     parser.add_argument("--prefill-tokens", type=int, default=8192)
     parser.add_argument("--decode-context", type=int, default=16384)
     parser.add_argument("--memory-tokens", type=int, default=32768)
@@ -187,6 +217,17 @@ def main() -> None:
             f" cache is {r['speedup_over_concat_cache']:.2f}x faster",
             flush=True,
         )
+    if args.only in (None, "gqa"):
+        r = results["gqa"] = bench_gqa()
+        for name, shape in r["shapes"].items():
+            H, hkv, D = shape["heads"]
+            chosen = "one-row" if H >= blocks.ROW_PRODUCT_MIN_GROUP * hkv else "flash"
+            print(
+                f"(d) one decoding row, {r['keys']} keys, {name} heads {H}/{hkv} x {D}: flash kernel"
+                f" {shape['flash_ms']:.2f} ms, one-row products {shape['one_row_ms']:.2f} ms,"
+                f" {shape['speedup']:.2f}x (the engine uses {chosen})",
+                flush=True,
+            )
     if args.only in (None, "memory"):
         del model
         r = results["memory"] = bench_memory(args.memory_tokens)

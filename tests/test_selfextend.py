@@ -88,7 +88,7 @@ def test_remove_restores_and_reapply_reconfigures():
     assert torch.equal(_logits(model, ids), plain)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "llama-gqa4", "gemma3", "phi3"])
 @pytest.mark.parametrize("use_grouped_cache", [True, False])
 def test_chunked_prefill_append_and_decode_equal_full_forward(arch, use_grouped_cache):
     model = tiny_model(arch)
@@ -253,3 +253,20 @@ def test_attention_at_32k_tokens_matches_direct_softmax():
         scores = torch.where(i - torch.arange(i + 1) < W, near, far)  # [1, H, 1, i + 1]
         expected = torch.softmax(scores.double(), -1).float() @ vv[:, :, : i + 1]
         assert (expected[:, :, 0] - out[:, :, row]).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("heads", [(8, 2), (16, 2), (6, 2)])
+def test_one_decoding_row_matches_the_plain_torch_block(heads):
+    """The one-row path (4 or more query heads per key head) and the flash kernel (fewer) agree with the
+    plain-torch reference on a strided key view, as the growing cache hands it out."""
+    from longlm_cli.engine import blocks
+
+    H, hkv = heads
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, H, 1, 32, generator=gen) * 3
+    k = torch.randn(1, hkv, 600, 32, generator=gen)[:, :, :500]
+    v = torch.randn(1, hkv, 600, 32, generator=gen)[:, :, :500]
+    out, lse = blocks._attend(q, k, v, scale=32**-0.5, causal=False, softcap=None)
+    ref_out, ref_lse = blocks._attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
+    assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
+    assert (out - ref_out).abs().max().item() <= 1e-5 and (lse - ref_lse).abs().max().item() <= 1e-5

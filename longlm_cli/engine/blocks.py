@@ -11,6 +11,11 @@ from __future__ import annotations
 import torch
 
 KEY_BLOCK = 4096  # keys per block on the plain-torch path (bounds the score tensor)
+# Query heads per key head from which one decoding row is faster as two matrix products than through the CPU
+# flash kernel, which expands the shared keys per query head (benchmarks/engine.py --only gqa, 8k keys: 1.2x to
+# 2.5x for the 4- and 8-per-key-head layouts of Llama-3 and Qwen2.5; at 3 per key head, the embedded model's,
+# the kernel is as fast or faster below 8k keys).
+ROW_PRODUCT_MIN_GROUP = 4
 
 
 def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
@@ -20,9 +25,27 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
     """
     if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
+        if (
+            q.dtype == torch.float32
+            and q.shape[2] == 1
+            and not causal
+            and q.shape[1] >= ROW_PRODUCT_MIN_GROUP * k.shape[1]
+        ):
+            return _attend_one_row(q, k, v, scale=scale)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return out, lse
     return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
+
+
+def _attend_one_row(q, k, v, *, scale: float):
+    """``_attend`` for one query row in float32 (decoding): the query heads sharing a key head are the rows of
+    one product with that head's keys, so each key and value is read once, never expanded per query head."""
+    B, H, _, D = q.shape
+    hkv = k.shape[1]
+    scores = (q.reshape(B, hkv, H // hkv, D) @ k.transpose(-1, -2)).mul_(scale)  # [B, Hkv, rep, K]
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    out = scores.sub_(lse).exp_() @ v  # [B, Hkv, rep, D]
+    return out.view(B, H, 1, D), lse.view(B, H, 1)
 
 
 def _attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
