@@ -59,6 +59,8 @@ DEFAULT_GRID_TASKS = "niah_single_2,niah_multikey_1,vt,qa_1,qa_2"
 DEFAULT_GRID_LENGTHS = "4k,8k,16k"
 DEFAULT_GRID_METHODS = "none,selfextend,dynamic,yarn,truncate"
 DEFAULT_GRID_SAMPLES = 10
+PROMPT_STYLES = ("chat", "plain", "ask", "ask-direct")  # `longlm eval --prompt` (evaluation/grid_prompts.py)
+DEFAULT_PROMPT_STYLE = "chat"
 DEFAULT_GRID_RESULTS = "longlm-eval-results.jsonl"
 
 # Reading inputs

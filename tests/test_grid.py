@@ -37,8 +37,8 @@ def test_truncated_prompt_fits_its_budget():
     tokenizer = corpus_tokenizer()
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     sample = ruler.generate("fwe", count, 1500, seed=3)
-    full = grid.prompt_ids(tokenizer, sample, plain=False)
-    cut = grid.truncated_ids(tokenizer, sample, plain=False, budget=900)
+    full = grid.prompt_ids(tokenizer, sample, style="chat")
+    cut = grid.truncated_ids(tokenizer, sample, style="chat", budget=900)
     assert len(full) > 900 >= len(cut) > 800
     assert cut[-40:] == full[-40:]  # the question and answer prefix are kept; the context is cut at its end
 
@@ -177,3 +177,51 @@ def test_all_tasks_are_rulers_and_summary_only_by_name(tiny_dir, tmp_path):
 
     assert _tasks("all", ruler.TASKS, extra=ruler.EXTRA_TASKS) == ruler.TASKS
     assert _tasks("all,summary", ruler.TASKS, extra=ruler.EXTRA_TASKS) == (*ruler.TASKS, "summary")
+
+
+# --- Prompt styles (--prompt) -----------------------------------------------------------------------------------
+
+
+def test_ask_styles_are_longlm_asks_prompt_around_the_documents(tiny_dir):
+    from transformers import AutoTokenizer
+
+    from longlm_cli.evaluation import grid_prompts
+    from longlm_cli.templates import chat_token_ids, load_template, user_message
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    sample = ruler.Sample(
+        task="qa_1", context="HEAD Document 1:\nSalt.", question=" Q?", answers=("salt",), metric="part",
+        length=10, tokens=10, seed=0, answer_prefix=" Answer:", query="What was traded?",
+        documents="Document 1:\nSalt.",
+    )  # fmt: skip
+    ask = grid_prompts.prompt_ids(tokenizer, sample, style="ask")
+    assert ask == chat_token_ids(tokenizer, user_message(load_template("ask"), sample.documents, sample.query))
+    direct = tokenizer.decode(grid_prompts.prompt_ids(tokenizer, sample, style="ask-direct"))
+    assert "Document 1:\nSalt." in direct and "What was traded?" in direct and "say so" not in direct
+    assert "say so" in tokenizer.decode(ask) and "HEAD" not in tokenizer.decode(ask)
+    chat = tokenizer.decode(grid_prompts.prompt_ids(tokenizer, sample, style="chat"))
+    assert "HEAD Document 1:\nSalt. Q?" in chat and chat.endswith("Answer:")
+
+
+def test_ask_prompt_style_is_for_the_qa_tasks_only(tiny_dir, tmp_path):
+    results = tmp_path / "r.jsonl"
+    result = run("eval", "--model", tiny_dir, "--tasks", "qa_1,vt", "--prompt", "ask", "--results", results)
+    assert result.exit_code == 1 and result.stderr == "Error: --prompt ask is for qa_1, qa_2, not vt\n"
+    both = run("eval", "--model", tiny_dir, "--tasks", "qa_1", "--prompt", "ask", "--plain", "--results", results)
+    assert both.exit_code == 2 and both.stderr.splitlines()[-1] == (
+        "Error: --plain and --prompt ask contradict each other"
+    )
+    assert not results.exists()
+
+
+def test_eval_records_the_prompt_style_as_its_own_case(tiny_dir, tmp_path):
+    if ruler.data_available("qa_1"):
+        pytest.skip(f"RULER's data is not installed: {ruler.data_available('qa_1')}")
+    results = tmp_path / "r.jsonl"
+    args = ("eval", "--model", tiny_dir, "--tasks", "qa_1", "--lengths", "900", "--samples", "1", "--methods", "none")
+    for style in ("chat", "ask-direct"):
+        result = run(*args, "--prompt", style, "--results", results)
+        assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["template"] for r in records] == ["chat", "ask-direct"]
+    assert records[0]["answers"] == records[1]["answers"] and records[0]["tokens"] != records[1]["tokens"]

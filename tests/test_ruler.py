@@ -206,6 +206,8 @@ def test_qa_gold_documents_and_question(task):
         assert f":\n{documents[index]}\n\n" in sample.context + "\n\n"
     numbers = [int(n) for n in re.findall(r"^Document (\d+):$", sample.context, re.M)]
     assert numbers == list(range(1, len(numbers) + 1))
+    # The parts `longlm eval --prompt ask` builds `longlm ask`'s prompt from:
+    assert sample.query == question.query and sample.context == qa.HEAD + sample.documents
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from ..defaults import (
     DEFAULT_GRID_RESULTS,
     DEFAULT_GRID_SAMPLES,
     DEFAULT_GRID_TASKS,
+    DEFAULT_PROMPT_STYLE,
+    PROMPT_STYLES,
 )
 from ..errors import InputError
 from .app import cli
@@ -55,7 +57,17 @@ from .options import (
     help="Samples per task and length (the same samples for every method).",
 )
 @seed_option("the samples")
-@click.option("--plain", is_flag=True, help="No chat template: the plain prompt text, as the paper's runs used.")
+@click.option(
+    "--prompt",
+    "prompt_style",
+    type=click.Choice(PROMPT_STYLES),
+    default=DEFAULT_PROMPT_STYLE,
+    show_default=True,
+    help="chat: RULER's prompt in the model's chat template; plain: without it, as the paper's runs used; "
+    "ask: qa_1/qa_2 as `longlm ask` sends them (its shipped template); ask-direct: that template without "
+    "'If the document does not contain the answer, say so.'",
+)
+@click.option("--plain", is_flag=True, help="Same as --prompt plain.")
 @extension_options
 @apply_options([REPETITION_PENALTY_OPTION, NO_REPEAT_NGRAM_OPTION])
 @results_option(DEFAULT_GRID_RESULTS)
@@ -68,7 +80,7 @@ from .options import (
     "(needs matplotlib: pip install 'longlm-cli[plot]').",
 )
 def eval_command(
-    model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, plot_path, **settings
+    model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, plot_path, prompt_style, **settings
 ) -> None:
     """Score the model on RULER's tasks beyond its window, each method on the same samples.
 
@@ -77,20 +89,11 @@ def eval_command(
     """
     from pathlib import Path
 
-    from ..evaluation import ruler
-    from ..evaluation.grid import GridSettings, run_grid
-    from ..evaluation.options import parse_lengths
+    from ..evaluation.grid import run_grid
     from ..evaluation.tables import format_grid
     from ..runtime.models import load_model
 
-    names = _tasks(tasks, ruler.TASKS, extra=ruler.EXTRA_TASKS)
-    missing = next((reason for task in names if (reason := ruler.data_available(task))), None)
-    if missing:
-        raise InputError(missing)
-    chosen = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
-    if not chosen:
-        raise click.BadParameter("no method given", param_hint="--methods")
-    grid = GridSettings(model=model, tasks=names, lengths=tuple(parse_lengths(lengths)), methods=chosen, **settings)
+    grid = _grid_settings(model, tasks, lengths, methods, prompt_style, settings)
     if plot_path is not None:
         from ..evaluation.plots import check_plotting
 
@@ -99,19 +102,34 @@ def eval_command(
     run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
     if run.resumed:
         click.echo(f"{run.resumed} case(s) taken from {results_path} (not run again)", err=True)
-    click.echo(
-        format_grid(
-            run.records, tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods, L=run.L, model=loaded.name
-        )
-    )
+    shown = dict(tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods)
+    click.echo(format_grid(run.records, **shown, L=run.L, model=loaded.name))
     if plot_path is not None:
         from ..evaluation.plots import plot_grid
 
-        title = f"RULER on {loaded.name}, L={run.L:,}"
-        plot_grid(
-            run.records, Path(plot_path), tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods, title=title
-        )
+        plot_grid(run.records, Path(plot_path), **shown, title=f"RULER on {loaded.name}, L={run.L:,}")
         click.echo(f"Plot written to {plot_path}", err=True)
+
+
+def _grid_settings(model: str, tasks: str, lengths: str, methods: str, prompt_style: str, settings: dict):
+    """The run's GridSettings from the options, every bad choice refused before the model loads."""
+    from ..evaluation import ruler
+    from ..evaluation.grid import GridSettings
+    from ..evaluation.grid_prompts import check_style
+    from ..evaluation.options import parse_lengths
+
+    names = _tasks(tasks, ruler.TASKS, extra=ruler.EXTRA_TASKS)
+    missing = next((reason for task in names if (reason := ruler.data_available(task))), None)
+    if missing:
+        raise InputError(missing)
+    chosen = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
+    if not chosen:
+        raise click.BadParameter("no method given", param_hint="--methods")
+    if settings["plain"] and prompt_style not in (DEFAULT_PROMPT_STYLE, "plain"):
+        raise click.UsageError(f"--plain and --prompt {prompt_style} contradict each other")
+    check_style(prompt_style, names)
+    parsed = tuple(parse_lengths(lengths))
+    return GridSettings(model=model, tasks=names, lengths=parsed, methods=chosen, prompt=prompt_style, **settings)
 
 
 def _tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..defaults import DEFAULT_NO_REPEAT_NGRAM, DEFAULT_REPETITION_PENALTY
+from ..defaults import DEFAULT_NO_REPEAT_NGRAM, DEFAULT_PROMPT_STYLE, DEFAULT_REPETITION_PENALTY
 from . import ruler
+from .grid_prompts import prompt_ids, truncated_ids
 from .methods import Setup, answer_greedily, method_setup, parse_method
 from .results import append_result, case_key, load_results, prepare_results
 
@@ -51,13 +52,19 @@ class GridSettings:
     methods: tuple[str, ...]
     samples: int = 10
     seed: int = 0
-    plain: bool = False  # no chat template: the plain prompt text, as in the paper's runs
+    plain: bool = False  # no chat template: the plain prompt text, as in the paper's runs (--prompt plain)
+    prompt: str = DEFAULT_PROMPT_STYLE  # grid_prompts.PROMPT_STYLES
     window: int | None = None  # for plain `selfextend`: None is the planned W
     group_size: int | None = None
     log_scale: float | None = None  # the base of `+log` methods (--log-scale); None: L, as in the reference
     extend_from: float | None = None  # SelfExtend methods on above this fraction of L; None: beyond L
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY  # greedy decoding's repetition settings
     no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM
+
+    @property
+    def style(self) -> str:
+        """The prompt style each case records as its ``template``."""
+        return "plain" if self.plain else self.prompt
 
     @property
     def decoding(self) -> str | None:
@@ -112,7 +119,7 @@ def run_grid(
 
 def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> list[tuple[str, Setup, dict]]:
     s = run.settings
-    template = "plain" if s.plain else "chat"
+    template = s.style
     base = {
         "suite": "ruler",
         "model": s.model,
@@ -153,40 +160,14 @@ def _sample(tokenizer, task: str, length: int, index: int, seed: int) -> ruler.S
     return ruler.generate(task, count, length, seed=seed * 1_000_003 + index)
 
 
-def prompt_ids(tokenizer, sample: ruler.Sample, *, plain: bool, context: str | None = None) -> list[int]:
-    """The prompt's ids: chat template (unless ``plain``) around context + question, then the answer prefix."""
-    from ..templates import chat_token_ids
-
-    text = (sample.context if context is None else context) + sample.question
-    if plain:
-        return list(tokenizer(text + sample.answer_prefix, add_special_tokens=True)["input_ids"])
-    ids = (
-        chat_token_ids(tokenizer, text)
-        if getattr(tokenizer, "chat_template", None)
-        else list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    )
-    return ids + list(tokenizer(sample.answer_prefix.lstrip(), add_special_tokens=False)["input_ids"])
-
-
-def truncated_ids(tokenizer, sample: ruler.Sample, *, plain: bool, budget: int) -> list[int]:
-    """The prompt with the context cut at its end until the whole prompt fits ``budget`` tokens."""
-    ids = prompt_ids(tokenizer, sample, plain=plain)
-    context_ids = tokenizer(sample.context, add_special_tokens=False)["input_ids"]
-    keep = len(context_ids)
-    while len(ids) > budget and keep > 0:
-        keep = max(0, keep - (len(ids) - budget) - 4)  # a few spare: decoding and re-encoding may merge tokens
-        ids = prompt_ids(tokenizer, sample, plain=plain, context=tokenizer.decode(context_ids[:keep]))
-    return ids
-
-
 def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: dict, settings: GridSettings) -> None:
     import torch
 
-    plain = record["template"] == "plain"
+    style = record["template"]
     if setup.budget is not None:
-        ids = truncated_ids(loaded.tokenizer, sample, plain=plain, budget=setup.budget)
+        ids = truncated_ids(loaded.tokenizer, sample, style=style, budget=setup.budget)
     else:
-        ids = prompt_ids(loaded.tokenizer, sample, plain=plain)
+        ids = prompt_ids(loaded.tokenizer, sample, style=style)
     tensor = torch.tensor([ids], device=next(loaded.model.parameters()).device)
     start = time.perf_counter()
     max_new = ruler.MAX_NEW_TOKENS[sample.task]

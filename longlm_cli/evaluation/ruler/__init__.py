@@ -56,6 +56,7 @@ MAX_NEW_TOKENS: dict[str, int] = {
 
 TASKS: tuple[str, ...] = tuple(t for t in _GENERATORS if t != "summary")  # RULER's 13 tasks, in RULER's order
 EXTRA_TASKS: tuple[str, ...] = ("summary",)  # longlm's own (ruler/summary.py): named, never in "all"
+QA_TASKS: tuple[str, ...] = ("qa_1", "qa_2")  # question answering over real documents (ruler/qa.py)
 NEEDLE_TASKS: tuple[str, ...] = tuple(NIAH_SETTINGS)  # the tasks that take a depth
 
 
@@ -89,6 +90,7 @@ __all__ = [
     "postprocess",
     "repetition",
     "EXTRA_TASKS",
+    "QA_TASKS",
     "score",
     "string_match_all",
     "string_match_part",

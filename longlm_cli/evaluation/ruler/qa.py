@@ -82,4 +82,6 @@ def generate_qa(task: str, count: Count, length: int, *, seed: int, depth: float
         metric=PART,
         answer_prefix=ANSWER_PREFIX,
         max_new_tokens=MAX_NEW_TOKENS,
+        query=question.query,
+        documents=draft.context.removeprefix(HEAD),
     )

@@ -38,6 +38,8 @@ class Sample:
     positions: tuple[float, ...] = ()  # fraction of the haystack text before each of ``needles``
     answer_prefix: str = ""
     max_new_tokens: int = 0  # RULER's tokens_to_generate for the task
+    query: str = ""  # qa tasks: the bare question (`longlm ask`'s prompt styles use it)
+    documents: str = ""  # qa tasks: the numbered documents alone, without RULER's instruction
 
     @property
     def prompt(self) -> str:
