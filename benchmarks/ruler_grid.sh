@@ -15,6 +15,11 @@ grid --tasks niah_single_2,niah_multikey_1,vt,qa_1,qa_2 --lengths 4k --methods "
 # 2. 2x L: the planned default and the truncation baseline first, then the levers, then the other baselines.
 grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate
 grid --tasks $TARGETS --lengths 16k --methods dca,selfextend+log
+# Prompts (issue 15): the qa tasks inside L in RULER's prompt with and without the chat template, and as
+# `longlm ask` sends them with and without its "say so" clause; 10 samples each.
+for style in chat plain ask ask-direct; do
+  grid --tasks qa_1,qa_2 --lengths 4k --methods none --prompt "$style" --samples 10
+done
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
 # 3. Summaries (longlm's summary task): facts kept and repetition, greedy vs the repetition settings.

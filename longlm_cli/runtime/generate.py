@@ -28,6 +28,7 @@ class Session:
     model: object
     cache: DynamicCache
     extra: dict  # forward keyword arguments: the extension method's key cache, or nothing
+    embedding_rows: int = 0  # the model's input embeddings (read once, on the first forward)
 
     @classmethod
     def start(cls, model) -> Session:
@@ -39,7 +40,9 @@ class Session:
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids`` [1, n] after what the cache holds; return the last position's logits [1, V]."""
-        rows = self.model.get_input_embeddings().num_embeddings
+        if not self.embedding_rows:
+            self.embedding_rows = self.model.get_input_embeddings().num_embeddings
+        rows = self.embedding_rows
         if input_ids.numel() and int(input_ids.max()) >= rows:  # an added token the model has no embedding for
             raise ModelError(
                 f"the prompt holds token id {int(input_ids.max()):,}, but the model has only {rows:,} embeddings: "
