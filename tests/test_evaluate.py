@@ -303,22 +303,8 @@ def test_rope_scaling_refuses_models_with_scaled_rope():
 
 def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
     results, out = tmp_path / "r.jsonl", tmp_path / "out.json"
-    result = run(
-        "passkey",
-        "--model",
-        model_dir,
-        "--lengths",
-        "128,160",
-        "--depths",
-        "0,1",
-        "--method",
-        "all",
-        "--results",
-        results,
-        "--json",
-        "-o",
-        out,
-    )
+    grid = ("passkey", "--model", model_dir, "--lengths", "128,160", "--depths", "0,1", "--method", "all")
+    result = run(*grid, "--results", results, "--json", "-o", out)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # written to the file instead
     data = json.loads(out.read_text())
@@ -354,19 +340,7 @@ def test_method_all_runs_four_methods_with_json(model_dir, tmp_path):
         keys.setdefault((c["length"], c["depth"]), set()).add(c["expected"])
     assert all(len(v) == 1 for v in keys.values())
     assert [json.loads(line) for line in results.read_text().splitlines()] == cases
-    tables = run(
-        "passkey",
-        "--model",
-        model_dir,
-        "--lengths",
-        "128,160",
-        "--depths",
-        "0,1",
-        "--method",
-        "all",
-        "--results",
-        results,
-    )  # every case resumed: only the tables
+    tables = run(*grid, "--results", results)  # every case resumed: only the tables
     for title in ("none: plain model", "selfextend: SelfExtend", "yarn: YaRN", "dynamic: dynamic NTK"):
         assert title in tables.stdout
     assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 16
