@@ -92,7 +92,9 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def measure(name: str, length: int, dtype_name: str, layers: int | None, one_forward: bool, steps: int) -> dict:
+def measure(
+    name: str, length: int, dtype_name: str, layers: int | None, one_forward: bool, steps: int, plain: bool = True
+) -> dict:
     """Everything for one case, in this (fresh) process; SelfExtend prefill first so the peak RSS is its own."""
     import torch
 
@@ -140,13 +142,17 @@ def measure(name: str, length: int, dtype_name: str, layers: int | None, one_for
     out["entry_gib"] = entry_size(session.cache, length) * scale / 2**30
     out["rss_over_weights_kv_gib"] = out["peak_rss_gib"] - (weights + kv) / 2**30  # measured layers only
     out["rss_before_prefill_gib"] = baseline
-    out["plain_chunked_s"], plain = chunked(False)
+    if not plain:  # SelfExtend alone (a long case where the plain model's figures would take as long again)
+        decode_ms(session, True)  # warm-up (its grouped keys up to the context)
+        out["selfextend_decode_ms"] = min(decode_ms(session, True) for _ in range(DECODE_ROUNDS))
+        return out
+    out["plain_chunked_s"], other = chunked(False)
     # Decoding from both caches in turns, best of the rounds: a burst of other work on the machine hits both.
-    decode_ms(session, True), decode_ms(plain, False)  # warm-up (SelfExtend: its grouped keys up to the context)
-    rounds = [(decode_ms(session, True), decode_ms(plain, False)) for _ in range(DECODE_ROUNDS)]
+    decode_ms(session, True), decode_ms(other, False)  # warm-up (SelfExtend: its grouped keys up to the context)
+    rounds = [(decode_ms(session, True), decode_ms(other, False)) for _ in range(DECODE_ROUNDS)]
     out["selfextend_decode_ms"] = min(r[0] for r in rounds)
     out["plain_decode_ms"] = min(r[1] for r in rounds)
-    del session, plain
+    del session, other
     if one_forward:
         for label, extended in (("plain", False), ("selfextend", True)):
             (apply_selfextend(model, group_size=G, window=W) if extended else remove_selfextend(model))
@@ -173,12 +179,16 @@ def table(path: Path) -> None:
         fwd = f"{r['selfextend_forward_s'] / r['plain_forward_s']:.2f}" if "plain_forward_s" in r else "-"
         partial = r["layers"] != r["total_layers"]
         rss = "-" if partial else f"{r['peak_rss_gib']:.1f} GiB ({r['rss_over_weights_kv_gib']:+.2f})"
+        plain = "plain_chunked_s" in r
+        tps = f"{r['length'] / r['selfextend_chunked_s']:.0f}" + (
+            f" ({r['length'] / r['plain_chunked_s']:.0f})" if plain else ""
+        )
+        chunked = f"{r['selfextend_chunked_s'] / r['plain_chunked_s']:.2f}" if plain else "-"
+        decode = f"{r['selfextend_decode_ms']:.0f}" + (f" ({r['plain_decode_ms']:.0f})" if plain else "")
         print(
             f"| {r['model']} | {r['dtype']} | {r['length']:,} | {r['layers']}/{r['total_layers']} |"
             f" {r['weights_gib']:.1f} GiB | {r['kv_gib']:.2f} GiB | {rss} | {r['entry_gib']:.2f} GiB |"
-            f" {r['length'] / r['selfextend_chunked_s']:.0f} ({r['length'] / r['plain_chunked_s']:.0f}) |"
-            f" {r['selfextend_chunked_s'] / r['plain_chunked_s']:.2f} | {fwd} |"
-            f" {r['selfextend_decode_ms']:.0f} ({r['plain_decode_ms']:.0f}) |"
+            f" {tps} | {chunked} | {fwd} | {decode} |"
         )
     print(f"machine: {rows[-1]['machine'] if rows else '-'}")
 
@@ -190,6 +200,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--layers", type=int, help="build only this many of the model's layers (times scaled)")
     parser.add_argument("--one-forward", action="store_true", help="also time one forward over the whole input")
+    parser.add_argument("--selfextend-only", action="store_true", help="skip the plain model's prefill and decode")
     parser.add_argument("--steps", type=int, default=8, help="decoded tokens timed")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the table of the results so far")
@@ -207,7 +218,9 @@ def main() -> None:
             if key in done(args.results):
                 print(f"{key}: already measured", flush=True)
                 continue
-            case = json.dumps([name, length, args.dtype, layers, args.one_forward, args.steps])
+            case = json.dumps(
+                [name, length, args.dtype, layers, args.one_forward, args.steps, not args.selfextend_only]
+            )
             run = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True)
             if run.returncode != 0:
                 print(f"{key}: failed\n{run.stderr[-2000:]}", flush=True)
