@@ -20,6 +20,10 @@ grid --tasks $TARGETS --lengths 16k --methods dca,selfextend+log
 for style in chat plain ask ask-direct; do
   grid --tasks qa_1,qa_2 --lengths 4k --methods none --prompt "$style" --samples 10
 done
+# Summaries inside L first (cheap): greedy against the two repetition settings.
+grid --tasks summary --lengths 4k --methods selfextend
+grid --tasks summary --lengths 4k --methods selfextend --repetition-penalty 1.2
+grid --tasks summary --lengths 4k --methods selfextend --no-repeat-ngram 4
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
 # 3. Summaries (longlm's summary task): facts kept and repetition, greedy vs the repetition settings.
