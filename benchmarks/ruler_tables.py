@@ -2,6 +2,7 @@
 
     python benchmarks/ruler_tables.py [benchmarks/results/ruler-smollm2.jsonl] [--L 8192] [--model smollm2]
     python benchmarks/ruler_tables.py --plot benchmarks/results/ruler-smollm2.png
+    python benchmarks/ruler_tables.py --prompts     # the prompt styles side by side (longlm eval --prompt)
 
 Cells are the mean score x 100 over the samples finished so far, with their count: a cell with fewer samples
 than the others is still running (benchmarks/ruler_grid.sh resumes it).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from longlm_cli.defaults import PROMPT_STYLES  # noqa: E402
 from longlm_cli.evaluation.grid import GRID_RESULT_FIELDS  # noqa: E402
 from longlm_cli.evaluation.plots import plot_grid  # noqa: E402
 from longlm_cli.evaluation.results import load_results  # noqa: E402
@@ -29,9 +31,14 @@ def main() -> None:
     parser.add_argument("--L", type=int, default=8192)
     parser.add_argument("--model", default="SmolLM2-135M-Instruct (embedded)")
     parser.add_argument("--decoding", default=None, help="only cases with this decoding (default: greedy)")
+    parser.add_argument("--prompt", default="chat", help="only cases with this prompt style (default: chat)")
+    parser.add_argument("--prompts", action="store_true", help="instead: each prompt style side by side")
     parser.add_argument("--plot", type=Path, help="also draw the results into this PNG")
     args = parser.parse_args()
-    records = [r for r in load_results(Path(args.results), GRID_RESULT_FIELDS) if r.get("decoding") == args.decoding]
+    everything = [r for r in load_results(Path(args.results), GRID_RESULT_FIELDS) if r.get("decoding") == args.decoding]
+    if args.prompts:
+        return print(prompt_table(everything))
+    records = [r for r in everything if r.get("template", "chat") == args.prompt]
     tasks = tuple(dict.fromkeys(r["task"] for r in records))
     lengths = tuple(sorted({r["length"] for r in records}))
     seen = {r["method"] for r in records}
@@ -40,6 +47,23 @@ def main() -> None:
     if args.plot:
         title = f"RULER on {args.model}, L={args.L:,}"
         plot_grid(records, args.plot, tasks=tasks, lengths=lengths, methods=methods, title=title)
+    return None
+
+
+def prompt_table(records: list[dict]) -> str:
+    """Score x 100 (n) per task, length and method, one column per prompt style, where more than one ran."""
+    styles = [s for s in PROMPT_STYLES if any(r.get("template", "chat") == s for r in records)]
+    cells = {}
+    for r in records:
+        key = (r["task"], r["length"], r["method"])
+        cells.setdefault(key, {}).setdefault(r.get("template", "chat"), []).append(r["score"])
+    rows = [["task", "length", "method", *styles]]
+    for (task, length, method), by_style in sorted(cells.items()):
+        if len(by_style) > 1:
+            shown = [f"{100 * sum(v) / len(v):.1f} ({len(v)})" if (v := by_style.get(s)) else "-" for s in styles]
+            rows.append([task, f"{length:,}", method, *shown])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 if __name__ == "__main__":
