@@ -24,6 +24,8 @@ done
 grid --tasks summary --lengths 4k --methods selfextend
 grid --tasks summary --lengths 4k --methods selfextend --repetition-penalty 1.2
 grid --tasks summary --lengths 4k --methods selfextend --no-repeat-ngram 4
+# Extension before L (--extend-from): at 7k (0.875 L), the plain model against SelfExtend switched on early.
+grid --tasks $TARGETS --lengths 7168 --methods none,selfextend --extend-from 0.5 --samples 10
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
 # 3. Summaries (longlm's summary task): facts kept and repetition, greedy vs the repetition settings.
