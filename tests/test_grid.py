@@ -195,8 +195,10 @@ def test_ask_styles_are_longlm_asks_prompt_around_the_documents(tiny_dir):
         documents="Document 1:\nSalt.",
     )  # fmt: skip
     ask = grid_prompts.prompt_ids(tokenizer, sample, style="ask")
-    assert ask == chat_token_ids(tokenizer, user_message(load_template("ask"), sample.documents, sample.query))
-    direct = tokenizer.decode(grid_prompts.prompt_ids(tokenizer, sample, style="ask-direct"))
+    shipped = chat_token_ids(tokenizer, user_message(load_template("ask"), sample.documents, sample.query))
+    assert grid_prompts.prompt_ids(tokenizer, sample, style="ask-direct") == shipped
+    assert tokenizer.decode(ask).count("document above. If the document does not contain the answer, say so.") == 1
+    direct = tokenizer.decode(shipped)
     assert "Document 1:\nSalt." in direct and "What was traded?" in direct and "say so" not in direct
     assert "say so" in tokenizer.decode(ask) and "HEAD" not in tokenizer.decode(ask)
     chat = tokenizer.decode(grid_prompts.prompt_ids(tokenizer, sample, style="chat"))

@@ -64,8 +64,8 @@ from .options import (
     default=DEFAULT_PROMPT_STYLE,
     show_default=True,
     help="chat: RULER's prompt in the model's chat template; plain: without it, as the paper's runs used; "
-    "ask: qa_1/qa_2 as `longlm ask` sends them (its shipped template); ask-direct: that template without "
-    "'If the document does not contain the answer, say so.'",
+    "ask-direct: qa_1/qa_2 as `longlm ask` sends them (its shipped template); ask: that template with "
+    "'If the document does not contain the answer, say so.', as it was before the comparison.",
 )
 @click.option("--plain", is_flag=True, help="Same as --prompt plain.")
 @extension_options
