@@ -26,6 +26,18 @@ def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
     # The tiny test documents are far below the default minimum; the default itself is tested in test_doccache.
     monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "0")
     monkeypatch.delenv("LONGLM_MODEL", raising=False)  # the tests assume the built-in default model
+    if request.module.__name__.rsplit(".", 1)[-1] != "test_precision":
+        _pin_cpu_auto_dtype_to_float32()
+
+
+def _pin_cpu_auto_dtype_to_float32():
+    """The exact-output tests are written for float32, which is what `--dtype auto` means on a CPU without a
+    bf16 win; on one with it (AMX, measured faster) auto would be bfloat16. Store the float32 choice for this
+    machine in the test's cache directory, through the same record longlm keeps, so in-process and installed-
+    command runs alike see float32 (the choice itself is tested in test_precision, bf16 runs in test_selfextend)."""
+    from longlm_cli.runtime import precision
+
+    precision._write_record(precision._machine_key(), precision.CpuChoice("float32", "float32: pinned by the tests"))
 
 
 @pytest.fixture(scope="session")

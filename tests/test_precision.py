@@ -97,3 +97,32 @@ def test_cuda_auto_is_bfloat16_without_measuring(flags, measured):
     flags()
     calls = measured(0.1, 0.1)
     assert pick_dtype("auto", "cuda") is torch.bfloat16 and calls == []
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "rows", "enabled"),
+    [(torch.bfloat16, "cpu", 1, False), (torch.bfloat16, "cpu", 2, True), (torch.float32, "cpu", 1, True)],
+)
+def test_decode_kernels_switch_onednn_off_only_for_one_bf16_row(dtype, device, rows, enabled):
+    assert torch.backends.mkldnn.enabled
+    with precision.decode_kernels(dtype, device, rows):
+        assert torch.backends.mkldnn.enabled is enabled
+    assert torch.backends.mkldnn.enabled
+
+
+def test_decode_kernels_restore_onednn_after_an_error():
+    with pytest.raises(KeyboardInterrupt), precision.decode_kernels(torch.bfloat16, "cpu", 1):
+        raise KeyboardInterrupt
+    assert torch.backends.mkldnn.enabled
+
+
+def test_bf16_decode_without_onednn_gives_the_same_product():
+    """The kernel switch changes speed, not the result: one bf16 row times a matrix with and without oneDNN
+    agrees to bf16's rounding (both accumulate in float32)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 576, generator=gen).bfloat16()
+    w = torch.randn(1536, 576, generator=gen).bfloat16()
+    with_onednn = torch.nn.functional.linear(x, w).float()
+    with precision.decode_kernels(torch.bfloat16, "cpu", 1):
+        without = torch.nn.functional.linear(x, w).float()
+    assert (with_onednn - without).abs().max().item() <= 1e-2 * with_onednn.abs().max().item()

@@ -5,6 +5,7 @@ from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig,
 from longlm_cli import LongLMError, UnsupportedModelError
 from longlm_cli.engine.rope import LayerRope, rotate
 from longlm_cli.engine.selfextend import GroupedKeyCache, apply_selfextend, remove_selfextend
+from longlm_cli.runtime.generate import Session
 
 from helpers import ARCHS, VOCAB, reference_logits, tiny_model
 
@@ -270,3 +271,19 @@ def test_one_decoding_row_matches_the_plain_torch_block(heads):
     ref_out, ref_lse = blocks._attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
     assert (out - ref_out).abs().max().item() <= 1e-5 and (lse - ref_lse).abs().max().item() <= 1e-5
+
+
+def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():
+    """Decoding steps in bf16 run with oneDNN off (runtime.precision.decode_kernels); the logits of a prefill
+    followed by one-token steps stay within bf16's tolerance of the float32 reference."""
+    model = tiny_model("llama")
+    ids = _ids(N)
+    expected = reference_logits(model, ids, window=W, group_size=G)[:, N - 4 : N - 1]  # [1, 3, V]
+    apply_selfextend(model, group_size=G, window=W)
+    model.to(torch.bfloat16)
+    session = Session.start(model)
+    pieces = [session.forward(ids[:, : N - 3])[:, None]]
+    pieces += [session.forward(ids[:, t : t + 1])[:, None] for t in range(N - 3, N - 1)]
+    got = torch.cat(pieces, 1)
+    assert torch.backends.mkldnn.enabled
+    assert (got - expected).abs().max().item() <= 5e-2 * expected.abs().max().item()

@@ -13,6 +13,7 @@ from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
 from ..errors import ModelError
 from .kvcache import growing_cache
+from .precision import decode_kernels
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
 __all__ = ["SamplingSettings", "Session", "decode", "prefill"]  # SamplingSettings: re-exported for callers
@@ -48,7 +49,7 @@ class Session:
                 f"the prompt holds token id {int(input_ids.max()):,}, but the model has only {rows:,} embeddings: "
                 "its tokenizer adds tokens the model does not know"
             )
-        with torch.inference_mode():
+        with torch.inference_mode(), decode_kernels(self.model.dtype, self.model.device.type, input_ids.shape[1]):
             out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1, **self.extra)
         return out.logits[:, -1].float()
 

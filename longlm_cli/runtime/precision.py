@@ -6,6 +6,10 @@ tokens) and the decoding kind (one token); else float32. Without native instruct
 several times slower (9x on an AVX2 EPYC: benchmarks/dtype.py), so nothing is measured there. The measurement
 takes under a second, runs once per processor and torch version, and its outcome is kept in the user cache
 (``machine.json``) so every later run chooses the same type (document-cache entries are per dtype).
+
+Decoding in bf16 on the CPU runs with oneDNN switched off (``decode_kernels``): for one row, oneDNN's bf16 matrix
+product is about half the speed of float32, while torch's own bf16 matrix-vector kernel is faster than float32
+(benchmarks/dtype.py). Prefill keeps oneDNN, whose AMX/AVX-512 bf16 kernels are what make bf16 prefill fast.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,19 +84,38 @@ def cpu_dtype() -> CpuChoice:
     return choice
 
 
+@contextmanager
+def decode_kernels(dtype, device_type: str, rows: int) -> Iterator[None]:
+    """Run a forward of ``rows`` new tokens with the CPU kernels that are fastest for it: oneDNN off for one bf16
+    row (decoding), as it is; anything else unchanged."""
+    import torch
+
+    if rows != 1 or device_type != "cpu" or dtype != torch.bfloat16:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def measure_bf16_speedups(repeats: int = 3) -> tuple[float, float]:
     """(prefill, decode): float32 time / bf16 time of a 256x1024x1024 matrix product and of one 2048-long row
-    times a 2048x2048 matrix (the shapes of a prefill chunk and of a decoding step), best of ``repeats``."""
+    times a 2048x2048 matrix (the shapes of a prefill chunk and of a decoding step), best of ``repeats``; each
+    with the kernels ``decode_kernels`` picks for it, as the model runs them."""
     import torch
 
     def best(x, w, loops: int) -> float:
-        torch.nn.functional.linear(x, w)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(loops):
-                torch.nn.functional.linear(x, w)
-            times.append(time.perf_counter() - start)
+        with decode_kernels(x.dtype, "cpu", x.shape[0]):
+            torch.nn.functional.linear(x, w)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(loops):
+                    torch.nn.functional.linear(x, w)
+                times.append(time.perf_counter() - start)
         return min(times)
 
     gen = torch.Generator().manual_seed(0)
