@@ -7,7 +7,10 @@ set -euo pipefail
 RESULTS=${RESULTS:-benchmarks/results/ruler-smollm2.jsonl}
 SAMPLES=${SAMPLES:-5}
 export LONGLM_CACHE_DIR=${LONGLM_CACHE_DIR:-/tmp/longlm-eval-cache}
-grid() { longlm eval --samples "$SAMPLES" --results "$RESULTS" "$@"; }
+# float32 pinned: the results so far are float32, and `--dtype auto` is bfloat16 on a CPU where bf16 measures
+# faster (AMX); the results file does not key cases by dtype, so one file must keep one dtype.
+DTYPE=${DTYPE:-float32}
+grid() { longlm eval --samples "$SAMPLES" --results "$RESULTS" --dtype "$DTYPE" "$@"; }
 TARGETS=qa_1,qa_2,niah_multikey_1  # the tasks of the targets at 2x L
 BASE=none,selfextend,dynamic,yarn,truncate
 # 1. L/2 (inside L: every method is the plain model) for the target tasks and two more.
