@@ -87,7 +87,7 @@ def cpu_dtype() -> CpuChoice:
 @contextmanager
 def decode_kernels(dtype, device_type: str, rows: int) -> Iterator[None]:
     """Run a forward of ``rows`` new tokens with the CPU kernels that are fastest for it: oneDNN off for one bf16
-    row (decoding), as it is; anything else unchanged."""
+    row on the CPU (decoding), restored afterwards; any other forward runs unchanged."""
     import torch
 
     if rows != 1 or device_type != "cpu" or dtype != torch.bfloat16:
