@@ -7,8 +7,8 @@ set -euo pipefail
 RESULTS=${RESULTS:-benchmarks/results/ruler-smollm2.jsonl}
 SAMPLES=${SAMPLES:-5}
 export LONGLM_CACHE_DIR=${LONGLM_CACHE_DIR:-/tmp/longlm-eval-cache}
-# float32 pinned: the results so far are float32, and `--dtype auto` is bfloat16 on a CPU where bf16 measures
-# faster (AMX); the results file does not key cases by dtype, so one file must keep one dtype.
+# float32 pinned: the README's tables are float32, and `--dtype auto` is bfloat16 on a CPU where bf16 measures
+# faster (AMX). Cases are keyed by dtype, so DTYPE=bfloat16 adds its own cases beside them (ruler_tables --dtype).
 DTYPE=${DTYPE:-float32}
 grid() { longlm eval --samples "$SAMPLES" --results "$RESULTS" --dtype "$DTYPE" "$@"; }
 TARGETS=qa_1,qa_2,niah_multikey_1  # the tasks of the targets at 2x L

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longlm_cli.defaults import PROMPT_STYLES  # noqa: E402
 from longlm_cli.evaluation.grid import GRID_RESULT_FIELDS  # noqa: E402
 from longlm_cli.evaluation.plots import plot_grid  # noqa: E402
-from longlm_cli.evaluation.results import load_results  # noqa: E402
+from longlm_cli.evaluation.results import FIELD_DEFAULTS, load_results  # noqa: E402
 from longlm_cli.evaluation.tables import format_grid  # noqa: E402
 
 ORDER = ("none", "truncate", "selfextend", "selfextend+log", "dca", "dynamic", "yarn")
@@ -32,10 +32,15 @@ def main() -> None:
     parser.add_argument("--model", default="SmolLM2-135M-Instruct (embedded)")
     parser.add_argument("--decoding", default=None, help="only cases with this decoding (default: greedy)")
     parser.add_argument("--prompt", default="chat", help="only cases with this prompt style (default: chat)")
+    parser.add_argument("--dtype", default="float32", help="only cases run in this dtype (default: float32)")
     parser.add_argument("--prompts", action="store_true", help="instead: each prompt style side by side")
     parser.add_argument("--plot", type=Path, help="also draw the results into this PNG")
     args = parser.parse_args()
-    everything = [r for r in load_results(Path(args.results), GRID_RESULT_FIELDS) if r.get("decoding") == args.decoding]
+    everything = [
+        r
+        for r in load_results(Path(args.results), GRID_RESULT_FIELDS)
+        if r.get("decoding") == args.decoding and r.get("dtype", FIELD_DEFAULTS["dtype"]) == args.dtype
+    ]
     if args.prompts:
         return print(prompt_table(everything))
     records = [r for r in everything if r.get("template", "chat") == args.prompt]

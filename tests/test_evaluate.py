@@ -614,3 +614,19 @@ def test_results_file_that_is_a_device_or_full_is_one_error(model_dir, tmp_path)
         "Error: cannot write --output /dev/full: No space left on device",
         "Error: --output /dev/full is not writable",
     )
+
+
+def test_passkey_cases_are_keyed_by_dtype(model_dir, tmp_path):
+    results = tmp_path / "r.jsonl"
+    args = ("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--results", results)
+    first = run(*args, "--method", "selfextend", "--dtype", "float32")
+    assert first.exit_code == 0, first.output
+    (record,) = results_file.load_results(results)
+    assert record["dtype"] == "float32"
+    # Records from before the dtype was recorded were float32 runs: they resume as float32, not as bfloat16.
+    results.write_text(json.dumps({k: v for k, v in record.items() if k != "dtype"}) + "\n")
+    again = run(*args, "--method", "selfextend", "--dtype", "float32")
+    assert again.exit_code == 0 and "1 case(s) taken from" in again.stderr, again.output
+    other = run(*args, "--method", "selfextend", "--dtype", "bfloat16")
+    assert other.exit_code == 0 and "taken from" not in other.stderr, other.output
+    assert [r.get("dtype") for r in results_file.load_results(results)] == [None, "bfloat16"]

@@ -73,7 +73,7 @@ def test_eval_runs_every_method_on_the_same_samples_and_resumes(tiny_dir, tmp_pa
     assert all((r["W"], r["G"]) == (16, 40) for r in grid_cases)
     none = {r["sample"]: r for r in records if r["method"] == "none"}
     assert all(r["tokens"] < none[r["sample"]]["tokens"] for r in records if r["method"] == "truncate")
-    assert "vt:" in first.stdout and "mean over the tasks:" in first.stdout
+    assert "vt:" in first.stdout and "mean over the tasks, on the samples every method ran:" in first.stdout
     second = run(*args)
     assert second.exit_code == 0, second.output
     assert "8 case(s) taken from" in second.stderr
@@ -94,32 +94,37 @@ def test_unknown_task_is_refused(tiny_dir, tmp_path):
 
 
 def test_format_grid():
-    def record(task, length, method, score):
-        return {"task": task, "length": length, "method": method, "score": score}
+    def record(task, length, method, score, sample=0):
+        return {"task": task, "length": length, "method": method, "score": score, "sample": sample}
 
     records = [
         record("vt", 4096, "none", 1.0),
-        record("vt", 4096, "none", 0.5),
+        record("vt", 4096, "none", 0.5, sample=1),
         record("vt", 4096, "selfextend", 0),
         record("qa_1", 4096, "none", 0.0),
+        record("qa_1", 4096, "selfextend", 1.0),
+        record("summary", 4096, "none", 0.5),
+        record("vt", 8192, "none", 1.0),
     ]
     text = format_grid(
         records, tasks=["vt", "qa_1"], lengths=[4096, 8192], methods=["none", "selfextend"], L=8192, model="tiny"
     )
+    # The mean compares the cases both methods ran at a length (vt sample 1 only ran with none; the summary task
+    # scores something else), and a length where one method ran alone is that method's mean.
     assert text == (
         "RULER on tiny, L=8,192; cells are the mean score x 100 over the samples run (n)\n\n"
         "vt:\n"
-        "length      none  selfextend\n"
-        " 4,096  75.0 (2)     0.0 (1)\n"
-        " 8,192         -           -\n\n"
+        "length       none  selfextend\n"
+        " 4,096   75.0 (2)     0.0 (1)\n"
+        " 8,192  100.0 (1)           -\n\n"
         "qa_1:\n"
         "length     none  selfextend\n"
-        " 4,096  0.0 (1)           -\n"
+        " 4,096  0.0 (1)   100.0 (1)\n"
         " 8,192        -           -\n\n"
-        "mean over the tasks:\n"
-        "length      none  selfextend\n"
-        " 4,096  50.0 (3)     0.0 (1)\n"
-        " 8,192         -           -"
+        "mean over the tasks, on the samples every method ran:\n"
+        "length       none  selfextend\n"
+        " 4,096   50.0 (2)    50.0 (2)\n"
+        " 8,192  100.0 (1)           -"
     )
 
 
@@ -227,3 +232,24 @@ def test_eval_records_the_prompt_style_as_its_own_case(tiny_dir, tmp_path):
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["template"] for r in records] == ["chat", "ask-direct"]
     assert records[0]["answers"] == records[1]["answers"] and records[0]["tokens"] != records[1]["tokens"]
+
+
+def test_cases_are_keyed_by_dtype_and_older_records_are_float32(tiny_dir, tmp_path):
+    results = tmp_path / "r.jsonl"
+    args = ("eval", "--model", tiny_dir, "--tasks", "vt", "--lengths", "600", "--samples", "1", "--results", results)
+    first = run(*args, "--methods", "none,truncate", "--dtype", "float32")
+    assert first.exit_code == 0, first.output
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["dtype"] for r in records] == ["float32", "float32"]
+    # A file written before cases carried their dtype: its records were float32 runs, and resume as such.
+    results.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "dtype"}) + "\n" for r in records))
+    again = run(*args, "--methods", "none,truncate", "--dtype", "float32")
+    assert again.exit_code == 0, again.output
+    assert "2 case(s) taken from" in again.stderr
+    assert len(results.read_text().splitlines()) == 2
+    # Another dtype is another case: it runs, and both are kept.
+    other = run(*args, "--methods", "none", "--dtype", "bfloat16")
+    assert other.exit_code == 0, other.output
+    assert "taken from" not in other.stderr
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r.get("dtype") for r in lines] == [None, None, "bfloat16"]

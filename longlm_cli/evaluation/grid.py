@@ -33,6 +33,7 @@ GRID_CASE_FIELDS = (
     "scale_base",
     "template",
     "decoding",  # None: greedy as RULER; else the repetition settings (older records have none: greedy)
+    "dtype",  # the weights' and KV cache's dtype the case ran in (older records have none: float32)
 )
 GRID_RESULT_FIELDS = {
     "score": (int, float),
@@ -81,6 +82,7 @@ class GridSettings:
 class GridRun:
     settings: GridSettings
     L: int
+    dtype: str  # the loaded model's dtype, recorded with each case
     records: list[dict] = field(default_factory=list)
     resumed: int = 0
 
@@ -92,7 +94,7 @@ def run_grid(
     for method in settings.methods:
         parse_method(method)  # refuse a bad spec before any work
     done = {case_key(r, GRID_CASE_FIELDS): r for r in load_results(results_path, GRID_RESULT_FIELDS)}
-    run = GridRun(settings=settings, L=loaded.context_window)
+    run = GridRun(settings=settings, L=loaded.context_window, dtype=loaded.dtype)
     total = len(settings.tasks) * len(settings.lengths) * settings.samples * len(settings.methods)
     prepare_results(results_path)
     for task in settings.tasks:
@@ -129,6 +131,7 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
         "seed": s.seed,
         "template": template,
         "decoding": s.decoding,
+        "dtype": run.dtype,
     }
     pending = []
     for method in s.methods:

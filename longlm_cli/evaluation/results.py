@@ -27,7 +27,11 @@ CASE_FIELDS = (
     "G",
     "factor",
     "scale_base",
+    "dtype",
 )
+# Records written before cases carried their dtype were all float32 runs (benchmarks/results holds their
+# files), so a record without one is keyed as float32: those runs resume, and a bfloat16 run never takes them.
+FIELD_DEFAULTS = {"dtype": "float32"}
 # What a finished case must hold to be reported again: name -> accepted types.
 RESULT_FIELDS = {
     "correct": (bool,),
@@ -41,7 +45,7 @@ RESULT_FIELDS = {
 
 def case_key(record: dict, fields: tuple[str, ...] = CASE_FIELDS) -> tuple:
     """What identifies a case: two records with the same key are the same case."""
-    return tuple(record.get(k) for k in fields)
+    return tuple(record.get(k, FIELD_DEFAULTS.get(k)) for k in fields)
 
 
 def is_finished(record: object, required: dict = RESULT_FIELDS) -> bool:

@@ -76,6 +76,7 @@ def run_evaluation(
                     "depth": depth,
                     "trial": trial,
                     "seed": settings.seed,
+                    "dtype": loaded.dtype,
                 }
                 pending = _pending(evaluation, done, base, setups)
                 if not pending:

@@ -82,11 +82,13 @@ def evaluation_to_dict(evaluation, *, model: str) -> dict:
 def format_grid(records: list[dict], *, tasks, lengths, methods, L: int, model: str) -> str:
     """One table per task, then their mean: rows are lengths, columns methods, cells RULER's score (0-100).
 
-    The summary task also gets a table of its answers' repetition (repeated word 4-grams, 0-100).
+    The summary task also gets a table of its answers' repetition (repeated word 4-grams, 0-100). The mean is
+    over RULER's tasks (not the summary task, which scores something else) and, per length, over only the
+    samples that every method run at that length has finished, so its columns compare the same cases.
     """
     blocks = [f"RULER on {model}, L={L:,}; cells are the mean score x 100 over the samples run (n)"]
     for task in (*tasks, "mean"):
-        title = f"{task}:" if task != "mean" else "mean over the tasks:"
+        title = f"{task}:" if task != "mean" else "mean over the tasks, on the samples every method ran:"
         blocks.append(_grid_table(records, task, lengths, methods, "score", title))
         if task == "summary":
             title = "summary repetition (repeated word 4-grams x 100; lower is better):"
@@ -98,13 +100,14 @@ def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
     table = [["length", *methods]]
     for length in lengths:
         row = [f"{length:,}"]
+        shared = _shared_cases(records, length, methods) if task == "mean" else None
         for method in methods:
             cell = [
                 r[field]
                 for r in records
                 if r["length"] == length
                 and r["method"] == method
-                and (task == "mean" or r["task"] == task)
+                and (r["task"] == task if shared is None else (r["task"], r.get("sample")) in shared)
                 and r.get(field) is not None
             ]
             row.append(f"{100 * sum(cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
@@ -112,3 +115,12 @@ def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     return "\n".join([title, *lines])
+
+
+def _shared_cases(records, length: int, methods) -> set[tuple]:
+    """The (task, sample) cases at ``length`` that every method with a case there has run (summary left out)."""
+    ran: dict[str, set[tuple]] = {}
+    for r in records:
+        if r["length"] == length and r["method"] in methods and r["task"] != "summary":
+            ran.setdefault(r["method"], set()).add((r["task"], r.get("sample")))
+    return set.intersection(*ran.values()) if ran else set()
