@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py                # all three figures (about 15 minutes on 2 CPU cores)
     python benchmarks/engine.py --only prefill # one of: prefill, chunked, decode, memory, gqa
+    python benchmarks/engine.py --only decode --dtype bfloat16   # (a), (a') and (b) in bf16 (default float32)
 
 (a) prefill time of SelfExtend (W=1024, G=4) / plain SDPA, one forward over the same 8k-token input;
 (b) decode ms/token at a 16k-token context, SelfExtend vs plain, both decoding from the same KV cache
@@ -205,32 +206,33 @@ def main() -> None:
     parser.add_argument("--prefill-tokens", type=int, default=8192)
     parser.add_argument("--decode-context", type=int, default=16384)
     parser.add_argument("--memory-tokens", type=int, default=32768)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="for (a), (a'), (b)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     print(f"machine: {machine()}", flush=True)
-    results = {"machine": machine(), "window": W, "group_size": G}
+    results = {"machine": machine(), "window": W, "group_size": G, "dtype": args.dtype}
     model = None
     if args.only in (None, "prefill", "chunked", "decode"):
-        model = load_model("default", device="cpu", dtype="float32").model
+        model = load_model("default", device="cpu", dtype=args.dtype).model
     if args.only in (None, "prefill"):
         r = results["prefill"] = bench_prefill(model, args.prefill_tokens)
         print(
-            f"(a) prefill {r['tokens']} tokens: plain SDPA {r['plain_s']:.2f} s, SelfExtend {r['selfextend_s']:.2f} s,"
-            f" ratio {r['ratio']:.3f} (target <= 1.2)",
+            f"(a) prefill {r['tokens']} tokens, {args.dtype}: plain SDPA {r['plain_s']:.2f} s,"
+            f" SelfExtend {r['selfextend_s']:.2f} s, ratio {r['ratio']:.3f} (target <= 1.2)",
             flush=True,
         )
     if args.only in (None, "chunked"):
         r = results["chunked_prefill"] = bench_chunked_prefill(model, args.prefill_tokens)
         print(
-            f"(a') chunked prefill {r['tokens']} tokens (as the CLI does it): plain SDPA {r['plain_s']:.2f} s,"
-            f" SelfExtend {r['selfextend_s']:.2f} s, ratio {r['ratio']:.3f}",
+            f"(a') chunked prefill {r['tokens']} tokens, {args.dtype} (as the CLI does it):"
+            f" plain SDPA {r['plain_s']:.2f} s, SelfExtend {r['selfextend_s']:.2f} s, ratio {r['ratio']:.3f}",
             flush=True,
         )
     if args.only in (None, "decode"):
         r = results["decode"] = bench_decode(model, args.decode_context)
         print(
-            f"(b) decode at {r['context']} tokens: plain SDPA {r['plain_ms']:.1f} ms/token, SelfExtend"
+            f"(b) decode at {r['context']} tokens, {args.dtype}: plain SDPA {r['plain_ms']:.1f} ms/token, SelfExtend"
             f" {r['selfextend_ms']:.1f} ms/token, ratio {r['ratio']:.3f} (target <= 1.3); SelfExtend on"
             f" transformers' concatenating DynamicCache {r['selfextend_concat_cache_ms']:.1f} ms/token: the growing"
             f" cache is {r['speedup_over_concat_cache']:.2f}x faster; memory floor {r['floor_ms']:.1f} ms/token"

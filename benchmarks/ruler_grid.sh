@@ -29,9 +29,15 @@ grid --tasks summary --lengths 4k --methods selfextend --repetition-penalty 1.2
 grid --tasks summary --lengths 4k --methods selfextend --no-repeat-ngram 4
 # Extension before L (--extend-from): at 7k (0.875 L), the plain model against SelfExtend switched on early.
 grid --tasks $TARGETS --lengths 7168 --methods none,selfextend --extend-from 0.5 --samples 10
+# The baselines of the 2x L target, then summaries beyond L (where greedy ones loop), then a W x G grid.
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
+for decoding in "--repetition-penalty 1.2" "" "--no-repeat-ngram 4"; do
+  # shellcheck disable=SC2086  # an empty setting is greedy
+  grid --tasks summary --lengths 16k --methods selfextend $decoding
+done
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
-# 3. Summaries (longlm's summary task): facts kept and repetition, greedy vs the repetition settings.
+# 3. Ten samples a cell for the targets at 2x L; summaries for the other methods.
+grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate --samples 10
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --repetition-penalty 1.2
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --no-repeat-ngram 4

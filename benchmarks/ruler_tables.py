@@ -3,6 +3,7 @@
     python benchmarks/ruler_tables.py [benchmarks/results/ruler-smollm2.jsonl] [--L 8192] [--model smollm2]
     python benchmarks/ruler_tables.py --plot benchmarks/results/ruler-smollm2.png
     python benchmarks/ruler_tables.py --prompts     # the prompt styles side by side (longlm eval --prompt)
+    python benchmarks/ruler_tables.py --summaries   # the summary task per decoding (--repetition-penalty ...)
 
 Cells are the mean score x 100 over the samples finished so far, with their count: a cell with fewer samples
 than the others is still running (benchmarks/ruler_grid.sh resumes it).
@@ -34,13 +35,17 @@ def main() -> None:
     parser.add_argument("--prompt", default="chat", help="only cases with this prompt style (default: chat)")
     parser.add_argument("--dtype", default="float32", help="only cases run in this dtype (default: float32)")
     parser.add_argument("--prompts", action="store_true", help="instead: each prompt style side by side")
+    parser.add_argument("--summaries", action="store_true", help="instead: the summary task per decoding")
     parser.add_argument("--plot", type=Path, help="also draw the results into this PNG")
     args = parser.parse_args()
-    everything = [
+    loaded = [
         r
         for r in load_results(Path(args.results), GRID_RESULT_FIELDS)
-        if r.get("decoding") == args.decoding and r.get("dtype", FIELD_DEFAULTS["dtype"]) == args.dtype
+        if r.get("dtype", FIELD_DEFAULTS["dtype"]) == args.dtype
     ]
+    if args.summaries:
+        return print(summary_table([r for r in loaded if r["task"] == "summary"]))
+    everything = [r for r in loaded if r.get("decoding") == args.decoding]
     if args.prompts:
         return print(prompt_table(everything))
     records = [r for r in everything if r.get("template", "chat") == args.prompt]
@@ -67,6 +72,20 @@ def prompt_table(records: list[dict]) -> str:
         if len(by_style) > 1:
             shown = [f"{100 * sum(v) / len(v):.1f} ({len(v)})" if (v := by_style.get(s)) else "-" for s in styles]
             rows.append([task, f"{length:,}", method, *shown])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def summary_table(records: list[dict]) -> str:
+    """Facts kept and repetition x 100 (n) per length, method and decoding (greedy, or the repetition settings)."""
+    cells = {}
+    for r in records:
+        cells.setdefault((r["length"], r["method"], r.get("decoding") or "greedy"), []).append(r)
+    rows = [["length", "method", "decoding", "facts kept", "repeated 4-grams"]]
+    for (length, method, decoding), rs in sorted(cells.items()):
+        facts = 100 * sum(r["score"] for r in rs) / len(rs)
+        loops = 100 * sum(r.get("repetition") or 0 for r in rs) / len(rs)
+        rows.append([f"{length:,}", method, decoding, f"{facts:.1f} ({len(rs)})", f"{loops:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 

@@ -56,6 +56,7 @@ def answer_documents(
     when the prompt plus the answer exceed the model's pretraining window. With ``cache.enabled`` the document
     part of the prompt goes through the document cache (see pipeline.prefill_prompt).
     """
+    sampling = sampling.for_task(task)
     prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
     session = Session.start(prepared.loaded.model)
     start = time.perf_counter()

@@ -16,6 +16,7 @@ from transformers import AttentionInterface, LlamaForCausalLM, PreTrainedTokeniz
 from transformers.masking_utils import AttentionMaskInterface
 
 from longlm_cli.cli import cli
+from longlm_cli.defaults import TASK_REPETITION_PENALTY
 from longlm_cli.planning import make_plan
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
@@ -245,10 +246,22 @@ def corpus_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def reference_answer(
-    model_dir, task, document, question=None, *, max_new_tokens, scale_base=None, logits_fn=None, shape=None
+    model_dir,
+    task,
+    document,
+    question=None,
+    *,
+    max_new_tokens,
+    scale_base=None,
+    logits_fn=None,
+    shape=None,
+    repetition_penalty=None,
 ):
     """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step (or with
-    ``logits_fn(model, ids)``, another method's reference)."""
+    ``logits_fn(model, ids)``, another method's reference), with the task's default repetition penalty (or
+    ``repetition_penalty``) applied as CTRL defines it: the answer's tokens' scores divided by it (multiplied
+    where negative)."""
+    penalty = TASK_REPETITION_PENALTY.get(task, 1.0) if repetition_penalty is None else repetition_penalty
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     template = load_template(task) if shape is None else load_template(task).shaped(shape)
@@ -262,7 +275,11 @@ def reference_answer(
             if logits_fn
             else reference_logits(model, sequence, window=plan.W, group_size=plan.G, scale_base=scale_base)
         )
-        token = int(logits[0, -1].argmax())
+        scores = logits[0, -1].float().clone()
+        if out and penalty != 1.0:
+            seen = torch.tensor(sorted(set(out)))
+            scores[seen] = torch.where(scores[seen] > 0, scores[seen] / penalty, scores[seen] * penalty)
+        token = int(scores.argmax())
         if token == tokenizer.eos_token_id:
             break
         out.append(token)

@@ -149,3 +149,10 @@ def test_bad_sampling_options_are_usage_errors(tiny_dir, tmp_path, option, value
     result = run("ask", doc, "Who?", "--model", tiny_dir, option, value)
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_the_task_sets_the_repetition_penalty_only_where_none_was_given():
+    assert SamplingSettings().for_task("summarize").repetition_penalty == 1.2
+    assert SamplingSettings().for_task("ask").repetition_penalty == 1.0
+    assert SamplingSettings(repetition_penalty=1.0).for_task("summarize").repetition_penalty == 1.0
+    assert SamplingSettings(repetition_penalty=1.5).for_task("ask").repetition_penalty == 1.5

@@ -22,6 +22,7 @@ from ..defaults import (
     DEVICES,
     DTYPES,
     MAX_GROUP_SIZE,
+    TASK_REPETITION_PENALTY,
 )
 
 MODEL_ENV = "LONGLM_MODEL"  # when set, the default of --model in every command
@@ -174,6 +175,15 @@ NO_REPEAT_NGRAM_OPTION = click.option(
 )
 
 
+RUN_REPETITION_PENALTY_OPTION = click.option(
+    "--repetition-penalty",
+    type=FiniteFloat(min=0.0, min_open=True),
+    help="Above 1, makes tokens the answer already used less likely (the document is not counted). "
+    f"[default: {TASK_REPETITION_PENALTY['summarize']:g} for summarize, {DEFAULT_REPETITION_PENALTY:g} (off) "
+    "for ask and chat]",
+)
+
+
 # --max-new-tokens, --temperature, --seed, --top-k, --top-p, --repetition-penalty, --no-repeat-ngram, --stop
 SAMPLING_OPTIONS = [
     click.option(
@@ -209,7 +219,7 @@ SAMPLING_OPTIONS = [
         show_default=True,
         help="With --temperature > 0, sample from the smallest set of tokens holding probability P.",
     ),
-    REPETITION_PENALTY_OPTION,
+    RUN_REPETITION_PENALTY_OPTION,
     NO_REPEAT_NGRAM_OPTION,
     click.option("--stop", multiple=True, metavar="TEXT", help="End the answer before this text (repeatable)."),
 ]

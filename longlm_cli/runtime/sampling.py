@@ -9,7 +9,7 @@ that may be the start of one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,6 +20,7 @@ from ..defaults import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
+    TASK_REPETITION_PENALTY,
 )
 from ..errors import InputError
 
@@ -31,21 +32,27 @@ class SamplingSettings:
     seed: int | None = None
     top_k: int = DEFAULT_TOP_K  # 0: off; with temperature > 0, sample among the k most likely tokens
     top_p: float = DEFAULT_TOP_P  # 1: off; with temperature > 0, sample from the smallest set holding this probability
-    repetition_penalty: float = (
-        DEFAULT_REPETITION_PENALTY  # 1: off; > 1 divides the scores of tokens the answer already holds
-    )
+    # 1: off; > 1 divides the scores of tokens the answer already holds; None: the task's default (for_task)
+    repetition_penalty: float | None = None
     no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM  # 0: off; n > 0 forbids repeating any n-gram of the answer
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
 
     def __post_init__(self):
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise InputError(f"top-p must be in (0, 1], got {self.top_p!r}")
-        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
-            raise InputError(f"repetition penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        penalty = self.repetition_penalty
+        if penalty is not None and not (math.isfinite(penalty) and penalty > 0):
+            raise InputError(f"repetition penalty must be a finite number > 0, got {penalty!r}")
         if self.top_k < 0 or self.no_repeat_ngram_size < 0:
             raise InputError("top-k and the no-repeat n-gram size must be >= 0")
         if any(not s for s in self.stop):
             raise InputError("a stop string must not be empty")
+
+    def for_task(self, task: str) -> SamplingSettings:
+        """These settings with ``task``'s default repetition penalty where none was given (summaries have one)."""
+        if self.repetition_penalty is not None:
+            return self
+        return replace(self, repetition_penalty=TASK_REPETITION_PENALTY.get(task, DEFAULT_REPETITION_PENALTY))
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def logits_processors(settings: SamplingSettings) -> Processors:
     )
 
     penalties, warpers = [], []
-    if settings.repetition_penalty != 1.0:
+    if settings.repetition_penalty not in (None, DEFAULT_REPETITION_PENALTY):
         penalties.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
     if settings.no_repeat_ngram_size > 0:
         penalties.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
