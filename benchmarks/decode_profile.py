@@ -1,0 +1,56 @@
+"""Where a SelfExtend decoding step spends its time: torch.profiler over a few steps from a prefilled cache.
+
+    OMP_NUM_THREADS=1 python benchmarks/decode_profile.py --context 8192 [--steps 8] [--dtype float32]
+
+Prints ms/token (profiled) and the operators with the most self time: the attention kernel against the matrix
+products of the weights, which is what decides how close decoding can come to the memory floor that
+`benchmarks/engine.py --only decode` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from engine import G, W, machine, tokens  # noqa: E402
+from longlm_cli.engine.selfextend import apply_selfextend  # noqa: E402
+from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
+from longlm_cli.runtime.models import load_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--context", type=int, default=8192)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    args = parser.parse_args()
+    model = load_model("default", device="cpu", dtype=args.dtype).model
+    apply_selfextend(model, group_size=G, window=W)
+    session = Session.start(model)
+    prefill(session, tokens(args.context))
+    step_ids = tokens(args.steps, seed=1)
+    for t in range(args.steps):  # warm-up (fills the grouped-key cache), then the same steps profiled
+        session.forward(step_ids[:, t : t + 1])
+    session.cache.crop(-args.steps)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for t in range(args.steps):
+            session.forward(step_ids[:, t : t + 1])
+        per_token = (time.perf_counter() - start) / args.steps
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"machine: {machine()}; {args.dtype}, context {args.context:,}, W={W} G={G}")
+    print(f"{per_token * 1e3:.1f} ms/token (profiled)")
+    for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
+        share = event.self_cpu_time_total / total
+        print(f"{share:6.1%}  {event.self_cpu_time_total / 1e3 / args.steps:7.1f} ms/token  {event.key}")
+
+
+if __name__ == "__main__":
+    main()
