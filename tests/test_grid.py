@@ -105,26 +105,29 @@ def test_format_grid():
         record("qa_1", 4096, "selfextend", 1.0),
         record("summary", 4096, "none", 0.5),
         record("vt", 8192, "none", 1.0),
+        record("vt", 8192, "none", 0.0, sample=1),
+        record("qa_1", 8192, "none", 1.0),
+        record("vt", 8192, "selfextend", 1.0),
     ]
     text = format_grid(
         records, tasks=["vt", "qa_1"], lengths=[4096, 8192], methods=["none", "selfextend"], L=8192, model="tiny"
     )
     # The mean compares the cases both methods ran at a length (vt sample 1 only ran with none; the summary task
-    # scores something else), and a length where one method ran alone is that method's mean.
+    # scores something else); a method with fewer than half the cases of another there is still running.
     assert text == (
         "RULER on tiny, L=8,192; cells are the mean score x 100 over the samples run (n)\n\n"
         "vt:\n"
-        "length       none  selfextend\n"
-        " 4,096   75.0 (2)     0.0 (1)\n"
-        " 8,192  100.0 (1)           -\n\n"
+        "length      none  selfextend\n"
+        " 4,096  75.0 (2)     0.0 (1)\n"
+        " 8,192  50.0 (2)   100.0 (1)\n\n"
         "qa_1:\n"
-        "length     none  selfextend\n"
-        " 4,096  0.0 (1)   100.0 (1)\n"
-        " 8,192        -           -\n\n"
-        "mean over the tasks, on the samples every method ran:\n"
         "length       none  selfextend\n"
-        " 4,096   50.0 (2)    50.0 (2)\n"
-        " 8,192  100.0 (1)           -"
+        " 4,096    0.0 (1)   100.0 (1)\n"
+        " 8,192  100.0 (1)           -\n\n"
+        "mean over the tasks, on the samples every method ran:\n"
+        "length      none   selfextend\n"
+        " 4,096  50.0 (2)     50.0 (2)\n"
+        " 8,192  66.7 (3)  running (1)"
     )
 
 

@@ -84,7 +84,8 @@ def format_grid(records: list[dict], *, tasks, lengths, methods, L: int, model: 
 
     The summary task also gets a table of its answers' repetition (repeated word 4-grams, 0-100). The mean is
     over RULER's tasks (not the summary task, which scores something else) and, per length, over only the
-    samples that every method run at that length has finished, so its columns compare the same cases.
+    samples that every method there has finished, so its columns compare the same cases; a method with fewer
+    than half the cases of the most advanced one at a length is left out of that comparison ("running (n)").
     """
     blocks = [f"RULER on {model}, L={L:,}; cells are the mean score x 100 over the samples run (n)"]
     for task in (*tasks, "mean"):
@@ -100,14 +101,20 @@ def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
     table = [["length", *methods]]
     for length in lengths:
         row = [f"{length:,}"]
-        shared = _shared_cases(records, length, methods) if task == "mean" else None
+        ran = _cases_run(records, length, methods) if task == "mean" else {}
+        most = max(map(len, ran.values()), default=0)
+        compared = [cases for cases in ran.values() if 2 * len(cases) >= most]
+        shared = set.intersection(*compared) if compared else set()
         for method in methods:
+            if task == "mean" and method in ran and 2 * len(ran[method]) < most:
+                row.append(f"running ({len(ran[method])})")
+                continue
             cell = [
                 r[field]
                 for r in records
                 if r["length"] == length
                 and r["method"] == method
-                and (r["task"] == task if shared is None else (r["task"], r.get("sample")) in shared)
+                and (r["task"] == task if task != "mean" else (r["task"], r.get("sample")) in shared)
                 and r.get(field) is not None
             ]
             row.append(f"{100 * sum(cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
@@ -117,10 +124,10 @@ def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
     return "\n".join([title, *lines])
 
 
-def _shared_cases(records, length: int, methods) -> set[tuple]:
-    """The (task, sample) cases at ``length`` that every method with a case there has run (summary left out)."""
+def _cases_run(records, length: int, methods) -> dict[str, set[tuple]]:
+    """method -> the (task, sample) cases it has run at ``length`` (the summary task left out)."""
     ran: dict[str, set[tuple]] = {}
     for r in records:
         if r["length"] == length and r["method"] in methods and r["task"] != "summary":
             ran.setdefault(r["method"], set()).add((r["task"], r.get("sample")))
-    return set.intersection(*ran.values()) if ran else set()
+    return ran
