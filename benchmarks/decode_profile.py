@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from engine import G, W, machine, tokens  # noqa: E402
 from longlm_cli.engine.selfextend import apply_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
+
+from engine import G, W, machine, tokens  # noqa: E402
 
 
 def main() -> None:
