@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..defaults import LOG_SCALE_BASE_WINDOWS
+from ..errors import PlanError
 from ..planning import make_plan
 from ..tuned import Tuned, model_key, save_tuned
 from . import ruler
@@ -40,7 +41,7 @@ def candidates(L: int, length: int, max_new_tokens: int) -> list[str]:
     try:
         wide = make_plan(context_window=L, length=length + max_new_tokens, window=L // 4)
         found.append(f"selfextend:{wide.W}x{wide.G}")
-    except Exception:  # noqa: BLE001 - a W that cannot cover this length is simply not a candidate
+    except PlanError:  # a W that cannot cover this length is simply not a candidate
         pass
     return [*found, "selfextend+log", "dca"]
 
