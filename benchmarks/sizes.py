@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -89,7 +90,17 @@ class LayerClock:
 
 
 def rss_gib() -> float:
+    """The process's peak resident memory so far (ru_maxrss)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def resident_gib() -> float | None:
+    """The process's resident memory now (Linux /proc; None elsewhere): building a model peaks above it."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def measure(
@@ -125,7 +136,7 @@ def measure(
 
     def chunked(extended: bool) -> tuple[float, Session]:
         (apply_selfextend(model, group_size=G, window=W) if extended else remove_selfextend(model))
-        session = Session.start(model)
+        session = Session.start(model, reserve=length + steps + 1)  # as the CLI: the plan's prompt + answer
         return scaled(lambda: prefill(session, ids)), session
 
     def decode_ms(session: Session, extended: bool) -> float:
@@ -134,14 +145,15 @@ def measure(
         session.cache.crop(-steps)  # back to the context, for the next round
         return ms
 
-    baseline = rss_gib()
+    baseline, resident = rss_gib(), resident_gib()
     out["selfextend_chunked_s"], session = chunked(True)
     out["peak_rss_gib"] = rss_gib()
     kv = entry_size(session.cache, 0)
     out["kv_gib"] = kv * scale / 2**30
     out["entry_gib"] = entry_size(session.cache, length) * scale / 2**30
     out["rss_over_weights_kv_gib"] = out["peak_rss_gib"] - (weights + kv) / 2**30  # measured layers only
-    out["rss_before_prefill_gib"] = baseline
+    out["rss_before_prefill_gib"] = baseline  # the peak while building the model (its init's temporaries)
+    out["resident_before_prefill_gib"] = resident  # what stays resident of it when the prefill starts
     if not plain:  # SelfExtend alone (a long case where the plain model's figures would take as long again)
         decode_ms(session, True)  # warm-up (its grouped keys up to the context)
         out["selfextend_decode_ms"] = min(decode_ms(session, True) for _ in range(DECODE_ROUNDS))

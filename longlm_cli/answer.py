@@ -58,7 +58,7 @@ def answer_documents(
     """
     sampling = sampling.for_task(task)
     prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
-    session = Session.start(prepared.loaded.model)
+    session = Session.start(prepared.loaded.model, reserve=prepared.plan.N)  # prompt + answer: allocated once
     start = time.perf_counter()
     logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
     timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}

@@ -93,7 +93,7 @@ class Chat:
         self.cache = cache
         self.progress = progress
         self.messages: list[dict] = []
-        self.session = Session.start(self.loaded.model)
+        self.session = Session.start(self.loaded.model, reserve=self.plan.N)  # the first turn; later ones grow it
         self.cached_ids: list[int] = []  # the token ids the session's KV cache holds
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Turn:

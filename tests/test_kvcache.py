@@ -62,3 +62,26 @@ def test_a_prompt_token_beyond_the_embedding_is_one_model_error():
     with pytest.raises(ModelError, match=f"the prompt holds token id {VOCAB:,}, but the model has only {VOCAB:,}"):
         session.forward(torch.tensor([[1, 2, VOCAB]]))
     assert session.length == 0  # nothing was run
+
+
+def test_a_reserved_session_allocates_its_buffers_once_and_gives_the_same_logits():
+    model = apply_selfextend(tiny_model("llama"), group_size=4, window=8)
+    ids = torch.randint(0, VOCAB, (1, 150), generator=torch.Generator().manual_seed(4))
+    reserved, grown = Session.start(model, reserve=140), Session.start(model)
+    pointers = set()
+    for start in range(0, 120, 32):  # chunked prefill, then decoding up to the reservation
+        a, b = (
+            reserved.forward(ids[:, start : min(start + 32, 120)]),
+            grown.forward(ids[:, start : min(start + 32, 120)]),
+        )
+        pointers.add(reserved.cache.layers[0].keys.data_ptr())
+        assert torch.equal(a, b)
+    for t in range(120, 140):
+        assert torch.equal(reserved.forward(ids[:, t : t + 1]), grown.forward(ids[:, t : t + 1]))
+        pointers.add(reserved.cache.layers[0].keys.data_ptr())
+    layer = reserved.cache.layers[0]
+    assert pointers == {layer.keys.data_ptr()} and layer._k.shape[-2] == 140  # one buffer, never regrown
+    (grouped,) = reserved.extra.values()
+    assert all(entry["buffer"].shape[2] == 140 for entry in grouped.layers.values())
+    assert torch.equal(reserved.forward(ids[:, 140:141]), grown.forward(ids[:, 140:141]))  # beyond it: grown
+    assert layer._k.shape[-2] == 280

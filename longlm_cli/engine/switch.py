@@ -43,6 +43,7 @@ class RotatedKeyCache:
     """
 
     layers: dict = field(default_factory=dict)
+    reserve: int = 0  # keys a layer's first buffer makes room for (the session's planned tokens; 0: grow)
 
     def clear(self) -> None:
         self.layers.clear()
@@ -76,7 +77,8 @@ def rotated_keys(
     if n < needed:
         buffer = entry["buffer"]
         if buffer.shape[2] < needed:  # grow geometrically so decoding appends in amortised O(1)
-            grown = key.new_empty(B, Hkv, max(needed, 2 * buffer.shape[2]), D)
+            room = cache.reserve if needed <= cache.reserve else max(needed, 2 * buffer.shape[2])
+            grown = key.new_empty(B, Hkv, room, D)
             grown[:, :, :n] = buffer[:, :, :n]
             buffer = entry["buffer"] = grown
         buffer[:, :, n:needed] = rotated(n, needed)
@@ -164,11 +166,11 @@ def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cac
     return attention
 
 
-def key_cache_arguments(model: PreTrainedModel) -> dict:
-    """The forward keyword arguments that give the method ``model`` runs a new key cache ({} for none): pass the
-    same dict to every forward call over one KV cache."""
+def key_cache_arguments(model: PreTrainedModel, reserve: int = 0) -> dict:
+    """The forward keyword arguments that give the method ``model`` runs a new key cache ({} for none), with
+    room for ``reserve`` keys: pass the same dict to every forward call over one KV cache."""
     found = _KEY_CACHES.get(model.config._attn_implementation)
-    return {} if found is None else {found[0]: found[1]()}
+    return {} if found is None else {found[0]: found[1](reserve=reserve)}
 
 
 def _dense_rows(x: torch.Tensor) -> torch.Tensor:

@@ -156,7 +156,7 @@ def greedy_answer(
     pieces; None is the CLI's default chunk); ``repetition`` as in answer_greedily."""
     from ..runtime.generate import SamplingSettings, Session, decode, prefill
 
-    session = Session.start(model)
+    session = Session.start(model, reserve=ids.shape[1] + max_new_tokens)
     logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
     return decode(
         session,

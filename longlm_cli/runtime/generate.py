@@ -32,8 +32,10 @@ class Session:
     embedding_rows: int = 0  # the model's input embeddings (read once, on the first forward)
 
     @classmethod
-    def start(cls, model) -> Session:
-        return cls(model=model, cache=growing_cache(model.config), extra=key_cache_arguments(model))
+    def start(cls, model, reserve: int = 0) -> Session:
+        """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once."""
+        cache = growing_cache(model.config, reserve)
+        return cls(model=model, cache=cache, extra=key_cache_arguments(model, reserve))
 
     @property
     def length(self) -> int:

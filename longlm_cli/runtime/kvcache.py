@@ -3,7 +3,9 @@
 transformers' DynamicLayer concatenates the whole cache with every new token (``torch.cat`` per layer per step:
 an O(L) copy, about 0.75 GB per token at 16k tokens on the embedded model in float32). ``GrowingLayer`` keeps
 keys and values in a buffer with spare room, doubled when full, and hands out views of the filled part, so a
-decoding step copies only its own token. Each head's rows stay contiguous in the view, which the attention
+decoding step copies only its own token. Given the tokens a session will hold (``reserve``: the plan's prompt
+plus answer), the first buffer has that room at once and is never regrown within it (no copies, no smaller
+buffers allocated and freed on the way). Each head's rows stay contiguous in the view, which the attention
 kernels read without a copy. Everything else (cropping, lengths, masks) behaves as DynamicLayer.
 """
 
@@ -18,6 +20,10 @@ MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not r
 
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer with in-place appends (amortised O(1) per token); ``keys``/``values`` are views."""
+
+    def __init__(self, reserve: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.reserve = reserve  # tokens the first buffer makes room for (0: grow from MIN_CAPACITY)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -37,7 +43,7 @@ class GrowingLayer(DynamicLayer):
 
     def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
         old = 0 if self._k is None else self._k.shape[-2]
-        room = max(needed, 2 * old, MIN_CAPACITY)
+        room = self.reserve if needed <= self.reserve else max(needed, 2 * old, MIN_CAPACITY)
         k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
         v = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1])
         if self._n:
@@ -63,11 +69,11 @@ class GrowingLayer(DynamicLayer):
         self._n = 0
 
 
-def growing_cache(config) -> DynamicCache:
-    """A DynamicCache for a model with ``config`` whose full-attention layers are GrowingLayers (sliding-window
-    and other special layers stay as transformers builds them)."""
+def growing_cache(config, reserve: int = 0) -> DynamicCache:
+    """A DynamicCache for a model with ``config`` whose full-attention layers are GrowingLayers with room for
+    ``reserve`` tokens (sliding-window and other special layers stay as transformers builds them)."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [GrowingLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
