@@ -117,6 +117,14 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
 
     decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
     extended = min(decode_steps(session) for _ in range(2))
+    # The same with the flash kernel for every block (one-row products only from ROW_PRODUCT_MIN_GROUP query
+    # heads per key head, as before ROW_PRODUCT_MIN_KEYS).
+    rows_from = blocks.ROW_PRODUCT_MIN_KEYS
+    blocks.ROW_PRODUCT_MIN_KEYS = 1 << 62
+    try:
+        extended_flash = min(decode_steps(session) for _ in range(2))
+    finally:
+        blocks.ROW_PRODUCT_MIN_KEYS = rows_from
     # The same keys and values in transformers' DynamicCache (torch.cat of the whole cache at every token).
     concat = DynamicCache(config=model.config)
     for i, layer in enumerate(session.cache.layers):
@@ -137,6 +145,7 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
         "plain_ms": plain * 1e3,
         "selfextend_ms": extended * 1e3,
         "selfextend_concat_cache_ms": extended_concat * 1e3,
+        "selfextend_flash_only_ms": extended_flash * 1e3,
         "ratio": extended / plain,
         "speedup_over_concat_cache": extended_concat / extended,
         "bytes_per_token": read,
@@ -213,6 +222,9 @@ def main() -> None:
     parser.add_argument("--prefill-tokens", type=int, default=8192)
     parser.add_argument("--decode-context", type=int, default=16384)
     parser.add_argument("--memory-tokens", type=int, default=32768)
+    parser.add_argument(
+        "--gqa-keys", type=lambda t: [int(x) for x in t.split(",")], default=[8192], help="(d): comma-separated"
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="for (a), (a'), (b)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -244,20 +256,25 @@ def main() -> None:
             f" transformers' concatenating DynamicCache {r['selfextend_concat_cache_ms']:.1f} ms/token: the growing"
             f" cache is {r['speedup_over_concat_cache']:.2f}x faster; memory floor {r['floor_ms']:.1f} ms/token"
             f" ({r['bytes_per_token'] / 1e9:.2f} GB read per token at a measured copy speed of"
-            f" {r['copy_gb_per_s']:.1f} GB/s): SelfExtend decodes at {r['over_floor']:.2f}x the floor (target <= 1.5)",
+            f" {r['copy_gb_per_s']:.1f} GB/s): SelfExtend decodes at {r['over_floor']:.2f}x the floor (target <= 1.5);"
+            f" with the flash kernel for every block (no one-row products from {blocks.ROW_PRODUCT_MIN_KEYS:,} keys)"
+            f" {r['selfextend_flash_only_ms']:.1f} ms/token",
             flush=True,
         )
     if args.only in (None, "gqa"):
-        r = results["gqa"] = bench_gqa()
-        for name, shape in r["shapes"].items():
-            H, hkv, D = shape["heads"]
-            chosen = "one-row" if H >= blocks.ROW_PRODUCT_MIN_GROUP * hkv else "flash"
-            print(
-                f"(d) one decoding row, {r['keys']} keys, {name} heads {H}/{hkv} x {D}: flash kernel"
-                f" {shape['flash_ms']:.2f} ms, one-row products {shape['one_row_ms']:.2f} ms,"
-                f" {shape['speedup']:.2f}x (the engine uses {chosen})",
-                flush=True,
-            )
+        results["gqa"] = []
+        for keys in args.gqa_keys:
+            r = bench_gqa(keys)
+            results["gqa"].append(r)
+            for name, shape in r["shapes"].items():
+                H, hkv, D = shape["heads"]
+                chosen = "one-row" if blocks._one_row_faster(H, (hkv, keys)) else "flash"
+                print(
+                    f"(d) one decoding row, {r['keys']} keys, {name} heads {H}/{hkv} x {D}: flash kernel"
+                    f" {shape['flash_ms']:.2f} ms, one-row products {shape['one_row_ms']:.2f} ms,"
+                    f" {shape['speedup']:.2f}x (the engine uses {chosen})",
+                    flush=True,
+                )
     if args.only in (None, "memory"):
         del model
         r = results["memory"] = bench_memory(args.memory_tokens)

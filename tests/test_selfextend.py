@@ -256,17 +256,19 @@ def test_attention_at_32k_tokens_matches_direct_softmax():
         assert (expected[:, :, 0] - out[:, :, row]).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("heads", [(8, 2), (16, 2), (6, 2)])
-def test_one_decoding_row_matches_the_plain_torch_block(heads):
-    """The one-row path (4 or more query heads per key head) and the flash kernel (fewer) agree with the
-    plain-torch reference on a strided key view, as the growing cache hands it out."""
+@pytest.mark.parametrize("heads, keys", [((8, 2), 500), ((16, 2), 500), ((6, 2), 500), ((6, 2), 12288)])
+def test_one_decoding_row_matches_the_plain_torch_block(heads, keys):
+    """The one-row path (4 or more query heads per key head, or 2-3 from ROW_PRODUCT_MIN_KEYS keys) and the
+    flash kernel (otherwise) agree with the plain-torch reference on a strided key view, as the growing cache
+    hands it out."""
     from longlm_cli.engine import blocks
 
     H, hkv = heads
+    assert blocks._one_row_faster(H, (hkv, keys)) == (H >= 4 * hkv or keys >= blocks.ROW_PRODUCT_MIN_KEYS)
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, H, 1, 32, generator=gen) * 3
-    k = torch.randn(1, hkv, 600, 32, generator=gen)[:, :, :500]
-    v = torch.randn(1, hkv, 600, 32, generator=gen)[:, :, :500]
+    k = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
+    v = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
     out, lse = blocks._attend(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     ref_out, ref_lse = blocks._attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     assert out.shape == ref_out.shape and lse.shape == ref_lse.shape

@@ -12,10 +12,12 @@ import torch
 
 KEY_BLOCK = 4096  # keys per block on the plain-torch path (bounds the score tensor)
 # Query heads per key head from which one decoding row is faster as two matrix products than through the CPU
-# flash kernel, which expands the shared keys per query head (benchmarks/engine.py --only gqa, 8k keys: 1.2x to
-# 2.5x for the 4- and 8-per-key-head layouts of Llama-3 and Qwen2.5; at 3 per key head, the embedded model's,
-# the kernel is as fast or faster below 8k keys).
+# flash kernel, which reads the shared keys once per query head (benchmarks/engine.py --only gqa, 8k keys: 1.2x
+# to 2.5x for the 4- and 8-per-key-head layouts of Llama-3 and Qwen2.5), and the keys from which it is faster
+# for 2 or 3 per key head too (the embedded model has 3: the kernel wins up to 8k keys, the products from 16k;
+# `--only gqa --gqa-keys ...` measures both sides of it).
 ROW_PRODUCT_MIN_GROUP = 4
+ROW_PRODUCT_MIN_KEYS = 12288
 
 
 def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
@@ -25,16 +27,18 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
     """
     if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
-        if (
-            q.dtype == torch.float32
-            and q.shape[2] == 1
-            and not causal
-            and q.shape[1] >= ROW_PRODUCT_MIN_GROUP * k.shape[1]
-        ):
+        if q.dtype == torch.float32 and q.shape[2] == 1 and not causal and _one_row_faster(q.shape[1], k.shape[1:3]):
             return _attend_one_row(q, k, v, scale=scale)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return out, lse
     return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
+
+
+def _one_row_faster(heads: int, key_shape) -> bool:
+    """Whether one decoding row of ``heads`` query heads over keys [Hkv, K] goes through _attend_one_row."""
+    hkv, keys = key_shape
+    group = heads // hkv
+    return group >= ROW_PRODUCT_MIN_GROUP or (group >= 2 and keys >= ROW_PRODUCT_MIN_KEYS)
 
 
 def _attend_one_row(q, k, v, *, scale: float):
