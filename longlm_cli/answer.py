@@ -37,6 +37,15 @@ class Answer:
         """The versioned JSON object of contract.py."""
         return response_dict(self, command=self.task)
 
+    @property
+    def empty_warning(self) -> str | None:
+        """Why the answer holds no text, when it holds none (a small model beyond its window may end its turn
+        at once: the RULER summary task at 16k); None otherwise."""
+        if self.text.strip():
+            return None
+        why = {"eos": "the model ended its turn before writing anything", "stop": "a --stop string came first"}
+        return f"the answer is empty: {why.get(self.finish_reason, 'only whitespace was written')}"
+
 
 def answer_documents(
     task: str,

@@ -138,6 +138,34 @@ def test_stop_option_through_ask(tiny_dir, tmp_path):
     cut = run(*common, "--stop", stop)
     assert cut.exit_code == 0, cut.output
     assert cut.stdout == full[: full.index(stop)] + "\n"
+    assert "Warning" not in cut.stderr
+    # A stop string that comes first leaves nothing: the answer is empty, and one line says why.
+    nothing = run(*common, "--stop", full[:3])
+    assert nothing.exit_code == 0 and nothing.stdout == "\n", nothing.output
+    assert nothing.stderr.splitlines()[-1] == "Warning: the answer is empty: a --stop string came first"
+
+
+def test_an_empty_answer_says_why():
+    from longlm_cli.answer import Answer
+
+    def answer(text, reason):
+        return Answer(
+            task="summarize",
+            question=None,
+            text=text,
+            finish_reason=reason,
+            model="m",
+            plan=None,
+            extended=True,
+            extension="selfextend",
+            prompt_tokens=1,
+            new_tokens=1,
+            sources=("d",),
+        )
+
+    assert answer("A summary.", "eos").empty_warning is None
+    assert answer(" \n", "eos").empty_warning == "the answer is empty: the model ended its turn before writing anything"
+    assert answer("", "length").empty_warning == "the answer is empty: only whitespace was written"
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,8 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
         click.echo(json.dumps(answer.to_dict(), indent=2))
     else:
         click.echo(_checked_quotes(answer))
+    if answer.empty_warning:
+        click.echo(f"Warning: {answer.empty_warning}", err=True)
     if verbose:
         t = answer.timings
         click.echo(
@@ -247,6 +249,8 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, **opt
             if isinstance(result, Failed):
                 failures += 1
                 click.echo(f"Error: {result.source}: {result.error}", err=True)
+            elif result.empty_warning:
+                click.echo(f"Warning: {result.sources[0]}: {result.empty_warning}", err=True)
             if as_json:
                 piece = json.dumps(result.to_dict())
             elif isinstance(result, Failed):
