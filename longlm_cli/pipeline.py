@@ -26,14 +26,14 @@ from .defaults import (
 )
 from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
-from .errors import CacheError, PlanError
+from .errors import CacheError
 from .paths import human_size
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.kvcache import cache_unsupported_reason
 from .runtime.models import LoadedModel, load_model
 from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
-from .tuned import Tuned, find_tuned, model_key
+from .tuned import Tuned, tuned_plan
 
 PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
 
@@ -135,21 +135,17 @@ def _plan(loaded: LoadedModel, requested: str, length: int, extension: Extension
     """(plan, extension settings, tuned entry or None): `longlm tune`'s winner for this model near ``length``
     when the user chose no extension setting and the input needs extension, else the plan's own choice."""
     L = loaded.context_window
-    if extension.use_tuned and not extension.chosen_by_user() and length > L:
-        tuned = find_tuned(model_key(requested), length)
-        if tuned is not None:
-            chosen = replace(
-                extension,
-                method=tuned.method,
-                window=tuned.window,
-                group_size=tuned.group_size,
-                scale_base=tuned.scale_base,
-            )
-            try:
-                plan = make_plan(context_window=L, length=length, window=chosen.window, group_size=chosen.group_size)
-                return plan, chosen, tuned
-            except PlanError:  # the tuned G cannot cover this input: plan as usual
-                pass
+    found = tuned_plan(requested, L, length) if extension.use_tuned and not extension.chosen_by_user() else None
+    if found is not None:
+        plan, tuned = found
+        chosen = replace(
+            extension,
+            method=tuned.method,
+            window=tuned.window,
+            group_size=tuned.group_size,
+            scale_base=tuned.scale_base,
+        )
+        return plan, chosen, tuned
     plan = make_plan(
         context_window=L,
         length=length,

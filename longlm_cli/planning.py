@@ -210,6 +210,7 @@ class PlanReport:
     plan: Plan
     tokens: TokenCount | None
     sources: tuple[str, ...] = ()
+    tuned: str | None = None  # the `longlm tune` setting the plan follows, described (tuned.plan_with_tuned)
 
 
 def plan_for(
@@ -302,10 +303,13 @@ def format_report(report: PlanReport) -> str:
     text = format_plan(report.plan, model_label=report_label(report), tokens=report.tokens)
     if report.sources:
         text = f"{'Documents:':<22}{', '.join(report.sources)}\n" + text
+    if report.tuned:
+        text = f"{'Tuned:':<22}{report.tuned}\n" + text
     return text
 
 
 def report_to_dict(report: PlanReport) -> dict[str, object]:
     """Return a PlanReport as a JSON-ready dict (plan_to_dict plus the model's window source and the inputs)."""
     data = plan_to_dict(report.plan, model_label=report.model.name, tokens=report.tokens)
-    return {"version": JSON_VERSION, **data, "L_source": report.model.source, "sources": list(report.sources)}
+    extra = {"L_source": report.model.source, "sources": list(report.sources), "tuned": report.tuned}
+    return {"version": JSON_VERSION, **data, **extra}

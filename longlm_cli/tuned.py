@@ -1,8 +1,9 @@
 """The settings `longlm tune` found best for a model at a length, kept in the cache directory (``tuned.json``).
 
-Owns the store only: saving an entry (under a file lock, written whole), and finding the entry that applies to
-a model and an input length: the tuned length nearest N, within a factor TUNED_REACH either way. A damaged file
-is one warning and is treated as empty. Torch-free; evaluation/tune.py fills it, pipeline.prepare reads it.
+Owns the store: saving an entry (under a file lock, written whole), finding the entry that applies to a model
+and an input length (the tuned length nearest N, within a factor TUNED_REACH either way), and the plan that
+entry gives. A damaged file is one warning and is treated as empty. Torch-free; evaluation/tune.py fills it,
+pipeline.prepare and `longlm plan` read it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .catalogue import resolve_model
 from .defaults import EXTENSION_METHODS
-from .errors import CacheError
+from .errors import CacheError, ModelError, PlanError
 from .paths import cache_dir, ensure_cache_dir, file_lock
+from .planning import Plan, PlanReport, make_plan, plan_for
 
 TUNED_FILE = "tuned.json"
 _NO_FILE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
@@ -120,3 +122,34 @@ def find_tuned(model: str, length: int) -> Tuned | None:
         if distance <= math.log(TUNED_REACH) and (best is None or distance < best[0]):
             best = (distance, entry)
     return best[1] if best else None
+
+
+def tuned_plan(model: str, L: int, length: int) -> tuple[Plan, Tuned] | None:
+    """The plan of `longlm tune`'s winner for ``model`` (a name) near ``length`` tokens beyond L, with the
+    entry; None when no entry applies, the input fits L, or the tuned G cannot cover this input."""
+    if length <= L:
+        return None
+    try:
+        key = model_key(model)
+    except ModelError:  # a family name `longlm plan` knows (llama2): no model to have tuned
+        return None
+    found = find_tuned(key, length)
+    if found is None:
+        return None
+    try:
+        return make_plan(context_window=L, length=length, window=found.window, group_size=found.group_size), found
+    except PlanError:
+        return None
+
+
+def plan_with_tuned(model: str, *, use_tuned: bool = True, **inputs) -> PlanReport:
+    """planning.plan_for, with `longlm tune`'s winner applied as ask/summarize/chat apply it: only when the
+    user set no W, G or --extend-from and ``use_tuned``. ``inputs`` are plan_for's."""
+    report = plan_for(model, **inputs)
+    chosen = any(inputs.get(k) is not None for k in ("window", "group_size", "extend_from"))
+    found = None if chosen or not use_tuned else tuned_plan(model, report.plan.L, report.plan.N)
+    if found is None:
+        return report
+    plan, entry = found
+    runs = "Dual Chunk Attention runs, not the SelfExtend below" if entry.method == "dca" else "the W and G below"
+    return replace(report, plan=plan, tuned=f"longlm tune's {entry.describe()}: {runs}; --no-tuned ignores it")

@@ -363,6 +363,7 @@ def test_cli_json():
         "length_method": "given",
         "L_source": "built-in table of model families",
         "sources": [],
+        "tuned": None,
     }
 
 

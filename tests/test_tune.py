@@ -60,6 +60,20 @@ def test_ask_uses_the_tuned_setting_near_its_length_unless_told_not_to(tiny_dir,
     assert (ignored["plan"]["W"], ignored["plan"]["G"]) == (planned["plan"]["W"], planned["plan"]["G"])
     own = json.loads(run(*args, "-g", 30).stdout)
     assert own["plan"]["G"] == 30  # a setting of the user's own wins over the tuned one
+    # `longlm plan` shows the same setting for that length, and says where it comes from.
+    shown = run("plan", "--model", tiny_dir, "--length", N)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[0] == (
+        f"Tuned:                longlm tune's selfextend:16x24 (tuned at {N:,} tokens: 50.0): the W and G below; "
+        "--no-tuned ignores it"
+    )
+    assert "Neighbour window W:   16 tokens" in shown.stdout and "Group size G:         24" in shown.stdout
+    as_json = json.loads(run("plan", "--model", tiny_dir, "--length", N, "--json").stdout)
+    assert (as_json["W"], as_json["G"]) == (16, 24) and as_json["tuned"].startswith("longlm tune's selfextend:16x24")
+    untuned = json.loads(run("plan", "--model", tiny_dir, "--length", N, "--json", "--no-tuned").stdout)
+    assert (untuned["W"], untuned["G"], untuned["tuned"]) == (planned["plan"]["W"], planned["plan"]["G"], None)
+    given = json.loads(run("plan", "--model", tiny_dir, "--length", N, "--json", "-g", 30).stdout)
+    assert given["G"] == 30 and given["tuned"] is None
 
 
 def test_damaged_tuned_file_is_one_warning(tiny_dir, tmp_path):

@@ -26,6 +26,7 @@ from .options import extend_from_option, group_option, model_option, window_opti
 @window_option
 @group_option
 @extend_from_option
+@click.option("--no-tuned", is_flag=True, help="Ignore the settings `longlm tune` saved for this model (as ask does).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of text.")
 def plan(
     model: str,
@@ -34,6 +35,7 @@ def plan(
     window: int | None,
     group_size: int | None,
     extend_from: float | None,
+    no_tuned: bool,
     as_json: bool,
 ) -> None:
     """Show the SelfExtend setting (W, G) a document needs on a model, without loading the model.
@@ -41,11 +43,21 @@ def plan(
     Give the document length with --length, or a document with --file to count its tokens (with the
     model's own tokenizer.json when it is on disk, else a tiktoken estimate). Prints the pretraining window
     L, the length N, W, G, the extended capacity (L - W) * G + W, and where the farthest grouped position
-    W + (N - W) / G falls against the paper's safe range L/2 .. 2L/3.
+    W + (N - W) / G falls against the paper's safe range L/2 .. 2L/3. A setting `longlm tune` saved for the
+    model near N is used, as ask, summarize and chat use it, unless you set W, G or --extend-from.
     """
-    from ..planning import format_report, plan_for, report_to_dict
+    from ..planning import format_report, report_to_dict
+    from ..tuned import plan_with_tuned
 
     if (length is None) == (not files):
         raise click.UsageError("give exactly one of --length and --file")
-    report = plan_for(model, length=length, paths=files, window=window, group_size=group_size, extend_from=extend_from)
+    report = plan_with_tuned(
+        model,
+        use_tuned=not no_tuned,
+        length=length,
+        paths=files,
+        window=window,
+        group_size=group_size,
+        extend_from=extend_from,
+    )
     click.echo(json.dumps(report_to_dict(report), indent=2) if as_json else format_report(report))
