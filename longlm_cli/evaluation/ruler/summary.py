@@ -23,7 +23,9 @@ QUESTION = (
     "\n\nWrite a summary of the document above: its main subjects, and every person it names with their role. "
     "Use only information from the document."
 )
-ANSWER_PREFIX = " Summary:"
+# No answer prefix: `longlm summarize` sends none, and beyond L the embedded model answers " Summary:" by
+# ending its turn at once (all five 16k cases of an earlier version of this task were empty).
+ANSWER_PREFIX = ""
 MAX_NEW_TOKENS = 256
 ROLES = (
     ("harbour master", "Vellmoor"),
