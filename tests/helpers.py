@@ -16,7 +16,7 @@ from transformers import AttentionInterface, LlamaForCausalLM, PreTrainedTokeniz
 from transformers.masking_utils import AttentionMaskInterface
 
 from longlm_cli.cli import cli
-from longlm_cli.defaults import TASK_REPETITION_PENALTY
+from longlm_cli.defaults import TASK_SAMPLING_DEFAULTS
 from longlm_cli.planning import make_plan
 from longlm_cli.templates import chat_token_ids, load_template, user_message
 
@@ -256,12 +256,15 @@ def reference_answer(
     logits_fn=None,
     shape=None,
     repetition_penalty=None,
+    no_repeat_ngram=None,
 ):
     """Greedy decoding that recomputes the whole sequence with the reference SelfExtend at every step (or with
-    ``logits_fn(model, ids)``, another method's reference), with the task's default repetition penalty (or
-    ``repetition_penalty``) applied as CTRL defines it: the answer's tokens' scores divided by it (multiplied
-    where negative)."""
-    penalty = TASK_REPETITION_PENALTY.get(task, 1.0) if repetition_penalty is None else repetition_penalty
+    ``logits_fn(model, ids)``, another method's reference), with the task's default repetition settings (or the
+    ones given): the penalty as CTRL defines it (the answer's tokens' scores divided by it, multiplied where
+    negative), and no token that would repeat an n-gram of the answer."""
+    task_defaults = TASK_SAMPLING_DEFAULTS.get(task, {})
+    penalty = task_defaults.get("repetition_penalty", 1.0) if repetition_penalty is None else repetition_penalty
+    n = task_defaults.get("no_repeat_ngram_size", 0) if no_repeat_ngram is None else no_repeat_ngram
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     template = load_template(task) if shape is None else load_template(task).shaped(shape)
@@ -279,6 +282,11 @@ def reference_answer(
         if out and penalty != 1.0:
             seen = torch.tensor(sorted(set(out)))
             scores[seen] = torch.where(scores[seen] > 0, scores[seen] / penalty, scores[seen] * penalty)
+        if n and len(out) >= n - 1:
+            tail = out[len(out) - n + 1 :]
+            for i in range(len(out) - n + 1):
+                if out[i : i + n - 1] == tail:
+                    scores[out[i + n - 1]] = float("-inf")
         token = int(scores.argmax())
         if token == tokenizer.eos_token_id:
             break

@@ -22,10 +22,10 @@ def test_summarize_text_file_streams_the_reference_answer(tiny_dir, tmp_path):
     result = run("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 12)
     assert result.exit_code == 0, result.output
     assert result.stdout == expected + "\n"
-    # Summaries have a repetition penalty by default; --repetition-penalty 1 turns it off.
-    greedy, _, _ = reference_answer(tiny_dir, "summarize", CORPUS, max_new_tokens=12, repetition_penalty=1.0)
+    # Summaries never repeat a 4-gram of tokens by default; --no-repeat-ngram 0 turns that off.
+    greedy, _, _ = reference_answer(tiny_dir, "summarize", CORPUS, max_new_tokens=12, no_repeat_ngram=0)
     assert greedy != expected
-    off = run("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 12, "--repetition-penalty", 1)
+    off = run("summarize", doc, "--model", tiny_dir, "--max-new-tokens", 12, "--no-repeat-ngram", 0)
     assert off.exit_code == 0 and off.stdout == greedy + "\n", off.output
 
 

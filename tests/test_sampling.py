@@ -179,8 +179,13 @@ def test_bad_sampling_options_are_usage_errors(tiny_dir, tmp_path, option, value
     assert "Traceback" not in result.output
 
 
-def test_the_task_sets_the_repetition_penalty_only_where_none_was_given():
-    assert SamplingSettings().for_task("summarize").repetition_penalty == 1.2
-    assert SamplingSettings().for_task("ask").repetition_penalty == 1.0
-    assert SamplingSettings(repetition_penalty=1.0).for_task("summarize").repetition_penalty == 1.0
-    assert SamplingSettings(repetition_penalty=1.5).for_task("ask").repetition_penalty == 1.5
+def test_the_task_sets_the_repetition_settings_only_where_none_was_given():
+    def settings(task, **given):
+        chosen = SamplingSettings(**given).for_task(task)
+        return chosen.repetition_penalty, chosen.no_repeat_ngram_size
+
+    assert settings("summarize") == (1.0, 4)
+    assert settings("ask") == (1.0, 0)
+    assert settings("summarize", no_repeat_ngram_size=0) == (1.0, 0)
+    assert settings("summarize", repetition_penalty=1.2) == (1.2, 4)
+    assert settings("ask", no_repeat_ngram_size=3) == (1.0, 3)

@@ -22,7 +22,7 @@ from ..defaults import (
     DEVICES,
     DTYPES,
     MAX_GROUP_SIZE,
-    TASK_REPETITION_PENALTY,
+    TASK_SAMPLING_DEFAULTS,
 )
 
 MODEL_ENV = "LONGLM_MODEL"  # when set, the default of --model in every command
@@ -175,12 +175,13 @@ NO_REPEAT_NGRAM_OPTION = click.option(
 )
 
 
-RUN_REPETITION_PENALTY_OPTION = click.option(
-    "--repetition-penalty",
-    type=FiniteFloat(min=0.0, min_open=True),
-    help="Above 1, makes tokens the answer already used less likely (the document is not counted). "
-    f"[default: {TASK_REPETITION_PENALTY['summarize']:g} for summarize, {DEFAULT_REPETITION_PENALTY:g} (off) "
-    "for ask and chat]",
+RUN_NO_REPEAT_NGRAM_OPTION = click.option(  # summarize, ask, chat: the default depends on the command
+    "--no-repeat-ngram",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Never repeat a run of N tokens within the answer (0: off). "
+    f"[default: {TASK_SAMPLING_DEFAULTS['summarize']['no_repeat_ngram_size']} for summarize, "
+    f"{DEFAULT_NO_REPEAT_NGRAM} (off) for ask and chat]",
 )
 
 
@@ -219,8 +220,8 @@ SAMPLING_OPTIONS = [
         show_default=True,
         help="With --temperature > 0, sample from the smallest set of tokens holding probability P.",
     ),
-    RUN_REPETITION_PENALTY_OPTION,
-    NO_REPEAT_NGRAM_OPTION,
+    REPETITION_PENALTY_OPTION,
+    RUN_NO_REPEAT_NGRAM_OPTION,
     click.option("--stop", multiple=True, metavar="TEXT", help="End the answer before this text (repeatable)."),
 ]
 

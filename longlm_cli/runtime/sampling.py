@@ -20,7 +20,7 @@ from ..defaults import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
-    TASK_REPETITION_PENALTY,
+    TASK_SAMPLING_DEFAULTS,
 )
 from ..errors import InputError
 
@@ -32,9 +32,9 @@ class SamplingSettings:
     seed: int | None = None
     top_k: int = DEFAULT_TOP_K  # 0: off; with temperature > 0, sample among the k most likely tokens
     top_p: float = DEFAULT_TOP_P  # 1: off; with temperature > 0, sample from the smallest set holding this probability
-    # 1: off; > 1 divides the scores of tokens the answer already holds; None: the task's default (for_task)
+    # None in these two: the task's default (for_task). 1: off; > 1 divides the scores of tokens the answer holds
     repetition_penalty: float | None = None
-    no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM  # 0: off; n > 0 forbids repeating any n-gram of the answer
+    no_repeat_ngram_size: int | None = None  # 0: off; n > 0 forbids repeating any n-gram of the answer
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
 
     def __post_init__(self):
@@ -43,16 +43,16 @@ class SamplingSettings:
         penalty = self.repetition_penalty
         if penalty is not None and not (math.isfinite(penalty) and penalty > 0):
             raise InputError(f"repetition penalty must be a finite number > 0, got {penalty!r}")
-        if self.top_k < 0 or self.no_repeat_ngram_size < 0:
+        if self.top_k < 0 or (self.no_repeat_ngram_size or 0) < 0:
             raise InputError("top-k and the no-repeat n-gram size must be >= 0")
         if any(not s for s in self.stop):
             raise InputError("a stop string must not be empty")
 
     def for_task(self, task: str) -> SamplingSettings:
-        """These settings with ``task``'s default repetition penalty where none was given (summaries have one)."""
-        if self.repetition_penalty is not None:
-            return self
-        return replace(self, repetition_penalty=TASK_REPETITION_PENALTY.get(task, DEFAULT_REPETITION_PENALTY))
+        """These settings with ``task``'s defaults for the repetition settings not given (summaries have one)."""
+        given = {"repetition_penalty": DEFAULT_REPETITION_PENALTY, "no_repeat_ngram_size": DEFAULT_NO_REPEAT_NGRAM}
+        given |= TASK_SAMPLING_DEFAULTS.get(task, {})
+        return replace(self, **{k: v for k, v in given.items() if getattr(self, k) is None})
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def logits_processors(settings: SamplingSettings) -> Processors:
     penalties, warpers = [], []
     if settings.repetition_penalty not in (None, DEFAULT_REPETITION_PENALTY):
         penalties.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
-    if settings.no_repeat_ngram_size > 0:
+    if settings.no_repeat_ngram_size:  # None (no task default applied) or 0: off
         penalties.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
     if settings.temperature > 0:
         warpers.append(TemperatureLogitsWarper(settings.temperature))
