@@ -31,7 +31,7 @@ grid --tasks summary --lengths 4k --methods selfextend --no-repeat-ngram 4
 grid --tasks $TARGETS --lengths 7168 --methods none,selfextend --extend-from 0.5 --samples 10
 # The baselines of the 2x L target, then summaries beyond L (where greedy ones loop), then a W x G grid.
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic
-for decoding in "--repetition-penalty 1.2" "" "--no-repeat-ngram 4"; do
+for decoding in "--no-repeat-ngram 4" "" "--repetition-penalty 1.2"; do  # summarize's default first
   # shellcheck disable=SC2086  # an empty setting is greedy
   grid --tasks summary --lengths 16k --methods selfextend $decoding
 done
