@@ -8,8 +8,10 @@
 (b) decode ms/token at a 16k-token context, SelfExtend vs plain, both decoding from the same KV cache
     (the plain model's output is meaningless there; only its speed is the yardstick);
 (c) peak resident memory of a 32k-token SelfExtend prefill in float32 (a fresh process, chunked prefill);
-(d) one decoding row of attention over 8k keys: the CPU flash kernel vs the engine's one-row matrix products,
-    for the head layouts of the embedded model and of the real-size configs (benchmarks/sizes.py).
+(d) one decoding row (or --gqa-rows) of attention over 8k keys without a mask: the CPU flash kernel with the
+    query heads as they come vs the engine's call with each key head's query heads folded into one query axis
+    (and the two matrix products an earlier engine used for decoding), for the head layouts of the embedded
+    model and of the real-size configs (benchmarks/sizes.py).
 """
 
 from __future__ import annotations
@@ -117,14 +119,12 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
 
     decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
     extended = min(decode_steps(session) for _ in range(2))
-    # The same with the flash kernel for every block (one-row products only from ROW_PRODUCT_MIN_GROUP query
-    # heads per key head, as before ROW_PRODUCT_MIN_KEYS).
-    rows_from = blocks.ROW_PRODUCT_MIN_KEYS
-    blocks.ROW_PRODUCT_MIN_KEYS = 1 << 62
+    # The same with the query heads unfolded (the flash kernel reads the shared keys once per query head).
+    blocks.FOLD_QUERY_HEADS = False
     try:
-        extended_flash = min(decode_steps(session) for _ in range(2))
+        extended_unfolded = min(decode_steps(session) for _ in range(2))
     finally:
-        blocks.ROW_PRODUCT_MIN_KEYS = rows_from
+        blocks.FOLD_QUERY_HEADS = True
     # The same keys and values in transformers' DynamicCache (torch.cat of the whole cache at every token).
     concat = DynamicCache(config=model.config)
     for i, layer in enumerate(session.cache.layers):
@@ -145,7 +145,7 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
         "plain_ms": plain * 1e3,
         "selfextend_ms": extended * 1e3,
         "selfextend_concat_cache_ms": extended_concat * 1e3,
-        "selfextend_flash_only_ms": extended_flash * 1e3,
+        "selfextend_unfolded_ms": extended_unfolded * 1e3,
         "ratio": extended / plain,
         "speedup_over_concat_cache": extended_concat / extended,
         "bytes_per_token": read,
@@ -172,18 +172,32 @@ GQA_SHAPES = {  # (query heads, key heads, head size) of the embedded model and 
 }
 
 
-def bench_gqa(keys: int = 8192, repeats: int = 20) -> dict:
-    """One decoding row against ``keys`` keys in float32: the CPU flash kernel vs blocks' one-row products."""
+def bench_gqa(keys: int = 8192, rows: int = 1, repeats: int = 20) -> dict:
+    """``rows`` query rows (1: decoding) against ``keys`` keys in float32 without a mask: the CPU flash kernel with
+    the query heads as they come, the engine's folded call, and (one row) the two matrix products an earlier
+    engine used for decoding rows."""
     results = {}
     gen = torch.Generator().manual_seed(0)
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     for name, (H, hkv, D) in GQA_SHAPES.items():
-        q = torch.randn(1, H, 1, D, generator=gen)
+        q = torch.randn(1, H, rows, D, generator=gen)
         k, v = (torch.randn(1, hkv, 2 * keys, D, generator=gen)[:, :, :keys] for _ in range(2))  # cache views
-        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         flash_ms = _per_call_ms(lambda: flash(q, k, v, 0.0, False, scale=D**-0.5), repeats)  # noqa: B023
-        row_ms = _per_call_ms(lambda: blocks._attend_one_row(q, k, v, scale=D**-0.5), repeats)  # noqa: B023
-        results[name] = {"heads": [H, hkv, D], "flash_ms": flash_ms, "one_row_ms": row_ms, "speedup": flash_ms / row_ms}
-    return {"keys": keys, "shapes": results}
+        folded_ms = _per_call_ms(lambda: blocks._attend_folded(q, k, v, scale=D**-0.5), repeats)  # noqa: B023
+        results[name] = {"heads": [H, hkv, D], "flash_ms": flash_ms, "folded_ms": folded_ms}
+        results[name]["speedup"] = flash_ms / folded_ms
+        if rows == 1:
+            results[name]["products_ms"] = _per_call_ms(lambda: _row_products(q, k, v, D**-0.5), repeats)  # noqa: B023
+    return {"keys": keys, "rows": rows, "shapes": results}
+
+
+def _row_products(q, k, v, scale: float):
+    """One decoding row as the earlier engine computed it from 12,288 keys: two products per key head."""
+    B, H, _, D = q.shape
+    hkv = k.shape[1]
+    scores = (q.reshape(B, hkv, H // hkv, D) @ k.transpose(-1, -2)).mul_(scale)  # [B, Hkv, rep, K]
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return scores.sub_(lse).exp_() @ v, lse
 
 
 def _per_call_ms(fn, repeats: int) -> float:
@@ -225,6 +239,9 @@ def main() -> None:
     parser.add_argument(
         "--gqa-keys", type=lambda t: [int(x) for x in t.split(",")], default=[8192], help="(d): comma-separated"
     )
+    parser.add_argument(
+        "--gqa-rows", type=lambda t: [int(x) for x in t.split(",")], default=[1], help="(d): query rows, comma-sep."
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="for (a), (a'), (b)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -257,24 +274,25 @@ def main() -> None:
             f" cache is {r['speedup_over_concat_cache']:.2f}x faster; memory floor {r['floor_ms']:.1f} ms/token"
             f" ({r['bytes_per_token'] / 1e9:.2f} GB read per token at a measured copy speed of"
             f" {r['copy_gb_per_s']:.1f} GB/s): SelfExtend decodes at {r['over_floor']:.2f}x the floor (target <= 1.5);"
-            f" with the flash kernel for every block (no one-row products from {blocks.ROW_PRODUCT_MIN_KEYS:,} keys)"
-            f" {r['selfextend_flash_only_ms']:.1f} ms/token",
+            f" with the query heads unfolded (the flash kernel per query head)"
+            f" {r['selfextend_unfolded_ms']:.1f} ms/token",
             flush=True,
         )
     if args.only in (None, "gqa"):
         results["gqa"] = []
-        for keys in args.gqa_keys:
-            r = bench_gqa(keys)
-            results["gqa"].append(r)
-            for name, shape in r["shapes"].items():
-                H, hkv, D = shape["heads"]
-                chosen = "one-row" if blocks._one_row_faster(H, (hkv, keys)) else "flash"
-                print(
-                    f"(d) one decoding row, {r['keys']} keys, {name} heads {H}/{hkv} x {D}: flash kernel"
-                    f" {shape['flash_ms']:.2f} ms, one-row products {shape['one_row_ms']:.2f} ms,"
-                    f" {shape['speedup']:.2f}x (the engine uses {chosen})",
-                    flush=True,
-                )
+        for rows in args.gqa_rows:
+            for keys in args.gqa_keys:
+                r = bench_gqa(keys, rows)
+                results["gqa"].append(r)
+                for name, shape in r["shapes"].items():
+                    H, hkv, D = shape["heads"]
+                    products = f", two products {shape['products_ms']:.2f} ms" if "products_ms" in shape else ""
+                    print(
+                        f"(d) {rows} row(s) x {keys} keys without a mask, {name} heads {H}/{hkv} x {D}: flash kernel"
+                        f" {shape['flash_ms']:.2f} ms, folded (the engine) {shape['folded_ms']:.2f} ms,"
+                        f" {shape['speedup']:.2f}x{products}",
+                        flush=True,
+                    )
     if args.only in (None, "memory"):
         del model
         r = results["memory"] = bench_memory(args.memory_tokens)

@@ -52,8 +52,8 @@ ARCHS = {
             )
         ),
     ),
-    "llama-gqa4": ("llama", dict(num_attention_heads=8, head_dim=8)),  # 4 query heads per key head: decoding's
-    # one-row path (engine/blocks.py)
+    "llama-gqa4": ("llama", dict(num_attention_heads=8, head_dim=8)),  # 4 query heads per key head, folded
+    # into one query axis in blocks without a mask (engine/blocks.py)
     "mistral": ("mistral", dict(sliding_window=None)),
     "mistral-sliding": ("mistral", dict(sliding_window=40)),
     "mixtral": ("mixtral", dict(sliding_window=None, num_local_experts=2, num_experts_per_tok=1)),

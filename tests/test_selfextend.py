@@ -256,23 +256,25 @@ def test_attention_at_32k_tokens_matches_direct_softmax():
         assert (expected[:, :, 0] - out[:, :, row]).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("heads, keys", [((8, 2), 500), ((16, 2), 500), ((6, 2), 500), ((6, 2), 12288)])
-def test_one_decoding_row_matches_the_plain_torch_block(heads, keys):
-    """The one-row path (4 or more query heads per key head, or 2-3 from ROW_PRODUCT_MIN_KEYS keys) and the
-    flash kernel (otherwise) agree with the plain-torch reference on a strided key view, as the growing cache
-    hands it out."""
+@pytest.mark.parametrize("heads, rows, keys", [((8, 2), 1, 500), ((9, 3), 1, 700), ((6, 6), 1, 300), ((16, 2), 7, 500)])
+def test_a_block_without_mask_folds_its_query_heads_and_matches_the_plain_torch_block(heads, rows, keys):
+    """Blocks without a causal mask (one decoding row, or the far part of a prefill chunk) go to the flash kernel
+    with each key head's query heads folded into one query axis; they agree with the plain-torch reference on a
+    strided key view (as the growing cache hands it out) and a query that is a transposed view, and with the
+    kernel unfolded."""
     from longlm_cli.engine import blocks
 
     H, hkv = heads
-    assert blocks._one_row_faster(H, (hkv, keys)) == (H >= 4 * hkv or keys >= blocks.ROW_PRODUCT_MIN_KEYS)
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(1, H, 1, 32, generator=gen) * 3
+    q = (torch.randn(1, rows, H, 32, generator=gen) * 3).transpose(1, 2)  # [1, H, rows, 32], not contiguous
     k = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
     v = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
     out, lse = blocks._attend(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     ref_out, ref_lse = blocks._attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
     assert (out - ref_out).abs().max().item() <= 1e-5 and (lse - ref_lse).abs().max().item() <= 1e-5
+    unfolded = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=32**-0.5)
+    assert (out - unfolded[0]).abs().max().item() <= 1e-6 and (lse - unfolded[1]).abs().max().item() <= 1e-6
 
 
 def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():

@@ -11,13 +11,12 @@ from __future__ import annotations
 import torch
 
 KEY_BLOCK = 4096  # keys per block on the plain-torch path (bounds the score tensor)
-# Query heads per key head from which one decoding row is faster as two matrix products than through the CPU
-# flash kernel, which reads the shared keys once per query head (benchmarks/engine.py --only gqa, 8k keys: 1.2x
-# to 2.5x for the 4- and 8-per-key-head layouts of Llama-3 and Qwen2.5), and the keys from which it is faster
-# for 2 or 3 per key head too (the embedded model has 3: the kernel wins up to 8k keys, the products from 16k;
-# `--only gqa --gqa-keys ...` measures both sides of it).
-ROW_PRODUCT_MIN_GROUP = 4
-ROW_PRODUCT_MIN_KEYS = 12288
+# A block without a causal mask goes to the CPU flash kernel with the query heads that share a key head folded
+# into that head's query axis, so each key and value is read once per key head instead of once per query head
+# (the same rows against the same keys: exact). Faster at every layout and length measured, one decoding row
+# and prefill chunks alike (benchmarks/engine.py --only gqa); a causal block cannot fold, its mask follows the
+# row. benchmarks/engine.py switches it off to time the unfolded kernel side by side.
+FOLD_QUERY_HEADS = True
 
 
 def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
@@ -27,29 +26,21 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
     """
     if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
-        if q.dtype == torch.float32 and q.shape[2] == 1 and not causal and _one_row_faster(q.shape[1], k.shape[1:3]):
-            return _attend_one_row(q, k, v, scale=scale)
+        if not causal and FOLD_QUERY_HEADS:
+            return _attend_folded(q, k, v, scale=scale)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return out, lse
     return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
 
 
-def _one_row_faster(heads: int, key_shape) -> bool:
-    """Whether one decoding row of ``heads`` query heads over keys [Hkv, K] goes through _attend_one_row."""
-    hkv, keys = key_shape
-    group = heads // hkv
-    return group >= ROW_PRODUCT_MIN_GROUP or (group >= 2 and keys >= ROW_PRODUCT_MIN_KEYS)
-
-
-def _attend_one_row(q, k, v, *, scale: float):
-    """``_attend`` for one query row in float32 (decoding): the query heads sharing a key head are the rows of
-    one product with that head's keys, so each key and value is read once, never expanded per query head."""
-    B, H, _, D = q.shape
+def _attend_folded(q, k, v, *, scale: float):
+    """``_attend`` of a block without a mask on the CPU flash kernel, the query heads of each key head as the
+    rows of one query axis (heads are grouped key-head-major, as transformers' repeat_kv expands them)."""
+    B, H, Q, D = q.shape
     hkv = k.shape[1]
-    scores = (q.reshape(B, hkv, H // hkv, D) @ k.transpose(-1, -2)).mul_(scale)  # [B, Hkv, rep, K]
-    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    out = scores.sub_(lse).exp_() @ v  # [B, Hkv, rep, D]
-    return out.view(B, H, 1, D), lse.view(B, H, 1)
+    rows = q.reshape(B, hkv, H // hkv * Q, D)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(rows, k, v, 0.0, False, scale=scale)
+    return out.reshape(B, H, Q, D), lse.reshape(B, H, Q)  # out [B, Hkv, rep*Q, D], lse [B, Hkv, rep*Q]
 
 
 def _attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
