@@ -100,6 +100,9 @@ def bench_chunked_prefill(model, n: int = 8192) -> dict:
     return {"tokens": n, "plain_s": plain, "selfextend_s": extended, "ratio": extended / plain}
 
 
+DECODE_ROUNDS = 4
+
+
 def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
     device = next(model.parameters()).device.type
     apply_selfextend(model, group_size=G, window=W)
@@ -117,37 +120,51 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
         s.cache.crop(-steps)
         return elapsed / steps
 
-    decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
-    extended = min(decode_steps(session) for _ in range(2))
-    # The same with the query heads unfolded (the flash kernel reads the shared keys once per query head).
-    blocks.FOLD_QUERY_HEADS = False
-    try:
-        extended_unfolded = min(decode_steps(session) for _ in range(2))
-    finally:
-        blocks.FOLD_QUERY_HEADS = True
     # The same keys and values in transformers' DynamicCache (torch.cat of the whole cache at every token).
     concat = DynamicCache(config=model.config)
     for i, layer in enumerate(session.cache.layers):
         concat.update(layer.keys.clone(), layer.values.clone(), i)
     concat_session = Session(model=model, cache=concat, extra=session.extra)
-    extended_concat = min(decode_steps(concat_session) for _ in range(2))
-    remove_selfextend(model)
     plain_session = Session(model=model, cache=session.cache, extra={})
-    plain = min(decode_steps(plain_session) for _ in range(2))
-    # The memory floor: the bytes one SelfExtend step must read (weights, K and V, the grouped keys) at the
-    # bandwidth of a plain copy measured now, in the same process and threads.
+    ways = {  # name: (session, SelfExtend on, query heads folded); both off as the engine was when issue 14 was filed
+        "selfextend": (session, True, True),
+        "unfolded": (session, True, False),
+        "concat_cache": (concat_session, True, True),
+        "as_filed": (concat_session, True, False),
+        "plain": (plain_session, False, True),
+    }
+
+    def way_steps(name: str) -> float:
+        s, extended, fold = ways[name]
+        (apply_selfextend(model, group_size=G, window=W) if extended else remove_selfextend(model))
+        blocks.FOLD_QUERY_HEADS = fold
+        try:
+            return decode_steps(s)
+        finally:
+            blocks.FOLD_QUERY_HEADS = True
+
+    decode_steps(session)  # warm-up, also fills the grouped-key cache up to the context
+    # Every way in turns, best of the rounds: a burst of other work on the machine hits all of them.
+    rounds = [{name: way_steps(name) for name in ways} for _ in range(DECODE_ROUNDS)]
+    best = {name: min(r[name] for r in rounds) for name in ways}
+    extended, plain = best["selfextend"], best["plain"]
+    # The memory floor: the bytes one SelfExtend step must read at the bandwidth of a plain copy measured now, in
+    # the same process and threads: the weights, every value, and one key per position (the true key within W,
+    # the grouped key beyond it), so as many bytes as the plain model's step.
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     kv = sum(t.numel() * t.element_size() for layer in session.cache.layers for t in (layer.keys, layer.values))
-    read = weights + kv * 3 // 2  # the grouped keys are one more copy of the keys
+    read = weights + kv
     bandwidth = copy_bandwidth()
     return {
         "context": context,
         "plain_ms": plain * 1e3,
         "selfextend_ms": extended * 1e3,
-        "selfextend_concat_cache_ms": extended_concat * 1e3,
-        "selfextend_unfolded_ms": extended_unfolded * 1e3,
+        "selfextend_concat_cache_ms": best["concat_cache"] * 1e3,
+        "selfextend_unfolded_ms": best["unfolded"] * 1e3,
+        "selfextend_as_filed_ms": best["as_filed"] * 1e3,
+        "speedup_over_as_filed": best["as_filed"] / extended,
         "ratio": extended / plain,
-        "speedup_over_concat_cache": extended_concat / extended,
+        "speedup_over_concat_cache": best["concat_cache"] / extended,
         "bytes_per_token": read,
         "copy_gb_per_s": bandwidth / 1e9,
         "floor_ms": read / bandwidth * 1e3,
@@ -175,7 +192,7 @@ GQA_SHAPES = {  # (query heads, key heads, head size) of the embedded model and 
 def bench_gqa(keys: int = 8192, rows: int = 1, repeats: int = 20) -> dict:
     """``rows`` query rows (1: decoding) against ``keys`` keys in float32 without a mask: the CPU flash kernel with
     the query heads as they come, the engine's folded call, and (one row) the two matrix products an earlier
-    engine used for decoding rows."""
+    engine used for decoding."""
     results = {}
     gen = torch.Generator().manual_seed(0)
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -275,7 +292,8 @@ def main() -> None:
             f" ({r['bytes_per_token'] / 1e9:.2f} GB read per token at a measured copy speed of"
             f" {r['copy_gb_per_s']:.1f} GB/s): SelfExtend decodes at {r['over_floor']:.2f}x the floor (target <= 1.5);"
             f" with the query heads unfolded (the flash kernel per query head)"
-            f" {r['selfextend_unfolded_ms']:.1f} ms/token",
+            f" {r['selfextend_unfolded_ms']:.1f} ms/token; both (the engine when issue 14 was filed)"
+            f" {r['selfextend_as_filed_ms']:.1f} ms/token: {r['speedup_over_as_filed']:.2f}x faster now (target >= 2)",
             flush=True,
         )
     if args.only in (None, "gqa"):
