@@ -275,6 +275,9 @@ def test_a_block_without_mask_folds_its_query_heads_and_matches_the_plain_torch_
     assert (out - ref_out).abs().max().item() <= 1e-5 and (lse - ref_lse).abs().max().item() <= 1e-5
     unfolded = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=32**-0.5)
     assert (out - unfolded[0]).abs().max().item() <= 1e-6 and (lse - unfolded[1]).abs().max().item() <= 1e-6
+    half = blocks._attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), scale=32**-0.5, causal=False, softcap=None)
+    assert half[0].dtype == torch.bfloat16 and half[0].shape == ref_out.shape  # bf16 folds the same way
+    assert (half[0].float() - ref_out).abs().max().item() <= 5e-2 * ref_out.abs().max().item()
 
 
 def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():
