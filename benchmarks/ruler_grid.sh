@@ -2,7 +2,7 @@
 # The RULER grid behind the README's tables (issue 15), on the embedded model, in stages ordered by what the
 # targets need first: every stage resumes from the same results file, so rerunning this script after an
 # interruption (or in a later session) only runs the missing cases.
-#   OMP_NUM_THREADS=1 bash benchmarks/ruler_grid.sh        (about 40 s a 4k case, 1.5-4.5 min a 16k case on 1 core)
+#   OMP_NUM_THREADS=1 bash benchmarks/ruler_grid.sh   (one core: about 30-40 s a 4k case, 4-9 min a 16k case)
 set -euo pipefail
 RESULTS=${RESULTS:-benchmarks/results/ruler-smollm2.jsonl}
 SAMPLES=${SAMPLES:-5}
@@ -36,11 +36,19 @@ for decoding in "--no-repeat-ngram 4" "" "--repetition-penalty 1.2"; do  # summa
   grid --tasks summary --lengths 16k --methods selfextend $decoding
 done
 grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:512x8
-# 3. Ten samples a cell for the targets at 2x L; summaries for the other methods.
+# 3. Ten samples a cell for the targets: L/2, then 2x L (the planned default, truncation, then the baselines),
+# the needle in essays at 2x L, and the prompts beyond L; then summaries for the other methods.
+grid --tasks $TARGETS --lengths 4k --methods "$BASE" --samples 10
 grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate --samples 10
+grid --tasks niah_single_2 --lengths 16k --methods selfextend,truncate
+grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic,none --samples 10
+for style in ask-direct plain; do
+  grid --tasks qa_1,qa_2 --lengths 16k --methods selfextend --prompt "$style" --samples 10
+done
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --repetition-penalty 1.2
 grid --tasks summary --lengths 4k,16k --methods selfextend,truncate,dca --no-repeat-ngram 4
 # 4. At L, and the remaining tasks.
 grid --tasks niah_single_2,niah_multikey_1,vt,qa_1,qa_2 --lengths 8k --methods "$BASE"
 grid --tasks niah_single_2,vt --lengths 16k --methods "$BASE,dca,selfextend+log"
+grid --tasks $TARGETS --lengths 16k --methods dca,selfextend+log --samples 10
