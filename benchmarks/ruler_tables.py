@@ -4,6 +4,7 @@
     python benchmarks/ruler_tables.py --plot benchmarks/results/ruler-smollm2.png
     python benchmarks/ruler_tables.py --prompts     # the prompt styles side by side (longlm eval --prompt)
     python benchmarks/ruler_tables.py --summaries   # the summary task per decoding (--repetition-penalty ...)
+    python benchmarks/ruler_tables.py --agreement   # answers that stay the plain model's answer at L/2
 
 Cells are the mean score x 100 over the samples finished so far, with their count: a cell with fewer samples
 than the others is still running (benchmarks/ruler_grid.sh resumes it).
@@ -12,6 +13,7 @@ than the others is still running (benchmarks/ruler_grid.sh resumes it).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="only cases run in this dtype (default: float32)")
     parser.add_argument("--prompts", action="store_true", help="instead: each prompt style side by side")
     parser.add_argument("--summaries", action="store_true", help="instead: the summary task per decoding")
+    parser.add_argument("--agreement", action="store_true", help="instead: answers that stay the plain model's at L/2")
     parser.add_argument("--plot", type=Path, help="also draw the results into this PNG")
     args = parser.parse_args()
     loaded = [
@@ -49,6 +52,8 @@ def main() -> None:
     if args.prompts:
         return print(prompt_table(everything))
     records = [r for r in everything if r.get("template", "chat") == args.prompt]
+    if args.agreement:
+        return print(agreement_table(records, args.L // 2))
     tasks = tuple(dict.fromkeys(r["task"] for r in records))
     lengths = tuple(sorted({r["length"] for r in records}))
     seen = {r["method"] for r in records}
@@ -74,6 +79,37 @@ def prompt_table(records: list[dict]) -> str:
             rows.append([task, f"{length:,}", method, *shown])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def agreement_table(records: list[dict], reference: int) -> str:
+    """Per task, length and method: the samples whose answer begins with the same sentence as the plain model's
+    answer to the same sample (same question, same expected answer) at ``reference`` tokens. Where the model
+    itself scores low inside its window, this says how much of its own behaviour a method keeps beyond it,
+    right or wrong, which a score of a few right answers cannot."""
+    plain = {
+        (r["task"], r["sample"]): r for r in records if r["length"] == reference and r["method"] == "none"
+    }  # fmt: skip
+    cells = {}
+    for r in records:
+        ref = plain.get((r["task"], r["sample"]))
+        if r["length"] != reference and r["task"] != "summary" and ref and ref["answers"] == r["answers"]:
+            same = _first_sentence(r["answer"]) == _first_sentence(ref["answer"])
+            cells.setdefault((r["task"], r["length"]), {}).setdefault(r["method"], []).append(same)
+    seen = {m for by_method in cells.values() for m in by_method}
+    methods = [m for m in ORDER if m in seen] + sorted(seen - set(ORDER))
+    rows = [["task", "length", *methods]]
+    for (task, length), by_method in sorted(cells.items()):
+        shown = [f"{sum(v)}/{len(v)}" if (v := by_method.get(m)) else "-" for m in methods]
+        rows.append([task, f"{length:,}", *shown])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    title = f"answers whose first sentence is the plain model's at {reference:,} tokens on the same sample"
+    return "\n".join([title, *("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)])
+
+
+def _first_sentence(answer: str) -> str:
+    """The answer up to its first sentence end or line break, case and spacing folded."""
+    first = re.split(r"(?<=[.!?])\s|\n", answer.strip(), maxsplit=1)[0]
+    return " ".join(first.split()).casefold()
 
 
 def summary_table(records: list[dict]) -> str:
