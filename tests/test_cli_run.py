@@ -200,6 +200,18 @@ def test_document_too_long_even_when_extended(tiny_dir, tmp_path):
     assert "the largest sensible group size is 64" in line
 
 
+def test_a_document_the_memory_cannot_hold_is_refused_before_the_prefill(tiny_dir, tmp_path, monkeypatch):
+    from longlm_cli.runtime import models
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CORPUS * 3)
+    monkeypatch.setattr(models, "available_memory", lambda: 1000)
+    line = _error_line(run("ask", doc, "What is it?", "--model", tiny_dir))
+    assert line.startswith("Error: holding ") and line.endswith(
+        " of memory for its KV cache and re-rotated keys; 0.0 MB is available: use a shorter input or a smaller model"
+    )
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

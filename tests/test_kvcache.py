@@ -1,5 +1,6 @@
 """The growing KV cache (runtime/kvcache.py) behaves as transformers' DynamicCache, without the O(L) copy."""
 
+import pytest
 import torch
 from transformers import DynamicCache
 
@@ -85,3 +86,31 @@ def test_a_reserved_session_allocates_its_buffers_once_and_gives_the_same_logits
     assert all(entry["buffer"].shape[2] == 140 for entry in grouped.layers.values())
     assert torch.equal(reserved.forward(ids[:, 140:141]), grown.forward(ids[:, 140:141]))  # beyond it: grown
     assert layer._k.shape[-2] == 280
+
+
+def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch):
+    """reserved_bytes says what a reserved SelfExtend session allocates (keys, values, re-rotated keys), and a
+    reservation the memory cannot hold is refused before anything is allocated, with the figures."""
+    from longlm_cli.errors import PlanError
+    from longlm_cli.runtime import generate, models
+    from longlm_cli.runtime.kvcache import reserved_bytes
+
+    model = apply_selfextend(tiny_model("llama"), group_size=4, window=8)
+    session = Session.start(model, reserve=100)
+    session.forward(torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(5)))
+    (grouped,) = session.extra.values()
+    buffers = [t for layer in session.cache.layers for t in (layer._k, layer._v)]
+    buffers += [entry["buffer"] for entry in grouped.layers.values()]
+    taken = sum(t.numel() * t.element_size() for t in buffers)
+    assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=True) == taken
+    monkeypatch.setattr(models, "available_memory", lambda: taken - 1)
+    with pytest.raises(PlanError) as refused:
+        Session.start(model, reserve=100)
+    assert str(refused.value) == (
+        f"holding 100 tokens needs about {taken / 1e6:,.1f} MB of memory for its KV cache and re-rotated keys; "
+        f"{(taken - 1) / 1e6:,.1f} MB is available: use a shorter input or a smaller model"
+    )
+    assert Session.start(model, reserve=0).extra  # growing from empty is not checked
+    monkeypatch.setattr(models, "available_memory", lambda: None)  # memory that cannot be told: not refused
+    assert Session.start(model, reserve=100).cache is not None
+    assert generate._size(17_200_000_000) == "17.2 GB"

@@ -514,7 +514,7 @@ def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path
         f"{models._megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
     )
     monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("bfloat16", 10**6))
-    monkeypatch.setattr(models, "_available_memory", lambda: 10**5)
+    monkeypatch.setattr(models, "available_memory", lambda: 10**5)
     result = _ask(tmp_path, path)
     assert result.stderr == (
         "Error: converting tiny.gguf needs about 1.0 MB of memory for its bfloat16 weights; 0.1 MB is available\n"

@@ -11,8 +11,9 @@ from transformers import DynamicCache
 
 from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
-from ..errors import ModelError
-from .kvcache import growing_cache
+from ..errors import ModelError, PlanError
+from . import models
+from .kvcache import growing_cache, reserved_bytes
 from .precision import decode_kernels
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
@@ -33,9 +34,12 @@ class Session:
 
     @classmethod
     def start(cls, model, reserve: int = 0) -> Session:
-        """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once."""
+        """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once.
+        Refused, before anything is allocated, when the machine's memory cannot hold them."""
         cache = growing_cache(model.config, reserve)
-        return cls(model=model, cache=cache, extra=key_cache_arguments(model, reserve))
+        extra = key_cache_arguments(model, reserve)
+        _check_memory(model, cache, extra, reserve)
+        return cls(model=model, cache=cache, extra=extra)
 
     @property
     def length(self) -> int:
@@ -54,6 +58,25 @@ class Session:
         with torch.inference_mode(), decode_kernels(self.model.dtype, self.model.device.type, input_ids.shape[1]):
             out = self.model(input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1, **self.extra)
         return out.logits[:, -1].float()
+
+
+def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None:
+    """One clear error instead of the system killing the process minutes into a prefill: the reserved buffers
+    must fit in the memory available now (the weights are already loaded). CPU only: a GPU's memory is its own."""
+    if not reserve or model.device.type != "cpu":
+        return
+    needed = reserved_bytes(model.config, cache, reserve, model.dtype, rotated_keys=bool(extra))
+    free = models.available_memory()
+    if needed is not None and free is not None and needed > free:
+        what = "its KV cache and re-rotated keys" if extra else "its KV cache"
+        raise PlanError(
+            f"holding {reserve:,} tokens needs about {_size(needed)} of memory for {what}; "
+            f"{_size(free)} is available: use a shorter input or a smaller model"
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
 def prefill(

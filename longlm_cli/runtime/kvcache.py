@@ -77,6 +77,21 @@ def growing_cache(config, reserve: int = 0) -> DynamicCache:
     return cache
 
 
+def reserved_bytes(config, cache: DynamicCache, reserve: int, dtype: torch.dtype, rotated_keys: bool) -> int | None:
+    """Bytes the buffers of ``cache``'s GrowingLayers take once they hold ``reserve`` tokens: keys and values, and
+    with ``rotated_keys`` one more copy of the keys (the extension method's re-rotated keys). None when the
+    config does not say the head shapes."""
+    text = config.get_text_config()
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
+    if not kv_heads or not head_dim:
+        return None
+    layers = sum(isinstance(layer, GrowingLayer) for layer in cache.layers)
+    copies = 3 if rotated_keys else 2
+    return layers * copies * kv_heads * head_dim * reserve * dtype.itemsize
+
+
 def cache_unsupported_reason(cache) -> str | None:
     """Why a cache's keys and values cannot be saved and restored as they are (sliding-window or other special
     layers keep only part of the sequence), or None."""

@@ -145,7 +145,7 @@ def _check_room(gguf: Path, directory: Path, size: int, dtype: str) -> None:
             f"converting {gguf.name} needs about {_megabytes(size)} in {directory}, which has "
             f"{_megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk"
         )
-    memory = _available_memory()
+    memory = available_memory()
     if memory is not None and size > memory:
         raise ModelError(
             f"converting {gguf.name} needs about {_megabytes(size)} of memory for its {dtype} weights; "
@@ -157,7 +157,7 @@ def _megabytes(size: int) -> str:
     return f"{size / 1e6:,.{0 if size >= 1e8 else 1}f} MB"
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """Bytes of memory available now (Linux: MemAvailable), or None where it cannot be told."""
     try:
         with open("/proc/meminfo", encoding="ascii") as info:
