@@ -6,7 +6,9 @@
 
 (a) prefill time of SelfExtend (W=1024, G=4) / plain SDPA, one forward over the same 8k-token input;
 (b) decode ms/token at a 16k-token context, SelfExtend vs plain, both decoding from the same KV cache
-    (the plain model's output is meaningless there; only its speed is the yardstick);
+    (the plain model's output is meaningless there; only its speed is the yardstick), beside SelfExtend on
+    transformers' concatenating cache, with the query heads unfolded, and both (the engine when issue 14 was
+    filed), every way in turns, and the memory floor from the bytes a step reads and a measured copy speed;
 (c) peak resident memory of a 32k-token SelfExtend prefill in float32 (a fresh process, chunked prefill);
 (d) one decoding row (or --gqa-rows) of attention over 8k keys without a mask: the CPU flash kernel with the
     query heads as they come vs the engine's call with each key head's query heads folded into one query axis
