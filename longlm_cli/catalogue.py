@@ -214,6 +214,16 @@ def text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def cached_head_shape(config) -> tuple[int, int, int]:
+    """(key heads, key size, value size) of one layer's cached keys and values, from a loaded config: keys and
+    values differ in size under multi-head latent attention (DeepSeek, MiniCPM3)."""
+    config = text_config(config)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return kv_heads, getattr(config, "qk_head_dim", None) or head_dim, getattr(config, "v_head_dim", None) or head_dim
+
+
 def context_window(config) -> int:
     """The pretraining window L of a loaded transformers config (the same rule as for config.json)."""
     config = text_config(config)

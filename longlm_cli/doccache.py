@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cachekeys import FORMAT
-from .catalogue import text_config
+from .catalogue import cached_head_shape, text_config
 from .defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
     DEFAULT_DOC_CACHE_MIN_TOKENS,
@@ -176,14 +176,9 @@ class CorruptEntry(Exception):
 
 def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
-    config = text_config(config)
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    key_dim = getattr(config, "qk_head_dim", None) or head_dim  # multi-head latent attention (DeepSeek, MiniCPM3)
-    value_dim = getattr(config, "v_head_dim", None) or head_dim  # caches keys and values of different sizes
+    kv_heads, key_dim, value_dim = cached_head_shape(config)
     shapes = {"ids": (tokens,)}
-    for i in range(config.num_hidden_layers):
+    for i in range(text_config(config).num_hidden_layers):
         shapes[f"k.{i}"], shapes[f"v.{i}"] = (1, kv_heads, tokens, key_dim), (1, kv_heads, tokens, value_dim)
     return shapes
 

@@ -15,6 +15,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from ..catalogue import cached_head_shape
+
 MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not regrow at once
 
 
@@ -81,15 +83,12 @@ def reserved_bytes(config, cache: DynamicCache, reserve: int, dtype: torch.dtype
     """Bytes the buffers of ``cache``'s GrowingLayers take once they hold ``reserve`` tokens: keys and values, and
     with ``rotated_keys`` one more copy of the keys (the extension method's re-rotated keys). None when the
     config does not say the head shapes."""
-    text = config.get_text_config()
-    heads = getattr(text, "num_attention_heads", None)
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
-    if not kv_heads or not head_dim:
+    try:
+        kv_heads, key_dim, value_dim = cached_head_shape(config)
+    except (AttributeError, TypeError):  # no head counts or sizes in the config
         return None
-    layers = sum(isinstance(layer, GrowingLayer) for layer in cache.layers)
-    copies = 3 if rotated_keys else 2
-    return layers * copies * kv_heads * head_dim * reserve * dtype.itemsize
+    per_token = kv_heads * (key_dim * (2 if rotated_keys else 1) + value_dim) * dtype.itemsize
+    return sum(isinstance(layer, GrowingLayer) for layer in cache.layers) * per_token * reserve
 
 
 def cache_unsupported_reason(cache) -> str | None:
