@@ -92,7 +92,7 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch):
     """reserved_bytes says what a reserved SelfExtend session allocates (keys, values, re-rotated keys), and a
     reservation the memory cannot hold is refused before anything is allocated, with the figures."""
     from longlm_cli.errors import PlanError
-    from longlm_cli.runtime import generate, models
+    from longlm_cli.runtime import models
     from longlm_cli.runtime.kvcache import reserved_bytes
 
     model = apply_selfextend(tiny_model("llama"), group_size=4, window=8)
@@ -106,11 +106,11 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch):
     monkeypatch.setattr(models, "available_memory", lambda: taken - 1)
     with pytest.raises(PlanError) as refused:
         Session.start(model, reserve=100)
+    assert taken == 76800  # 2 layers x 2 key heads x 16 x (2 key copies + values) x 100 tokens x 4 bytes
     assert str(refused.value) == (
-        f"holding 100 tokens needs about {taken / 1e6:,.1f} MB of memory for its KV cache and re-rotated keys; "
-        f"{(taken - 1) / 1e6:,.1f} MB is available: use a shorter input or a smaller model"
+        "holding 100 tokens needs about 75.0 KiB of memory for its KV cache and re-rotated keys; "
+        "75.0 KiB is available: use a shorter input or a smaller model"
     )
     assert Session.start(model, reserve=0).extra  # growing from empty is not checked
     monkeypatch.setattr(models, "available_memory", lambda: None)  # memory that cannot be told: not refused
     assert Session.start(model, reserve=100).cache is not None
-    assert generate._size(17_200_000_000) == "17.2 GB"

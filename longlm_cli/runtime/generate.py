@@ -12,6 +12,7 @@ from transformers import DynamicCache
 from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
 from ..errors import ModelError, PlanError
+from ..paths import human_size
 from . import models
 from .kvcache import growing_cache, reserved_bytes
 from .precision import decode_kernels
@@ -70,13 +71,9 @@ def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None
     if needed is not None and free is not None and needed > free:
         what = "its KV cache and re-rotated keys" if extra else "its KV cache"
         raise PlanError(
-            f"holding {reserve:,} tokens needs about {_size(needed)} of memory for {what}; "
-            f"{_size(free)} is available: use a shorter input or a smaller model"
+            f"holding {reserve:,} tokens needs about {human_size(needed)} of memory for {what}; "
+            f"{human_size(free)} is available: use a shorter input or a smaller model"
         )
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
 def prefill(
