@@ -23,7 +23,7 @@ from longlm_cli.defaults import PROMPT_STYLES  # noqa: E402
 from longlm_cli.evaluation.grid import GRID_RESULT_FIELDS  # noqa: E402
 from longlm_cli.evaluation.plots import plot_grid  # noqa: E402
 from longlm_cli.evaluation.results import FIELD_DEFAULTS, load_results  # noqa: E402
-from longlm_cli.evaluation.tables import format_grid  # noqa: E402
+from longlm_cli.evaluation.tables import aligned, format_grid  # noqa: E402
 
 ORDER = ("none", "truncate", "selfextend", "selfextend+log", "dca", "dynamic", "yarn")
 
@@ -77,8 +77,7 @@ def prompt_table(records: list[dict]) -> str:
         if len(by_style) > 1:
             shown = [f"{100 * sum(v) / len(v):.1f} ({len(v)})" if (v := by_style.get(s)) else "-" for s in styles]
             rows.append([task, f"{length:,}", method, *shown])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(aligned(rows))
 
 
 def agreement_table(records: list[dict], reference: int) -> str:
@@ -101,9 +100,8 @@ def agreement_table(records: list[dict], reference: int) -> str:
     for (task, length), by_method in sorted(cells.items()):
         shown = [f"{sum(v)}/{len(v)}" if (v := by_method.get(m)) else "-" for m in methods]
         rows.append([task, f"{length:,}", *shown])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     title = f"answers whose first sentence is the plain model's at {reference:,} tokens on the same sample"
-    return "\n".join([title, *("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)])
+    return "\n".join([title, *aligned(rows)])
 
 
 def _first_sentence(answer: str) -> str:
@@ -122,8 +120,7 @@ def summary_table(records: list[dict]) -> str:
         facts = 100 * sum(r["score"] for r in rs) / len(rs)
         loops = 100 * sum(r.get("repetition") or 0 for r in rs) / len(rs)
         rows.append([f"{length:,}", method, decoding, f"{facts:.1f} ({len(rs)})", f"{loops:.1f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(aligned(rows))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ METHOD_TITLES = {
 }
 
 
+def aligned(table: list[list[str]]) -> list[str]:
+    """The rows of a text table, each column right-aligned to its widest cell, two spaces apart."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+
+
 def format_tables(records: list[dict], *, L: int, lengths, depths, methods, task: str, model: str) -> str:
     """One accuracy table per method: rows are lengths, columns depths, cells correct/cases."""
     blocks = [f"{task} retrieval on {model}, L={L:,}; cells are correct/cases"]
@@ -25,8 +31,7 @@ def format_tables(records: list[dict], *, L: int, lengths, depths, methods, task
             table.append([f"{length:,}", *_setup_cells(method, at), *_depth_cells(at, depths)])
             if method != "none" and at and not any(r.get("extended") for r in at):
                 plain.append(length)
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        lines = aligned(table)
         note = [f"  (length {', '.join(f'{n:,}' for n in plain)} fits in L: run as the plain model)"] if plain else []
         blocks.append("\n".join([f"{method}: {METHOD_TITLES[method]}", *lines, *note]))
     return "\n\n".join(blocks)
@@ -119,9 +124,7 @@ def _grid_table(records, task, lengths, methods, field: str, title: str) -> str:
             ]
             row.append(f"{100 * sum(cell) / len(cell):.1f} ({len(cell)})" if cell else "-")
         table.append(row)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-    return "\n".join([title, *lines])
+    return "\n".join([title, *aligned(table)])
 
 
 def _cases_run(records, length: int, methods) -> dict[str, set[tuple]]:
