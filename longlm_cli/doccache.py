@@ -10,29 +10,37 @@ never pickle) written under a temporary name and renamed into place, so a reader
 file. Entries are untrusted input: on load the header is checked against the model (layers, key/value heads,
 head sizes) and the tokens before any tensor is read, then the sha256 of the tensors kept in the metadata, the
 dtype and finite values. A bad entry, or anything but a regular file at its name, is reported once on stderr,
-deleted and rebuilt. The SelfExtend grouped keys are not saved: they are recomputed on the next forward call.
+deleted and rebuilt (the checks themselves: entrycheck.py). Keys that SelfExtend re-rotated in place (see
+engine/switch.py's RotatedKeyCache) are saved as the cache holds them, with their count per layer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cachekeys import FORMAT
-from .catalogue import cached_head_shape, text_config
 from .defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
     DEFAULT_DOC_CACHE_MIN_TOKENS,
     DOC_CACHE_MAX_BYTES_ENV,
     DOC_CACHE_MIN_TOKENS_ENV,
+)
+from .entrycheck import (
+    CorruptEntry,
+    check_header,
+    check_values,
+    expected_tensors,
+    read_header,
+    rotated_counts,
+    tensor_digest,
 )
 from .environment import bytes_from_env, count_from_env
 from .errors import CacheError
@@ -41,7 +49,6 @@ from .paths import cache_dir, holding_directory_lock
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 3600  # temporary files older than this are leftovers of interrupted runs
-MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a fifo"}
 
 
@@ -104,19 +111,6 @@ def entry_size(cache, tokens: int) -> int:
     return kv + 8 * tokens  # the int64 token ids
 
 
-def _tensor_digest(tensors: dict) -> str:
-    import torch
-
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        digest.update(name.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def entry_path(directory: Path, key: str) -> Path:
     return directory / f"{key}{SUFFIX}"
 
@@ -128,8 +122,17 @@ def _is_directory(path: Path) -> bool:
         return False
 
 
-def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sources: Sequence[str]) -> Path | None:
+def save_entry(
+    directory: Path,
+    key: str,
+    cache,
+    prefix_ids: Sequence[int],
+    sources: Sequence[str],
+    rotated: Mapping[int, int] | None = None,
+) -> Path | None:
     """Write the keys and values of ``cache`` (holding exactly ``prefix_ids``) as the entry ``key``.
+    ``rotated``: per layer, how many of its first keys the session holds re-rotated in place
+    (``Session.rotated_in_place``); they are written as they are, and the count with them.
 
     Returns the entry's path, or None when a directory holds the entry's name: nothing can replace it, and
     load_entry has already said so.
@@ -150,7 +153,8 @@ def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sour
         "tokens": str(len(prefix_ids)),
         "layers": str(len(cache.layers)),
         "sources": json.dumps(list(sources)),
-        "tensor_sha256": _tensor_digest(tensors),
+        "rotated_keys": json.dumps({str(i): min(n, len(prefix_ids)) for i, n in sorted((rotated or {}).items())}),
+        "tensor_sha256": tensor_digest(tensors),
         "created": f"{time.time():.3f}",
     }
     directory.mkdir(parents=True, exist_ok=True)
@@ -170,76 +174,22 @@ def save_entry(directory: Path, key: str, cache, prefix_ids: Sequence[int], sour
     return entry_path(directory, key)
 
 
-class CorruptEntry(Exception):
-    """An entry that must not be used (internal: turned into a warning and a rebuild)."""
-
-
-def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
-    kv_heads, key_dim, value_dim = cached_head_shape(config)
-    shapes = {"ids": (tokens,)}
-    for i in range(text_config(config).num_hidden_layers):
-        shapes[f"k.{i}"], shapes[f"v.{i}"] = (1, kv_heads, tokens, key_dim), (1, kv_heads, tokens, value_dim)
-    return shapes
-
-
-def _read_header(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
-    """An entry's metadata and tensor shapes from its header alone (no tensor data, no torch). Raises CorruptEntry."""
-    from safetensors import safe_open
-
-    try:
-        with open(path, "rb") as handle:  # a crafted header could make safetensors parse up to 100 MB of JSON
-            too_large = int.from_bytes(handle.read(8), "little") > MAX_HEADER_BYTES
-        if not too_large:
-            with safe_open(str(path), framework="numpy") as handle:
-                return handle.metadata() or {}, {n: tuple(handle.get_slice(n).get_shape()) for n in handle.keys()}
-    except Exception as exc:  # safetensors raises its own error types, OSError, ValueError...
-        raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
-    raise CorruptEntry("its header is too large")
-
-
-def _check_header(metadata: dict, shapes: dict, key: str, tokens: int, expected: dict) -> None:
-    """Raise CorruptEntry unless the header describes ``tokens`` tokens of ``key`` shaped as ``expected``."""
-    if metadata.get("format") != FORMAT or metadata.get("key") != key or "tensor_sha256" not in metadata:
-        raise CorruptEntry("its metadata does not match")
-    if metadata.get("tokens") != str(tokens):
-        raise CorruptEntry("it holds other tokens")
-    if metadata.get("layers") != str(len(expected) // 2) or set(shapes) != set(expected):
-        raise CorruptEntry("it holds a different number of layers or other tensors")
-    if any(shapes[name] != shape for name, shape in expected.items()):
-        raise CorruptEntry("its tensor shapes do not match the model")
-
-
-def _check_values(tensors: dict, prefix_ids: Sequence[int], dtype) -> None:
-    """Raise CorruptEntry unless the tensors hold ``prefix_ids`` and finite keys and values of ``dtype``."""
-    import torch
-
-    ids = tensors["ids"]
-    if ids.dtype != torch.int64 or ids.tolist() != list(prefix_ids):
-        raise CorruptEntry("it holds other tokens")
-    kv = [t for name, t in tensors.items() if name != "ids"]
-    if any(t.dtype != dtype for t in kv):
-        raise CorruptEntry("its dtype does not match the model")
-    # A NaN key or value passes every other check and silently turns every later answer into garbage.
-    if not all(bool(torch.isfinite(t).all()) for t in kv):
-        raise CorruptEntry("it holds NaN or infinite values")
-
-
-def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype) -> dict:
-    """Load and check an entry against the model of ``config``; return its tensors. Raises CorruptEntry."""
+def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype) -> tuple[dict, dict[int, int]]:
+    """Load and check an entry against the model of ``config``; return its tensors and its counts of keys
+    re-rotated in place. Raises CorruptEntry."""
     from safetensors.torch import load_file
 
-    metadata, shapes = _read_header(path)
+    metadata, shapes = read_header(path)
     expected = expected_tensors(config, len(prefix_ids))
-    _check_header(metadata, shapes, key, len(prefix_ids), expected)  # before loading: sizes are now bounded
+    check_header(metadata, shapes, key, len(prefix_ids), expected)  # before loading: sizes are now bounded
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
-    if metadata["tensor_sha256"] != _tensor_digest(tensors):
+    if metadata["tensor_sha256"] != tensor_digest(tensors):
         raise CorruptEntry("its tensor checksum does not match")
-    _check_values(tensors, prefix_ids, dtype)
-    return tensors
+    check_values(tensors, prefix_ids, dtype)
+    return tensors, rotated_counts(metadata, len(expected) // 2, len(prefix_ids))
 
 
 def _discard_non_file(path: Path, key: str, mode: int) -> None:
@@ -251,12 +201,23 @@ def _discard_non_file(path: Path, key: str, mode: int) -> None:
         warn(f"cached document {key[:12]} was corrupt (it was {kind}, not a file); rebuilding")
 
 
-def load_entry(directory: Path, key: str, prefix_ids: Sequence[int], cache, *, config, dtype, device) -> bool:
+def load_entry(
+    directory: Path,
+    key: str,
+    prefix_ids: Sequence[int],
+    cache,
+    *,
+    config,
+    dtype,
+    device,
+    adopt: Callable[[dict[int, int]], None] | None = None,
+) -> bool:
     """Fill the empty DynamicCache ``cache`` from entry ``key``; True on success, False when there is none.
 
     The entry is untrusted: it is checked against the model of ``config`` (layers, heads, head sizes), the tokens,
     ``dtype`` and finite values before the cache is touched. A bad entry is reported once on stderr and deleted;
-    False is returned so it is rebuilt.
+    False is returned so it is rebuilt. ``adopt(counts)``: told which keys the entry holds re-rotated in place
+    (``Session.adopt_rotated``); an entry holding some is refused without it (its keys would be read wrong).
     """
     path = entry_path(directory, key)
     try:
@@ -267,13 +228,17 @@ def load_entry(directory: Path, key: str, prefix_ids: Sequence[int], cache, *, c
         _discard_non_file(path, key, mode)
         return False
     try:
-        tensors = _read_entry(path, key, prefix_ids, config, dtype)
+        tensors, counts = _read_entry(path, key, prefix_ids, config, dtype)
+        if counts and adopt is None:
+            raise CorruptEntry("it holds keys re-rotated in place, which this session does not keep")
     except CorruptEntry as exc:
         warn(f"cached document {key[:12]} was corrupt ({exc}); rebuilding")
         _removed(path)
         return False
     for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked
         cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
+    if counts:
+        adopt(counts)
     touch(path)
     return True
 
@@ -302,7 +267,7 @@ def _json_strings(raw) -> tuple[str, ...]:
 def _metadata_of(path: Path) -> tuple[tuple[str, ...], int | None]:
     """An entry's sources and token count from its header alone; ((), None) for what save_entry never writes."""
     try:
-        metadata, _ = _read_header(path)  # only the header: `longlm cache list` stays free of torch
+        metadata, _ = read_header(path)  # only the header: `longlm cache list` stays free of torch
     except CorruptEntry:
         return (), None
     tokens = metadata.get("tokens", "")  # not int()'s " 1_0 ", "١٢" or 5000 digits (a ValueError)

@@ -292,22 +292,25 @@ def prefill_cached(
     prefix = list(ids[:prefix_len])
     dtype = dtype if dtype is not None else next(session.model.parameters()).dtype
     total = len(ids)
-    if load_entry(directory, key, prefix, session.cache, config=session.model.config, dtype=dtype, device=device):
+    adopt = session.adopt_rotated if session.rotates_in_place else None
+    if load_entry(
+        directory, key, prefix, session.cache, config=session.model.config, dtype=dtype, device=device, adopt=adopt
+    ):
         status = "hit"
     else:
         prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
         status = "miss"
-        _save_entry(directory, key, session.cache, prefix, sources, limit)
+        _save_entry(directory, key, session, prefix, sources, limit)
     logits = prefill(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )
     return logits, status
 
 
-def _save_entry(directory, key: str, cache, prefix: list[int], sources: Sequence[str], limit: int) -> None:
+def _save_entry(directory, key: str, session, prefix: list[int], sources: Sequence[str], limit: int) -> None:
     """Save the document's entry and prune the cache to ``limit``. An entry above the limit is not written (kept,
     it would evict every other entry and still be over the limit); a failure to write is one warning."""
-    size = entry_size(cache, len(prefix))
+    size = entry_size(session.cache, len(prefix))
     if size > limit:
         print(
             f"Note: this document's cache entry would take {human_size(size)}, more than the cache limit of "
@@ -317,7 +320,7 @@ def _save_entry(directory, key: str, cache, prefix: list[int], sources: Sequence
         )
         return
     try:
-        save_entry(directory, key, cache, prefix, sources)
+        save_entry(directory, key, session.cache, prefix, sources, rotated=session.rotated_in_place())
         prune(directory, max_bytes=limit, keep=key)
     except (OSError, CacheError) as exc:  # the answer does not need the cache: go on without it
         warn(f"could not save the document cache in {directory}: {getattr(exc, 'strerror', None) or exc}")

@@ -208,7 +208,7 @@ def test_a_document_the_memory_cannot_hold_is_refused_before_the_prefill(tiny_di
     monkeypatch.setattr(models, "available_memory", lambda: 1000)
     line = _error_line(run("ask", doc, "What is it?", "--model", tiny_dir))
     assert line.startswith("Error: holding ") and line.endswith(
-        " of memory for its KV cache and re-rotated keys; 1000 B is available: use a shorter input or a smaller model"
+        " of memory for its KV cache; 1000 B is available: use a shorter input or a smaller model"
     )
 
 

@@ -165,6 +165,10 @@ def test_loaded_cache_gives_the_same_logits(tiny_dir):
         assert status == expected and session.length == len(ids)
         results.append((logits, session))
     assert torch.equal(results[0][0], results[1][0])
+    # The entry keeps the keys SelfExtend re-rotated in place as they were, and says which: the hit is exact.
+    rotated = results[0][1].rotated_in_place()
+    assert rotated and set(rotated.values()) == {len(ids) - plan.W}
+    assert results[1][1].rotated_in_place() == results[0][1].rotated_in_place()
     for a, b in zip(results[0][1].cache.layers, results[1][1].cache.layers):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     fresh = Session.start(loaded.model)
@@ -458,8 +462,8 @@ def _raw_entry(path: Path, key: str, **metadata) -> None:
     from safetensors.torch import save_file
 
     tensors = {"ids": torch.tensor([1, 2]), "k.0": torch.ones(1, 1, 2, 4), "v.0": torch.ones(1, 1, 2, 4)}
-    base = {"format": "longlm-kv-1", "key": key, "tokens": "2", "layers": "1", "sources": '["doc"]'}
-    base["tensor_sha256"] = doccache._tensor_digest(tensors)
+    base = {"format": doccache.FORMAT, "key": key, "tokens": "2", "layers": "1", "sources": '["doc"]'}
+    base["tensor_sha256"] = doccache.tensor_digest(tensors)
     save_file(tensors, path, metadata={**base, **metadata})
 
 
@@ -495,6 +499,46 @@ def test_malformed_metadata_is_listed_safely_and_rebuilt(tmp_path, capsys, malfo
     [warning] = capsys.readouterr().err.splitlines()
     assert warning.startswith("Warning: cached document 999999999999 was corrupt (") and warning.endswith("rebuilding")
     assert not path.exists() and cache.get_seq_length() == 0
+
+
+@pytest.mark.parametrize(
+    "counts, reason",
+    [
+        ('{"0": 3}', "its re-rotated key counts are malformed"),  # more keys than the entry's 2 tokens
+        ('{"1": 1}', "its re-rotated key counts are malformed"),  # a layer the model does not have
+        ('{"0": 1.5}', "its re-rotated key counts are malformed"),
+        ('{"0": true}', "its re-rotated key counts are malformed"),
+        ("[1]", "its re-rotated key counts are malformed"),
+        ("{", "its re-rotated key counts are malformed"),
+        ('{"0": 1}', "it holds keys re-rotated in place, which this session does not keep"),
+    ],
+)
+def test_an_entry_with_bad_or_unusable_re_rotated_key_counts_is_rebuilt(tmp_path, capsys, counts, reason):
+    from transformers import DynamicCache
+
+    key = "8" * 64
+    path = doccache.entry_path(tmp_path, key)
+    _raw_entry(path, key, rotated_keys=counts)
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    cache = DynamicCache()
+    assert not doccache.load_entry(tmp_path, key, [1, 2], cache, config=config, dtype=torch.float32, device="cpu")
+    assert capsys.readouterr().err == f"Warning: cached document 888888888888 was corrupt ({reason}); rebuilding\n"
+    assert not path.exists() and cache.get_seq_length() == 0
+
+
+def test_an_entry_with_re_rotated_keys_tells_the_session_which():
+    from transformers import DynamicCache
+
+    key = "7" * 64
+    directory = doccache.kv_dir()
+    path = doccache.save_entry(directory, key, _small_cache(), [1, 2], ["doc"], rotated={0: 1})
+    told = []
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    cache = DynamicCache()
+    assert doccache.load_entry(
+        directory, key, [1, 2], cache, config=config, dtype=torch.float32, device="cpu", adopt=told.append
+    )
+    assert told == [{0: 1}] and cache.get_seq_length() == 2 and path.exists()
 
 
 def test_expected_tensors_follow_the_model_config():

@@ -82,34 +82,47 @@ def test_a_reserved_session_allocates_its_buffers_once_and_gives_the_same_logits
         pointers.add(reserved.cache.layers[0].keys.data_ptr())
     layer = reserved.cache.layers[0]
     assert pointers == {layer.keys.data_ptr()} and layer._k.shape[-2] == 140  # one buffer, never regrown
-    (grouped,) = reserved.extra.values()
-    assert all(entry["buffer"].shape[2] == 140 for entry in grouped.layers.values())
+    (grouped,) = reserved.extra.values()  # the grouped keys live in the KV cache's own buffer: none of their own
+    assert all(entry["in_place"] and "buffer" not in entry for entry in grouped.layers.values())
     assert torch.equal(reserved.forward(ids[:, 140:141]), grown.forward(ids[:, 140:141]))  # beyond it: grown
     assert layer._k.shape[-2] == 280
 
 
-def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch):
-    """reserved_bytes says what a reserved SelfExtend session allocates (keys, values, re-rotated keys), and a
+@pytest.mark.parametrize(
+    "method, taken, what",
+    [  # 2 layers x 2 key heads x 16 x (key copies + values) x 100 tokens x 4 bytes
+        ("selfextend", 51200, "its KV cache"),  # grouped keys in place: keys and values only
+        ("dca", 76800, "its KV cache and re-rotated keys"),  # chunk-position keys: a copy of their own
+    ],
+)
+def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, taken, what):
+    """reserved_bytes says what a reserved session allocates (keys, values, re-rotated keys kept apart), and a
     reservation the memory cannot hold is refused before anything is allocated, with the figures."""
+    from longlm_cli.engine.dca import apply_dca
     from longlm_cli.errors import PlanError
     from longlm_cli.runtime import models
     from longlm_cli.runtime.kvcache import reserved_bytes
 
-    model = apply_selfextend(tiny_model("llama"), group_size=4, window=8)
+    model = tiny_model("llama")
+    if method == "selfextend":
+        apply_selfextend(model, group_size=4, window=8)
+    else:
+        apply_dca(model, chunk_size=24, local_window=4)
     session = Session.start(model, reserve=100)
     session.forward(torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(5)))
-    (grouped,) = session.extra.values()
+    (key_cache,) = session.extra.values()
     buffers = [t for layer in session.cache.layers for t in (layer._k, layer._v)]
-    buffers += [entry["buffer"] for entry in grouped.layers.values()]
-    taken = sum(t.numel() * t.element_size() for t in buffers)
-    assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=True) == taken
+    buffers += [entry["buffer"] for entry in key_cache.layers.values() if "buffer" in entry]
+    assert sum(t.numel() * t.element_size() for t in buffers) == taken
+    rotated = method == "dca"
+    assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=rotated) == taken
     monkeypatch.setattr(models, "available_memory", lambda: taken - 1)
     with pytest.raises(PlanError) as refused:
         Session.start(model, reserve=100)
-    assert taken == 76800  # 2 layers x 2 key heads x 16 x (2 key copies + values) x 100 tokens x 4 bytes
+    size = f"{taken / 1024:.1f} KiB"
     assert str(refused.value) == (
-        "holding 100 tokens needs about 75.0 KiB of memory for its KV cache and re-rotated keys; "
-        "75.0 KiB is available: use a shorter input or a smaller model"
+        f"holding 100 tokens needs about {size} of memory for {what}; "
+        f"{size} is available: use a shorter input or a smaller model"
     )
     assert Session.start(model, reserve=0).extra  # growing from empty is not checked
     monkeypatch.setattr(models, "available_memory", lambda: None)  # memory that cannot be told: not refused

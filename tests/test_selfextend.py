@@ -120,6 +120,93 @@ def test_grouped_cache_survives_cache_crop():
     assert (got - full).abs().max().item() <= TOL
 
 
+def _session_logits(model, ids, bounds, *, in_place=True):
+    """Logits of ``ids`` fed to one Session in pieces [bounds[i], bounds[i + 1]); the session, and the logits."""
+    session = Session.start(model, reserve=ids.shape[1])
+    if not in_place:  # the grouped keys in a buffer of their own, the KV cache's keys left at true positions
+        session.extra = {"longlm_grouped_keys": GroupedKeyCache(reserve=ids.shape[1])}
+    pieces = [
+        _logits(model, ids[:, lo:hi], past_key_values=session.cache, use_cache=True, **session.extra)
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]
+    return session, torch.cat(pieces, dim=1)
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama-gqa4", "gemma3", "phi3"])
+def test_grouped_keys_in_place_match_the_full_forward(arch):
+    """A session re-rotates keys older than the window in the KV cache's own buffer (no copy of the keys): the
+    logits are those of the full forward (chunked prefill, append, decode), and the cache's old keys are the
+    grouped keys a session keeping them apart holds, its window the true keys."""
+    model = tiny_model(arch)
+    apply_selfextend(model, group_size=G, window=W)
+    ids = _ids(N)
+    bounds = [0, 37, 100, 150] + list(range(151, N + 1))
+    session, got = _session_logits(model, ids, bounds)
+    apart, expected = _session_logits(model, ids, bounds, in_place=False)
+    assert (got - _logits(model, ids)).abs().max().item() <= TOL
+    assert torch.equal(got, expected)
+    (grouped,) = session.extra.values()
+    (kept,) = apart.extra.values()
+    counts = session.rotated_in_place()
+    assert counts and set(counts.values()) == {N - W}  # every extended layer: all but the last window
+    assert not any("buffer" in entry for entry in grouped.layers.values())
+    for i, layer in enumerate(session.cache.layers):
+        true = apart.cache.layers[i].keys
+        if i in counts:
+            assert torch.equal(layer.keys[:, :, : N - W], kept.layers[i]["buffer"][:, :, : N - W])
+            assert (layer.keys[:, :, : N - W] - true[:, :, : N - W]).abs().max().item() > 1e-2
+        assert torch.equal(layer.keys[:, :, N - W :], true[:, :, N - W :])  # the window: true keys
+
+
+def test_a_cropped_in_place_session_turns_its_keys_back_for_the_next_question():
+    """As chat does: crop the cache back past keys re-rotated in place, ask another question; its logits are the
+    full forward's of the document and that question."""
+    model = tiny_model("llama")
+    apply_selfextend(model, group_size=G, window=W)
+    doc, q1, q2 = _ids(120, 1), _ids(30, 2), _ids(30, 3)
+    session = Session.start(model, reserve=150)
+    _logits(model, torch.cat([doc, q1], 1), past_key_values=session.cache, use_cache=True, **session.extra)
+    session.cache.crop(-30)
+    got = _logits(model, q2, past_key_values=session.cache, use_cache=True, **session.extra)
+    full = _logits(model, torch.cat([doc, q2], 1))[:, 120:]
+    assert (got - full).abs().max().item() <= TOL
+
+
+def test_in_place_keys_follow_a_change_of_settings_within_a_session():
+    """Reconfiguring SelfExtend between two forward calls over one cache: the in-place keys are turned back and
+    re-rotated for the new group, as a session keeping its grouped keys apart computes it."""
+    model = tiny_model("llama")
+    ids = _ids(N)
+    results = []
+    for in_place in (True, False):
+        apply_selfextend(model, group_size=G, window=W)
+        session, first = _session_logits(model, ids[:, :120], [0, 60, 120], in_place=in_place)
+        apply_selfextend(model, group_size=2, window=W)
+        rest = _logits(model, ids[:, 120:], past_key_values=session.cache, use_cache=True, **session.extra)
+        results.append(torch.cat([first, rest], 1))
+    assert (results[0] - results[1]).abs().max().item() <= 1e-5
+
+
+def test_bfloat16_in_place_equals_the_grouped_keys_kept_apart():
+    """In bf16 too, re-rotating in place reads the same true keys and stores the same rounded grouped keys."""
+    model = tiny_model("llama").to(torch.bfloat16)
+    apply_selfextend(model, group_size=G, window=W)
+    ids = _ids(N)
+    bounds = [0, 64, 128, 190] + list(range(191, N + 1))
+    _, got = _session_logits(model, ids, bounds)
+    _, apart = _session_logits(model, ids, bounds, in_place=False)
+    assert torch.equal(got, apart)
+
+
+def test_keys_rotated_in_place_reaching_the_attention_as_a_copy_are_refused():
+    from longlm_cli.engine import switch
+
+    cache = GroupedKeyCache()
+    cache.layers[0] = {"signature": (), "in_place": True, "n": 3, "shift": None}
+    with pytest.raises(LongLMError, match="re-rotated keys of the KV cache reached the attention as a copy"):
+        switch.rotated_keys(torch.zeros(1, 1, 8, 4), 4, 8, cache, 0, (G, 0), lambda lo, hi: None)
+
+
 @pytest.mark.parametrize("arch", ["llama", "phi"])
 def test_rotation_composes(arch):
     """Rotating q already rotated at p by d more positions equals the model's own rotation at p + d."""

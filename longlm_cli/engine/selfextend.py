@@ -50,22 +50,37 @@ class SelfExtendConfig:
 
 
 class GroupedKeyCache(RotatedKeyCache):
-    """Pass one as ``longlm_grouped_keys=`` to the forward calls that share one KV cache (see RotatedKeyCache)."""
+    """Pass one as ``longlm_grouped_keys=`` to the forward calls that share one KV cache (see RotatedKeyCache).
+    In place on the CPU: a key older than the window is only ever read at its grouped position again."""
+
+    in_place_capable = True
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Grouped keys
 
 
-def _grouped_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache):
-    """Keys [0, needed) rotated at grouped positions ``j // G``: [B, Hkv, needed, D]."""
+def _grouped_keys(
+    key, needed: int, first_new: int, band: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool
+):
+    """A function returning keys [0, needed) rotated at grouped positions ``j // G`` ([B, Hkv, needed, D]), to be
+    called once this call has read the keys at their true positions (the neighbour band): in place, it
+    re-rotates the KV cache's own keys (see RotatedKeyCache)."""
     group = spec.config.group_size
 
-    def rotated(lo: int, hi: int) -> torch.Tensor:
-        pos = torch.arange(lo, hi, device=key.device) + offset
-        return rotate(key[:, :, lo:hi], grouped_key_delta(pos, group), spec.rope)
+    def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
+        pos = torch.arange(lo, hi, device=x.device) + offset
+        return rotate(x[:, :, lo:hi], sign * grouped_key_delta(pos, group), spec.rope)
 
-    return switch.rotated_keys(key, needed, first_new, cache, layer_idx, (group, offset), rotated)
+    settings = (group, offset)
+    if in_place:
+        true_from = max(0, first_new - band + 1)  # the oldest key the first query reads at its true position
+        grouped = switch.rotated_keys_in_place(key, needed, first_new, true_from, cache, layer_idx, settings, shift)
+        if grouped is not None:
+            return grouped
+    return lambda: switch.rotated_keys(
+        key, needed, first_new, cache, layer_idx, settings, lambda lo, hi: shift(key, lo, hi, 1)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -102,16 +117,19 @@ def _layer_output(module, spec: LayerSpec, query, key, value, call: Call, *, sof
     else:
         band, group = spec.config.window, spec.config.group_size
         query = _log_scaled(query, first + offset, spec.config.scale_base)
-    kg = None
-    if group is not None and K - band > 0:
-        kg = _grouped_keys(key, K - band, first, spec, offset, getattr(module, "layer_idx", id(module)), cache)
-    if _use_flex(query):
+    flex = _use_flex(query)
+    grouped = None  # the grouped keys, once the true ones have been read (in place on the CPU)
+    if group is not None:
+        layer_idx = getattr(module, "layer_idx", id(module))
+        grouped = _grouped_keys(key, K - band, first, band, spec, offset, layer_idx, cache, in_place=not flex)
+    if flex:
+        kg = grouped() if grouped is not None and K - band > 0 else None
         out, _ = flex_selfextend(
             query, key, value, kg, first, band, group, spec.rope, offset, scale=call.scale, softcap=softcap
         )
         return out
     return _blocked_selfextend(
-        query, key, value, kg, first, band, group, spec, offset, scale=call.scale, softcap=softcap
+        query, key, value, grouped, first, band, group, spec, offset, scale=call.scale, softcap=softcap
     )
 
 
@@ -121,9 +139,10 @@ def _use_flex(query: torch.Tensor) -> bool:
 
 
 def _blocked_selfextend(
-    query, key, value, kg, first: int, band: int, group, spec: LayerSpec, offset: int, *, scale, softcap
+    query, key, value, grouped, first: int, band: int, group, spec: LayerSpec, offset: int, *, scale, softcap
 ) -> torch.Tensor:
-    """The CPU path: the band and the grouped part in query chunks of exact blocks. Returns [B, H, Q, D] float32."""
+    """The CPU path: the band and the grouped part in query chunks of exact blocks. Returns [B, H, Q, D] float32.
+    ``grouped()``: the grouped keys, called after the band (it may re-rotate the true keys in place)."""
     B, H, Q, D = query.shape
     K = key.shape[2]
     acc = Accumulator(B, H, Q, D, query.device)
@@ -133,7 +152,8 @@ def _blocked_selfextend(
         rows = slice(a - first, min(K, a + chunk) - first)
         neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band, scale=scale, softcap=softcap)
     # Grouped part: a causal shape shifted by W, so chunks can be large.
-    if kg is not None:
+    if grouped is not None and K - band > 0:
+        kg = grouped()
         chunk = spec.config.query_chunk
         for a in range(max(first, band), K, chunk):
             rows = slice(a - first, min(K, a + chunk) - first)

@@ -38,13 +38,32 @@ class Session:
         """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once.
         Refused, before anything is allocated, when the machine's memory cannot hold them."""
         cache = growing_cache(model.config, reserve)
-        extra = key_cache_arguments(model, reserve)
+        extra = key_cache_arguments(model, reserve, kv=cache)
         _check_memory(model, cache, extra, reserve)
         return cls(model=model, cache=cache, extra=extra)
 
     @property
     def length(self) -> int:
         return self.cache.get_seq_length()
+
+    @property
+    def rotates_in_place(self) -> bool:
+        """Whether the extension method keeps its re-rotated keys in the KV cache's own buffer."""
+        return any(key_cache.in_place for key_cache in self.extra.values())
+
+    def rotated_in_place(self) -> dict[int, int]:
+        """Per layer, how many of the KV cache's first keys are re-rotated in place (what an entry of this cache
+        must record, see RotatedKeyCache)."""
+        counts: dict[int, int] = {}
+        for key_cache in self.extra.values():
+            counts |= key_cache.in_place_counts()
+        return counts
+
+    def adopt_rotated(self, counts: dict[int, int]) -> None:
+        """The KV cache was filled with keys re-rotated in place as ``counts`` says (a document-cache entry)."""
+        for key_cache in self.extra.values():
+            if key_cache.in_place:
+                key_cache.adopt(counts)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids`` [1, n] after what the cache holds; return the last position's logits [1, V]."""
@@ -66,10 +85,11 @@ def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None
     must fit in the memory available now (the weights are already loaded). CPU only: a GPU's memory is its own."""
     if not reserve or model.device.type != "cpu":
         return
-    needed = reserved_bytes(model.config, cache, reserve, model.dtype, rotated_keys=bool(extra))
+    rotated = any(not key_cache.in_place for key_cache in extra.values())  # a copy of the keys of their own
+    needed = reserved_bytes(model.config, cache, reserve, model.dtype, rotated_keys=rotated)
     free = models.available_memory()
     if needed is not None and free is not None and needed > free:
-        what = "its KV cache and re-rotated keys" if extra else "its KV cache"
+        what = "its KV cache and re-rotated keys" if rotated else "its KV cache"
         raise PlanError(
             f"holding {reserve:,} tokens needs about {human_size(needed)} of memory for {what}; "
             f"{human_size(free)} is available: use a shorter input or a smaller model"

@@ -1,0 +1,98 @@
+"""What makes a document-cache entry safe to load: the tensors it must hold for the model, its header and values
+checked before use, its tensors' checksum. Entries are untrusted input (a crafted file, a damaged disk); every
+check raises CorruptEntry, which doccache.py turns into one warning and a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cachekeys import FORMAT
+from .catalogue import cached_head_shape, text_config
+
+MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents
+
+
+def tensor_digest(tensors: dict) -> str:
+    """The sha256 of every tensor's name, shape, dtype and bytes (an entry keeps it in its metadata)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(str(t.dtype).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class CorruptEntry(Exception):
+    """An entry that must not be used (internal: turned into a warning and a rebuild)."""
+
+
+def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
+    kv_heads, key_dim, value_dim = cached_head_shape(config)
+    shapes = {"ids": (tokens,)}
+    for i in range(text_config(config).num_hidden_layers):
+        shapes[f"k.{i}"], shapes[f"v.{i}"] = (1, kv_heads, tokens, key_dim), (1, kv_heads, tokens, value_dim)
+    return shapes
+
+
+def read_header(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """An entry's metadata and tensor shapes from its header alone (no tensor data, no torch). Raises CorruptEntry."""
+    from safetensors import safe_open
+
+    try:
+        with open(path, "rb") as handle:  # a crafted header could make safetensors parse up to 100 MB of JSON
+            too_large = int.from_bytes(handle.read(8), "little") > MAX_HEADER_BYTES
+        if not too_large:
+            with safe_open(str(path), framework="numpy") as handle:
+                return handle.metadata() or {}, {n: tuple(handle.get_slice(n).get_shape()) for n in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types, OSError, ValueError...
+        raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
+    raise CorruptEntry("its header is too large")
+
+
+def check_header(metadata: dict, shapes: dict, key: str, tokens: int, expected: dict) -> None:
+    """Raise CorruptEntry unless the header describes ``tokens`` tokens of ``key`` shaped as ``expected``."""
+    if metadata.get("format") != FORMAT or metadata.get("key") != key or "tensor_sha256" not in metadata:
+        raise CorruptEntry("its metadata does not match")
+    if metadata.get("tokens") != str(tokens):
+        raise CorruptEntry("it holds other tokens")
+    if metadata.get("layers") != str(len(expected) // 2) or set(shapes) != set(expected):
+        raise CorruptEntry("it holds a different number of layers or other tensors")
+    if any(shapes[name] != shape for name, shape in expected.items()):
+        raise CorruptEntry("its tensor shapes do not match the model")
+    rotated_counts(metadata, len(expected) // 2, tokens)
+
+
+def rotated_counts(metadata: dict, layers: int, tokens: int) -> dict[int, int]:
+    """The entry's per-layer counts of keys re-rotated in place ({} when none). Raises CorruptEntry."""
+    try:
+        raw = json.loads(metadata.get("rotated_keys", "{}"))
+        counts = {int(i): n for i, n in raw.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise CorruptEntry("its re-rotated key counts are malformed") from None
+    if any(not 0 <= i < layers or type(n) is not int or not 0 < n <= tokens for i, n in counts.items()):
+        raise CorruptEntry("its re-rotated key counts are malformed")
+    return counts
+
+
+def check_values(tensors: dict, prefix_ids: Sequence[int], dtype) -> None:
+    """Raise CorruptEntry unless the tensors hold ``prefix_ids`` and finite keys and values of ``dtype``."""
+    import torch
+
+    ids = tensors["ids"]
+    if ids.dtype != torch.int64 or ids.tolist() != list(prefix_ids):
+        raise CorruptEntry("it holds other tokens")
+    kv = [t for name, t in tensors.items() if name != "ids"]
+    if any(t.dtype != dtype for t in kv):
+        raise CorruptEntry("its dtype does not match the model")
+    # A NaN key or value passes every other check and silently turns every later answer into garbage.
+    if not all(bool(torch.isfinite(t).all()) for t in kv):
+        raise CorruptEntry("it holds NaN or infinite values")
