@@ -4,6 +4,7 @@
     python benchmarks/doccache.py --tokens 8000 --max-new-tokens 8
     python benchmarks/doccache.py --then summarize   # the second run is `summarize`: one entry per document
     python benchmarks/doccache.py --small        # short documents: load an entry vs prefill (the minimum size)
+    python benchmarks/doccache.py --memory --tokens 32768   # peak memory of saving and loading an entry
 
 Builds a document of about --tokens tokens by repeating samples/harbour-report.md under numbered section
 headers, then on the embedded model (longlm_cli.runtime.models.load_model("default")):
@@ -14,12 +15,18 @@ so the user's cache is never touched and the first run always misses. Model load
 --small instead times, for documents of 32 to 2,048 tokens, the prefill of the whole prompt without the cache,
 with a miss (prefill and save) and with a hit (load), side by side: below the size where a hit stops paying,
 longlm does not cache (DEFAULT_DOC_CACHE_MIN_TOKENS).
+--memory instead measures, each in a fresh process, the peak resident memory of saving the entry of a
+--tokens-token cache shaped as Llama-3.2-1B's (16 layers, 8 key heads of 64, float32; a session's buffers with
+room for an answer after it) and of loading it into a new session's cache, over the cache itself: what a
+document entry costs at the end of a long prefill, when memory is tightest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +90,65 @@ def small_documents(loaded, device: str) -> None:
             )
 
 
+MEMORY_SHAPE = (16, 8, 64)  # Llama-3.2-1B: layers, key heads, head size
+
+
+def _memory_step(step: str, directory: Path, tokens: int) -> dict:
+    """One step of --memory in this (fresh) process: build a session-like cache and save it, or load it."""
+    import torch
+    from transformers import LlamaConfig
+
+    from longlm_cli import doccache
+    from longlm_cli.runtime.kvcache import growing_cache
+
+    layers, heads, dim = MEMORY_SHAPE
+    config = LlamaConfig(
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads, hidden_size=heads * dim
+    )
+    cache = growing_cache(config, reserve=tokens + 512)
+    ids = list(range(tokens))
+    key = "0" * 64
+    if step == "save":
+        for i in range(layers):
+            block = torch.empty(1, heads, tokens, dim).fill_(0.5 + i)
+            cache.update(block, block, i)
+            del block
+        before = resident_gib()
+        start = time.perf_counter()
+        doccache.save_entry(directory, key, cache, ids, ["doc"])
+    else:
+        before = resident_gib()
+        start = time.perf_counter()
+        assert doccache.load_entry(directory, key, ids, cache, config=config, dtype=torch.float32, device="cpu")
+    seconds = time.perf_counter() - start
+    held = doccache.entry_size(cache, 0) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    base = before if step == "save" else before + held  # save: over the built cache; load: over the filled one
+    return {"step": step, "seconds": seconds, "cache_gib": held, "peak_over_gib": peak - base}
+
+
+def resident_gib() -> float:
+    import os
+
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def memory(tokens: int) -> None:
+    """Save, then load, each in a fresh process: peak RSS over the cache."""
+    with tempfile.TemporaryDirectory(prefix="longlm-doccache-memory-") as work:
+        for step in ("save", "load"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-step", step, "--memory-dir", work, "--tokens", str(tokens)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            r = json.loads(out.stdout.splitlines()[-1])
+            print(
+                f"{step} an entry of {tokens:,} tokens ({r['cache_gib']:.2f} GiB of keys and values):"
+                f" peak {r['peak_over_gib']:+.2f} GiB over the cache, {r['seconds']:.2f} s",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16000, help="document length in tokens (about)")
@@ -90,7 +156,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--then", choices=("ask", "summarize"), default="ask", help="the second run")
     parser.add_argument("--small", action="store_true", help="short documents: load vs prefill")
+    parser.add_argument("--memory", action="store_true", help="peak memory of saving and loading an entry")
+    parser.add_argument("--memory-step", choices=("save", "load"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_step:
+        print(json.dumps(_memory_step(args.memory_step, args.memory_dir, args.tokens)))
+        return
+    if args.memory:
+        memory(args.tokens)
+        return
 
     loaded = load_model("default", device=args.device)
     if args.small:

@@ -23,9 +23,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import entryfile
 from .cachekeys import FORMAT
 from .defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
@@ -34,9 +36,10 @@ from .defaults import (
     DOC_CACHE_MIN_TOKENS_ENV,
 )
 from .entrycheck import (
+    MAX_HEADER_BYTES,
     CorruptEntry,
     check_header,
-    check_values,
+    check_tensors,
     expected_tensors,
     read_header,
     rotated_counts,
@@ -138,15 +141,12 @@ def save_entry(
     load_entry has already said so.
     """
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
 
     if _is_directory(entry_path(directory, key)):
         return None
     tensors = {"ids": torch.tensor(list(prefix_ids), dtype=torch.int64)}
-    for i, layer in enumerate(cache.layers):
-        tensors[f"k.{i}"] = layer.keys.detach().contiguous().cpu()
-        tensors[f"v.{i}"] = layer.values.detach().contiguous().cpu()
+    for i, layer in enumerate(cache.layers):  # views of the cache's buffers: copied one at a time when written
+        tensors[f"k.{i}"], tensors[f"v.{i}"] = layer.keys, layer.values
     metadata = {
         "format": FORMAT,
         "key": key,
@@ -161,35 +161,34 @@ def save_entry(
     fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{key[:16]}-", suffix=SUFFIX, dir=directory)
     os.close(fd)
     try:
-        save_file(tensors, temp, metadata=metadata)
+        entryfile.write(temp, tensors, metadata)
         os.replace(temp, entry_path(directory, key))
-    except BaseException as exc:
+    except BaseException:
         try:
             os.unlink(temp)
         except OSError:
             pass
-        if isinstance(exc, SafetensorError):  # a full disk or a file-size limit, seen through safetensors
-            raise CacheError(" ".join(str(exc).split())) from None
         raise
     return entry_path(directory, key)
 
 
-def _read_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype) -> tuple[dict, dict[int, int]]:
-    """Load and check an entry against the model of ``config``; return its tensors and its counts of keys
-    re-rotated in place. Raises CorruptEntry."""
-    from safetensors.torch import load_file
-
+@contextmanager
+def _checked_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype):
+    """The entry's tensors (an entryfile.Reader: each read when indexed) and its counts of keys re-rotated in
+    place, once it is checked against the model of ``config``. Raises CorruptEntry."""
     metadata, shapes = read_header(path)
     expected = expected_tensors(config, len(prefix_ids))
     check_header(metadata, shapes, key, len(prefix_ids), expected)  # before loading: sizes are now bounded
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
-    if metadata["tensor_sha256"] != tensor_digest(tensors):
-        raise CorruptEntry("its tensor checksum does not match")
-    check_values(tensors, prefix_ids, dtype)
-    return tensors, rotated_counts(metadata, len(expected) // 2, len(prefix_ids))
+    counts = rotated_counts(metadata, len(expected) // 2, len(prefix_ids))
+    with ExitStack() as stack:
+        try:
+            tensors = stack.enter_context(entryfile.open_tensors(path, MAX_HEADER_BYTES))
+            check_tensors(tensors, metadata, prefix_ids, dtype)
+        except CorruptEntry:
+            raise
+        except Exception as exc:  # safetensors' own error types, OSError...
+            raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
+        yield tensors, counts
 
 
 def _discard_non_file(path: Path, key: str, mode: int) -> None:
@@ -228,15 +227,15 @@ def load_entry(
         _discard_non_file(path, key, mode)
         return False
     try:
-        tensors, counts = _read_entry(path, key, prefix_ids, config, dtype)
-        if counts and adopt is None:
-            raise CorruptEntry("it holds keys re-rotated in place, which this session does not keep")
+        with _checked_entry(path, key, prefix_ids, config, dtype) as (tensors, counts):
+            if counts and adopt is None:
+                raise CorruptEntry("it holds keys re-rotated in place, which this session does not keep")
+            for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked; one at a time
+                cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
     except CorruptEntry as exc:
         warn(f"cached document {key[:12]} was corrupt ({exc}); rebuilding")
         _removed(path)
         return False
-    for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked
-        cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
     if counts:
         adopt(counts)
     touch(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .cachekeys import FORMAT
@@ -16,18 +16,23 @@ from .catalogue import cached_head_shape, text_config
 MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents
 
 
-def tensor_digest(tensors: dict) -> str:
-    """The sha256 of every tensor's name, shape, dtype and bytes (an entry keeps it in its metadata)."""
-    import torch
-
+def tensor_digest(tensors: Mapping) -> str:
+    """The sha256 of every tensor's name, shape, dtype and bytes (an entry keeps it in its metadata); one tensor
+    in contiguous memory at a time."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        digest.update(name.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        _digest_tensor(digest, name, tensors[name])
     return digest.hexdigest()
+
+
+def _digest_tensor(digest, name: str, tensor) -> None:
+    import torch
+
+    t = tensor.detach().contiguous().cpu()
+    digest.update(name.encode())
+    digest.update(str(tuple(t.shape)).encode())
+    digest.update(str(t.dtype).encode())
+    digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
 
 
 class CorruptEntry(Exception):
@@ -83,16 +88,33 @@ def rotated_counts(metadata: dict, layers: int, tokens: int) -> dict[int, int]:
     return counts
 
 
-def check_values(tensors: dict, prefix_ids: Sequence[int], dtype) -> None:
-    """Raise CorruptEntry unless the tensors hold ``prefix_ids`` and finite keys and values of ``dtype``."""
+def check_tensors(tensors: Mapping, metadata: dict, prefix_ids: Sequence[int], dtype) -> None:
+    """Raise CorruptEntry unless the tensors (an entryfile.Reader: each read once, one at a time) match the
+    checksum of ``metadata`` and hold ``prefix_ids`` and finite keys and values of ``dtype``."""
+    digest = hashlib.sha256()
+    problems: dict[int, str] = {}  # rank -> reason: the same reason whichever tensor shows it first
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        _digest_tensor(digest, name, tensor)
+        rank, reason = _value_problem(name, tensor, prefix_ids, dtype) or (None, None)
+        if rank is not None:
+            problems.setdefault(rank, reason)
+    if metadata["tensor_sha256"] != digest.hexdigest():
+        raise CorruptEntry("its tensor checksum does not match")
+    if problems:
+        raise CorruptEntry(problems[min(problems)])
+
+
+def _value_problem(name: str, tensor, prefix_ids: Sequence[int], dtype) -> tuple[int, str] | None:
     import torch
 
-    ids = tensors["ids"]
-    if ids.dtype != torch.int64 or ids.tolist() != list(prefix_ids):
-        raise CorruptEntry("it holds other tokens")
-    kv = [t for name, t in tensors.items() if name != "ids"]
-    if any(t.dtype != dtype for t in kv):
-        raise CorruptEntry("its dtype does not match the model")
+    if name == "ids":
+        if tensor.dtype != torch.int64 or tensor.tolist() != list(prefix_ids):
+            return 0, "it holds other tokens"
+        return None
+    if tensor.dtype != dtype:
+        return 1, "its dtype does not match the model"
     # A NaN key or value passes every other check and silently turns every later answer into garbage.
-    if not all(bool(torch.isfinite(t).all()) for t in kv):
-        raise CorruptEntry("it holds NaN or infinite values")
+    if not bool(torch.isfinite(tensor).all()):
+        return 2, "it holds NaN or infinite values"
+    return None

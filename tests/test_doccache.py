@@ -585,22 +585,24 @@ def test_documents_below_the_minimum_are_not_cached(tiny_dir, tmp_path, monkeypa
 
 
 def test_entry_that_cannot_be_written_is_one_warning_and_the_answer_stands(tiny_dir, tmp_path, monkeypatch):
-    import safetensors.torch
-    from safetensors import SafetensorError
+    import errno
+
+    from longlm_cli import entryfile
 
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
 
-    def full(*args, **kwargs):
-        raise SafetensorError("Error while serializing: IoError(Os { code: 27, kind: FileTooLarge })")
+    def full(path, tensors, metadata):  # the file-size limit reached part way through the tensors
+        Path(path).write_bytes(b"\0" * 64)
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(entryfile, "write", full)
     result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 4)
     assert result.exit_code == 0, result.output
     expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=4)
     assert result.stdout == expected + "\n"
     [warning] = [line for line in result.stderr.splitlines() if line.startswith("Warning")]
-    assert warning.startswith("Warning: could not save the document cache in ") and "FileTooLarge" in warning
+    assert warning.startswith("Warning: could not save the document cache in ") and "File too large" in warning
     kv = Path(os.environ["LONGLM_CACHE_DIR"]) / "kv"
     assert not [p for p in kv.iterdir() if p.suffix == ".safetensors"]  # no entry, no temporary file left
 
@@ -641,3 +643,37 @@ def test_entry_larger_than_the_limit_is_not_written_and_evicts_nothing(tiny_dir,
             note,
         )
         assert result.stdout == expected + "\n" and kv_files() == [kept]  # the other entry is still there
+
+
+def test_an_entry_file_is_plain_safetensors_written_from_views(tmp_path):
+    """entryfile writes what safetensors reads: strided views of larger buffers, bf16, int64, empty tensors."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from longlm_cli import entryfile
+
+    buffer = torch.randn(1, 3, 40, 8)
+    tensors = {
+        "k.0": buffer[:, :, :25],  # a session's keys: a view with room after it
+        "v.0": torch.randn(1, 3, 25, 8).to(torch.bfloat16),
+        "ids": torch.arange(25),
+        "empty": torch.zeros(1, 3, 0, 8),
+    }
+    path = tmp_path / "entry.safetensors"
+    entryfile.write(path, tensors, {"format": "x", "note": "caf\u00e9"})
+    loaded = load_file(path)
+    assert set(loaded) == set(tensors)
+    assert all(torch.equal(loaded[n], t) and loaded[n].dtype == t.dtype for n, t in tensors.items())
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == {"format": "x", "note": "caf\u00e9"}
+    assert (8 + int.from_bytes(path.read_bytes()[:8], "little")) % 8 == 0  # the tensor bytes start 8-aligned
+    with entryfile.open_tensors(path, 1 << 20) as reader:
+        assert sorted(reader) == sorted(tensors) and len(reader) == 4
+        assert torch.equal(reader["k.0"], buffer[:, :, :25])
+        with pytest.raises(KeyError):
+            reader["k.1"]
+    path.write_bytes(path.read_bytes()[:-8])  # the last tensor cut short
+    with entryfile.open_tensors(path, 1 << 20) as reader, pytest.raises(ValueError, match="the file ends inside it"):
+        reader["v.0"]
+    with pytest.raises(ValueError, match="header too large"), entryfile.open_tensors(path, 16):
+        pass
