@@ -230,8 +230,15 @@ def load_entry(
         with _checked_entry(path, key, prefix_ids, config, dtype) as (tensors, counts):
             if counts and adopt is None:
                 raise CorruptEntry("it holds keys re-rotated in place, which this session does not keep")
-            for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked; one at a time
-                cache.update(tensors[f"k.{i}"].to(device), tensors[f"v.{i}"].to(device), i)
+            keys = values = None  # one scratch tensor each, read into layer after layer (see entryfile.Reader)
+            for i in range(len(tensors) // 2):  # exactly "ids" and k.i, v.i per layer, as checked
+                keys, values = tensors.read(f"k.{i}", keys), tensors.read(f"v.{i}", values)
+                cache.update(keys.to(device), values.to(device), i)  # copied into the cache's own buffers...
+                if (
+                    cache.layers[i].keys.data_ptr() == keys.data_ptr()
+                    or cache.layers[i].values.data_ptr() == values.data_ptr()
+                ):
+                    keys = values = None  # ...unless the cache kept the tensors themselves: new ones next time
     except CorruptEntry as exc:
         warn(f"cached document {key[:12]} was corrupt ({exc}); rebuilding")
         _removed(path)

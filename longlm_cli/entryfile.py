@@ -53,13 +53,25 @@ class Reader(Mapping):
         self._handle, self._header, self._start = handle, header, start
 
     def __getitem__(self, name: str):
+        return self.read(name)
+
+    def read(self, name: str, scratch=None):
+        """Tensor ``name`` read from the file: into ``scratch``'s memory when it is a contiguous CPU tensor with
+        room for it (a view of it is returned), else into a new tensor. Reading layer after layer through one
+        scratch tensor leaves no freed blocks behind for the allocator to keep (a new tensor per layer left
+        freed blocks of about the cache's size resident after loading)."""
         import torch
 
         info = self._header[name]  # KeyError for a name the file does not hold
         lo, hi = info["data_offsets"]
-        tensor = torch.empty(info["shape"], dtype=getattr(torch, _TORCH[info["dtype"]]))
+        dtype, shape = getattr(torch, _TORCH[info["dtype"]]), info["shape"]
+        count = 1
+        for size in shape:
+            count *= size
+        fits = scratch is not None and scratch.dtype == dtype and scratch.is_contiguous() and scratch.numel() >= count
+        tensor = scratch.view(-1)[:count].view(shape) if fits else torch.empty(shape, dtype=dtype)
         if hi - lo != tensor.numel() * tensor.element_size():
-            raise ValueError(f"tensor {name!r}: {hi - lo} bytes for shape {info['shape']}")
+            raise ValueError(f"tensor {name!r}: {hi - lo} bytes for shape {shape}")
         if tensor.numel():
             self._handle.seek(self._start + lo)
             if self._handle.readinto(tensor.view(torch.uint8).numpy().data) != hi - lo:

@@ -203,15 +203,22 @@ def test_input_within_one_chunk_is_unmodified(arch):
     assert _err(_logits(model, ids), plain) <= TOL
 
 
+def _key_cache(kind: str, cache) -> dict:
+    """The forward arguments for a key cache kept apart, re-rotated in ``cache``'s own buffer, or none."""
+    if kind == "none":
+        return {}
+    return {"longlm_dca_keys": ChunkKeyCache(kv=cache if kind == "in_place" else None)}
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "phi3", "mistral-sliding"])
-@pytest.mark.parametrize("use_key_cache", [True, False])
-def test_chunked_prefill_append_and_decode_equal_full_forward(arch, use_key_cache):
+@pytest.mark.parametrize("key_cache", ["in_place", "apart", "none"])
+def test_chunked_prefill_append_and_decode_equal_full_forward(arch, key_cache):
     model = tiny_model(arch)
     ids = _ids(N)
     expected = reference_logits(model, ids)
     _apply(model)
     cache = DynamicCache(config=model.config)
-    extra = {"longlm_dca_keys": ChunkKeyCache()} if use_key_cache else {}
+    extra = _key_cache(key_cache, cache)
     # prefill in uneven chunks that straddle chunk boundaries, a second segment appended, then one-token decode
     bounds = [0, 37, 100, 150] + list(range(151, N + 1))
     pieces = [
@@ -219,34 +226,42 @@ def test_chunked_prefill_append_and_decode_equal_full_forward(arch, use_key_cach
         for lo, hi in zip(bounds[:-1], bounds[1:])
     ]
     assert _err(torch.cat(pieces, dim=1), expected) <= TOL
+    if key_cache == "in_place" and arch != "mistral-sliding":  # every key before the last chunk, in place
+        counts = extra["longlm_dca_keys"].in_place_counts()
+        assert counts and set(counts.values()) == {(N - 1) // DEFAULT.chunk_len * DEFAULT.chunk_len}
+        assert not any("buffer" in entry for entry in extra["longlm_dca_keys"].layers.values())
 
 
-def test_key_cache_survives_cache_crop():
+@pytest.mark.parametrize("in_place", [True, False])
+def test_key_cache_survives_cache_crop(in_place):
     """A follow-up question on a cropped cache (same document prefix) still gives the full forward's logits.
 
     The cropped keys [100, 120) lie before the last chunk (120..), so stale rotated keys would be read."""
     model = _apply(tiny_model("llama"))
     doc, q1, q2 = _ids(100, 1), _ids(30, 2), _ids(30, 3)
-    keys = ChunkKeyCache()
     cache = DynamicCache(config=model.config)
+    keys = ChunkKeyCache(kv=cache if in_place else None)
     _logits(model, torch.cat([doc, q1], 1), past_key_values=cache, use_cache=True, longlm_dca_keys=keys)
     cache.crop(-30)
     got = _logits(model, q2, past_key_values=cache, use_cache=True, longlm_dca_keys=keys)
     assert _err(got, _logits(model, torch.cat([doc, q2], 1))[:, 100:]) <= TOL
 
 
-def test_key_cache_is_not_reused_across_settings():
-    """Settings changed in the middle of a conversation: keys rotated for the old chunks are not read."""
+@pytest.mark.parametrize("key_cache", ["in_place", "apart"])
+def test_key_cache_is_not_reused_across_settings(key_cache):
+    """Settings changed in the middle of a conversation: keys rotated for the old chunks are not read (in place:
+    they are turned back and rotated for the new chunks)."""
 
-    def conversation(keys):
+    def conversation(kind):
         model = _apply(tiny_model("llama"), DcaConfig(chunk_size=13, local_window=5))
-        cache, extra = DynamicCache(config=model.config), {} if keys is None else {"longlm_dca_keys": keys}
+        cache = DynamicCache(config=model.config)
+        extra = _key_cache(kind, cache)
         _logits(model, ids[:, :150], past_key_values=cache, use_cache=True, **extra)
         _apply(model)
         return _logits(model, ids[:, 150:], past_key_values=cache, use_cache=True, **extra)
 
     ids = _ids(N)
-    assert _err(conversation(ChunkKeyCache()), conversation(None)) <= TOL
+    assert _err(conversation(key_cache), conversation("none")) <= TOL
 
 
 def test_plain_torch_path_matches_reference(monkeypatch):

@@ -670,6 +670,10 @@ def test_an_entry_file_is_plain_safetensors_written_from_views(tmp_path):
     with entryfile.open_tensors(path, 1 << 20) as reader:
         assert sorted(reader) == sorted(tensors) and len(reader) == 4
         assert torch.equal(reader["k.0"], buffer[:, :, :25])
+        scratch = torch.zeros(2000)
+        keys = reader.read("k.0", scratch)  # into the scratch tensor's memory: no new tensor
+        assert torch.equal(keys, buffer[:, :, :25]) and keys.data_ptr() == scratch.data_ptr()
+        assert reader.read("k.0", torch.zeros(10)).numel() == 600  # too small a scratch: a new tensor
         with pytest.raises(KeyError):
             reader["k.1"]
     path.write_bytes(path.read_bytes()[:-8])  # the last tensor cut short

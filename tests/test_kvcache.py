@@ -88,19 +88,16 @@ def test_a_reserved_session_allocates_its_buffers_once_and_gives_the_same_logits
     assert layer._k.shape[-2] == 280
 
 
-@pytest.mark.parametrize(
-    "method, taken, what",
-    [  # 2 layers x 2 key heads x 16 x (key copies + values) x 100 tokens x 4 bytes
-        ("selfextend", 51200, "its KV cache"),  # grouped keys in place: keys and values only
-        ("dca", 76800, "its KV cache and re-rotated keys"),  # chunk-position keys: a copy of their own
-    ],
-)
-def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, taken, what):
-    """reserved_bytes says what a reserved session allocates (keys, values, re-rotated keys kept apart), and a
-    reservation the memory cannot hold is refused before anything is allocated, with the figures."""
-    from longlm_cli.engine.dca import apply_dca
+@pytest.mark.parametrize("method", ["selfextend", "dca"])
+@pytest.mark.parametrize("apart", [False, True])
+def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, apart):
+    """reserved_bytes says what a reserved session allocates (keys and values; re-rotated keys too when they are
+    kept apart instead of in place), and a reservation the memory cannot hold is refused before anything is
+    allocated, with the figures."""
+    from longlm_cli.engine.dca import ChunkKeyCache, apply_dca
+    from longlm_cli.engine.selfextend import GroupedKeyCache
     from longlm_cli.errors import PlanError
-    from longlm_cli.runtime import models
+    from longlm_cli.runtime import generate, models
     from longlm_cli.runtime.kvcache import reserved_bytes
 
     model = tiny_model("llama")
@@ -109,21 +106,29 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, taken
     else:
         apply_dca(model, chunk_size=24, local_window=4)
     session = Session.start(model, reserve=100)
+    if apart:  # a key cache of their own (as on CUDA, or a caller's own): one more copy of the keys
+        (name,) = session.extra
+        session.extra = {name: (GroupedKeyCache if method == "selfextend" else ChunkKeyCache)(reserve=100)}
     session.forward(torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(5)))
     (key_cache,) = session.extra.values()
     buffers = [t for layer in session.cache.layers for t in (layer._k, layer._v)]
     buffers += [entry["buffer"] for entry in key_cache.layers.values() if "buffer" in entry]
-    assert sum(t.numel() * t.element_size() for t in buffers) == taken
-    rotated = method == "dca"
-    assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=rotated) == taken
+    taken = sum(t.numel() * t.element_size() for t in buffers)
+    # 2 layers x 2 key heads x 16 x (key copies + values) x 100 tokens x 4 bytes
+    assert taken == (76800 if apart else 51200)
+    assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=apart) == taken
     monkeypatch.setattr(models, "available_memory", lambda: taken - 1)
     with pytest.raises(PlanError) as refused:
-        Session.start(model, reserve=100)
-    size = f"{taken / 1024:.1f} KiB"
+        generate._check_memory(model, growing_cache(model.config, 100), session.extra, 100)
+    size, what = f"{taken / 1024:.1f} KiB", "its KV cache and re-rotated keys" if apart else "its KV cache"
     assert str(refused.value) == (
         f"holding 100 tokens needs about {size} of memory for {what}; "
         f"{size} is available: use a shorter input or a smaller model"
     )
+    if apart:
+        return
+    with pytest.raises(PlanError):  # what the commands call: refused before anything is allocated
+        Session.start(model, reserve=100)
     assert Session.start(model, reserve=0).extra  # growing from empty is not checked
     monkeypatch.setattr(models, "available_memory", lambda: None)  # memory that cannot be told: not refused
     assert Session.start(model, reserve=100).cache is not None

@@ -199,12 +199,12 @@ def test_bfloat16_in_place_equals_the_grouped_keys_kept_apart():
 
 
 def test_keys_rotated_in_place_reaching_the_attention_as_a_copy_are_refused():
-    from longlm_cli.engine import switch
+    from longlm_cli.engine import keycache
 
     cache = GroupedKeyCache()
     cache.layers[0] = {"signature": (), "in_place": True, "n": 3, "shift": None}
     with pytest.raises(LongLMError, match="re-rotated keys of the KV cache reached the attention as a copy"):
-        switch.rotated_keys(torch.zeros(1, 1, 8, 4), 4, 8, cache, 0, (G, 0), lambda lo, hi: None)
+        keycache.rotated_keys(torch.zeros(1, 1, 8, 4), 4, 8, cache, 0, (G, 0), lambda lo, hi: None)
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi"])

@@ -29,8 +29,9 @@ from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
 from . import switch
 from .blocks import Accumulator, _attend, neighbour_blocks
+from .keycache import RotatedKeyCache, keys_at_method_positions
 from .rope import rotate
-from .switch import Call, LayerSpec, RotatedKeyCache
+from .switch import Call, LayerSpec
 
 ATTN_NAME = "longlm_dca"
 _LAYER_ATTR = "_longlm_dca"
@@ -76,7 +77,10 @@ class DcaConfig:
 
 
 class ChunkKeyCache(RotatedKeyCache):
-    """Pass one as ``longlm_dca_keys=`` to the forward calls that share one KV cache (see RotatedKeyCache)."""
+    """Pass one as ``longlm_dca_keys=`` to the forward calls that share one KV cache (see RotatedKeyCache).
+    In place: a key before the query's chunk is only ever read at its chunk position again."""
+
+    in_place_capable = True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,14 +103,19 @@ def inter_query_delta(pos: torch.Tensor, config: DcaConfig) -> torch.Tensor:
     return min(2 * config.chunk_len - 1, config.chunk_size) - pos
 
 
-def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache):
-    """Keys [0, needed) rotated at ``j % c``: [B, Hkv, needed, D]."""
+def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool):
+    """``upto(hi)``: keys [0, hi) rotated at ``j % c`` ([B, Hkv, hi, D]), to call once this call no longer reads
+    keys before ``hi`` at their true positions (see switch.keys_at_method_positions)."""
+    c = spec.config.chunk_len
 
-    def rotated(lo: int, hi: int) -> torch.Tensor:
-        pos = torch.arange(lo, hi, device=key.device) + offset
-        return rotate(key[:, :, lo:hi], chunk_key_delta(pos, spec.config), spec.rope)
+    def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
+        pos = torch.arange(lo, hi, device=x.device) + offset
+        return rotate(x[:, :, lo:hi], sign * chunk_key_delta(pos, spec.config), spec.rope)
 
-    return switch.rotated_keys(key, needed, first_new, cache, layer_idx, (spec.config.chunk_len, offset), rotated)
+    true_from = max(0, (first_new + offset) // c * c - offset)  # the first query's chunk: read at true positions
+    return keys_at_method_positions(
+        key, needed, first_new, true_from, cache, layer_idx, (c, offset), shift, in_place=in_place
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,11 +136,12 @@ def _intra_blocks(acc, rows: slice, q, key, value, start: int, a: int, b: int, *
         acc.add(rows, out, lse)
 
 
-def _blocked_dca(query, key, value, kc, first: int, offset: int, spec: LayerSpec, *, scale, softcap):
+def _blocked_dca(query, key, value, chunk_keys, first: int, offset: int, spec: LayerSpec, *, scale, softcap):
     """Queries in blocks that never straddle a chunk, each with its three kinds of keys. Returns [B, H, Q, D] f32.
 
-    query: [B, H, Q, D], the last Q of the K keys; key, value: [B, Hkv, K, D]; kc: keys rotated at ``j % c``,
-    at least up to the start of the last query's chunk. Key index t has true position t + offset.
+    query: [B, H, Q, D], the last Q of the K keys; key, value: [B, Hkv, K, D]; ``chunk_keys(hi)``: keys [0, hi)
+    rotated at ``j % c``, asked for each block once its own chunk's keys are the only ones it reads at true
+    positions (in place, older true keys are re-rotated then). Key index t has true position t + offset.
     """
     B, H, Q, D = query.shape
     K = key.shape[2]
@@ -146,6 +156,7 @@ def _blocked_dca(query, key, value, kc, first: int, offset: int, spec: LayerSpec
         rows = slice(a - first, b - first)
         q = query[:, :, rows]
         _intra_blocks(acc, rows, q.contiguous(), key, value, start, a, b, scale=scale, softcap=softcap)
+        kc = chunk_keys(start) if start > 0 else None
         pos = torch.arange(a, b, device=query.device) + offset
         if prev < start:  # successive chunk
             qs = rotate(q, successive_query_delta(pos, spec.config), spec.rope).contiguous()
@@ -186,8 +197,9 @@ def _layer_output(module, spec: LayerSpec, query, key, value, call: Call, *, sof
         )
     c = spec.config.chunk_len
     needed = max(0, (K - 1 + offset) // c * c - offset)  # keys before the last query's chunk
-    kc = _chunk_keys(key, needed, first, spec, offset, getattr(module, "layer_idx", id(module)), cache)
-    return _blocked_dca(query, key, value, kc, first, offset, spec, scale=call.scale, softcap=softcap)
+    layer_idx = getattr(module, "layer_idx", id(module))
+    chunk_keys = _chunk_keys(key, needed, first, spec, offset, layer_idx, cache, in_place=True)
+    return _blocked_dca(query, key, value, chunk_keys, first, offset, spec, scale=call.scale, softcap=softcap)
 
 
 # Registered as ``longlm_dca``; a forward call's ``longlm_dca_keys=`` (a ChunkKeyCache) reaches it.

@@ -32,8 +32,9 @@ from ..errors import LongLMError
 from . import switch
 from .blocks import Accumulator, group_blocks, neighbour_blocks
 from .flex import flex_selfextend
+from .keycache import RotatedKeyCache, keys_at_method_positions
 from .rope import grouped_key_delta, grouped_query_delta, rotate
-from .switch import Call, LayerSpec, RotatedKeyCache
+from .switch import Call, LayerSpec
 
 ATTN_NAME = "longlm_selfextend"
 _LAYER_ATTR = "_longlm_selfextend"
@@ -63,24 +64,18 @@ class GroupedKeyCache(RotatedKeyCache):
 def _grouped_keys(
     key, needed: int, first_new: int, band: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool
 ):
-    """A function returning keys [0, needed) rotated at grouped positions ``j // G`` ([B, Hkv, needed, D]), to be
-    called once this call has read the keys at their true positions (the neighbour band): in place, it
-    re-rotates the KV cache's own keys (see RotatedKeyCache)."""
+    """``upto(hi)``: keys [0, hi) rotated at grouped positions ``j // G`` ([B, Hkv, hi, D]), to call once this
+    call has read the keys at their true positions (the neighbour band); see switch.keys_at_method_positions."""
     group = spec.config.group_size
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=x.device) + offset
         return rotate(x[:, :, lo:hi], sign * grouped_key_delta(pos, group), spec.rope)
 
-    settings = (group, offset)
-    if in_place:
-        true_from = max(0, first_new - band + 1)  # the oldest key the first query reads at its true position
-        grouped = switch.rotated_keys_in_place(key, needed, first_new, true_from, cache, layer_idx, settings, shift)
-        if grouped is not None:
-            return grouped
-    return lambda: switch.rotated_keys(
-        key, needed, first_new, cache, layer_idx, settings, lambda lo, hi: shift(key, lo, hi, 1)
-    )
+    true_from = max(0, first_new - band + 1)  # the oldest key the first query reads at its true position
+    return keys_at_method_positions(
+        key, needed, first_new, true_from, cache, layer_idx, (group, offset), shift, in_place=in_place
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -123,7 +118,7 @@ def _layer_output(module, spec: LayerSpec, query, key, value, call: Call, *, sof
         layer_idx = getattr(module, "layer_idx", id(module))
         grouped = _grouped_keys(key, K - band, first, band, spec, offset, layer_idx, cache, in_place=not flex)
     if flex:
-        kg = grouped() if grouped is not None and K - band > 0 else None
+        kg = grouped(K - band) if grouped is not None and K - band > 0 else None
         out, _ = flex_selfextend(
             query, key, value, kg, first, band, group, spec.rope, offset, scale=call.scale, softcap=softcap
         )
@@ -142,7 +137,7 @@ def _blocked_selfextend(
     query, key, value, grouped, first: int, band: int, group, spec: LayerSpec, offset: int, *, scale, softcap
 ) -> torch.Tensor:
     """The CPU path: the band and the grouped part in query chunks of exact blocks. Returns [B, H, Q, D] float32.
-    ``grouped()``: the grouped keys, called after the band (it may re-rotate the true keys in place)."""
+    ``grouped(hi)``: the grouped keys, called after the band (it may re-rotate the true keys in place)."""
     B, H, Q, D = query.shape
     K = key.shape[2]
     acc = Accumulator(B, H, Q, D, query.device)
@@ -153,7 +148,7 @@ def _blocked_selfextend(
         neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band, scale=scale, softcap=softcap)
     # Grouped part: a causal shape shifted by W, so chunks can be large.
     if grouped is not None and K - band > 0:
-        kg = grouped()
+        kg = grouped(K - band)
         chunk = spec.config.query_chunk
         for a in range(max(first, band), K, chunk):
             rows = slice(a - first, min(K, a + chunk) - first)

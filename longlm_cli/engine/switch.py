@@ -8,9 +8,7 @@ from one method to the other (or back to the plain model) always goes through th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
@@ -31,135 +29,6 @@ class LayerSpec:
 
     config: object  # the method's frozen settings (SelfExtendConfig, DcaConfig)
     rope: LayerRope | None  # None: a sliding-window layer, left as in the plain model
-
-
-@dataclass
-class RotatedKeyCache:
-    """Keys re-rotated at a method's key positions, kept across forward calls that share one KV cache.
-
-    Both methods place a key at a position that does not depend on the query (``j // G``, ``j % c``), so a key
-    rotated once stays valid. Pass the same instance to every forward call that uses the same
-    ``past_key_values``; decoding then rotates only the new keys instead of the whole cache. Without it the
-    result is identical, only slower. Memory: one extra copy of the keys of each extended layer, unless the
-    method re-rotates in place (``in_place``).
-
-    In place: given the KV cache it goes with (``kv``), a method whose true keys are never read again once they
-    are old enough (SelfExtend: older than the window) re-rotates them in the KV cache's own key buffer, so it
-    needs no extra copy. The KV cache's first ``in_place_counts()[i]`` keys of layer i are then at the method's
-    positions (a cropped cache's keys are turned back when they are read at their true positions again); a
-    document-cache entry keeps them so, and ``adopt`` says it of a KV cache filled from one.
-    """
-
-    layers: dict = field(default_factory=dict)
-    reserve: int = 0  # keys a layer's first buffer makes room for (the session's planned tokens; 0: grow)
-    kv: object = None  # the DynamicCache these keys go with (None: a buffer of their own, never in place)
-    in_place_capable: ClassVar[bool] = False  # the method's old true keys are never read again
-
-    @property
-    def in_place(self) -> bool:
-        return self.kv is not None and self.in_place_capable
-
-    def clear(self) -> None:
-        self.layers.clear()
-
-    def in_place_counts(self) -> dict[int, int]:
-        """Per layer, how many of its first keys the KV cache holds re-rotated in place (layers with none left out)."""
-        return {i: e["n"] for i, e in self.layers.items() if e.get("in_place") and e["n"] and isinstance(i, int)}
-
-    def adopt(self, counts: dict[int, int]) -> None:
-        """The KV cache was filled with keys of which layer i's first ``counts[i]`` are already re-rotated, by
-        this method with these settings (a document-cache entry of the same plan)."""
-        for i, n in counts.items():
-            self.layers[i] = {"signature": None, "in_place": True, "n": n, "shift": None}  # signature: the next call's
-
-
-def rotated_keys(
-    key: torch.Tensor,
-    needed: int,
-    first_new: int,
-    cache: RotatedKeyCache | None,
-    layer_idx,
-    settings: tuple,
-    rotated: Callable[[int, int], torch.Tensor],
-) -> torch.Tensor:
-    """Keys [0, needed) of ``key`` [B, Hkv, K, D] at the method's positions: [B, Hkv, needed, D].
-
-    ``rotated(lo, hi)`` rotates keys [lo, hi). With a cache, keys rotated by an earlier call with the same
-    ``settings`` are reused (only keys before ``first_new``, the first key this call appended, can be) and only
-    the rest are rotated.
-    """
-    if needed <= 0:
-        return key[:, :, :0]
-    if cache is None:
-        return rotated(0, needed)
-    B, Hkv, _, D = key.shape
-    signature = (*settings, B, Hkv, D, key.dtype, key.device)
-    entry = cache.layers.get(layer_idx)
-    if entry is not None and entry.get("in_place") and entry["n"]:
-        # This layer's KV cache re-rotated some keys in its own buffer, and a copy of it came instead: rotating
-        # those keys again would silently give wrong scores.
-        raise LongLMError("re-rotated keys of the KV cache reached the attention as a copy; start a new session")
-    if entry is None or entry.get("in_place") or entry["signature"] != signature:
-        entry = cache.layers[layer_idx] = {"signature": signature, "buffer": key.new_empty(B, Hkv, 0, D), "n": 0}
-    n = min(entry["n"], first_new)
-    if n < needed:
-        buffer = entry["buffer"]
-        if buffer.shape[2] < needed:  # grow geometrically so decoding appends in amortised O(1)
-            room = cache.reserve if needed <= cache.reserve else max(needed, 2 * buffer.shape[2])
-            grown = key.new_empty(B, Hkv, room, D)
-            grown[:, :, :n] = buffer[:, :, :n]
-            buffer = entry["buffer"] = grown
-        buffer[:, :, n:needed] = rotated(n, needed)
-        n = needed
-    entry["n"] = n
-    return entry["buffer"][:, :, :needed]
-
-
-def rotated_keys_in_place(
-    key: torch.Tensor,
-    needed: int,
-    first_new: int,
-    true_from: int,
-    cache: RotatedKeyCache | None,
-    layer_idx,
-    settings: tuple,
-    shift: Callable[[torch.Tensor, int, int, int], torch.Tensor],
-) -> Callable[[], torch.Tensor] | None:
-    """``rotated_keys`` in the KV cache's own key buffer; None when it cannot be (no in-place cache, or ``key``
-    [B, Hkv, K, D] is not the buffer of its layer in ``cache.kv``: a copy, another cache).
-
-    ``shift(x, lo, hi, sign)`` rotates keys [lo, hi) of ``x`` to the method's positions (sign 1) or back to their
-    true positions (-1). At once, keys from ``true_from`` on (the oldest this call reads at true positions) that
-    an earlier call re-rotated are turned back: the cache was cropped, or the settings changed (then all are).
-    Returns a function to call once this call no longer reads keys [0, needed) at their true positions: it
-    re-rotates those not yet re-rotated, in place, and returns keys [0, needed) at the method's positions.
-    """
-    layers = getattr(cache.kv, "layers", None) if cache is not None and cache.in_place else None
-    known = layers is not None and isinstance(layer_idx, int) and layer_idx < len(layers)
-    own = getattr(layers[layer_idx], "keys", None) if known else None
-    if own is None or own.data_ptr() != key.data_ptr() or own.shape != key.shape or own.stride() != key.stride():
-        return None
-    B, Hkv, _, D = key.shape
-    signature = (*settings, B, Hkv, D, key.dtype, key.device)
-    entry = cache.layers.get(layer_idx)
-    n = min(entry["n"], first_new) if entry is not None and entry.get("in_place") else 0  # keys from first_new: new
-    if n and entry["signature"] is None:  # adopted: re-rotated with the settings this call runs
-        entry["signature"], entry["shift"] = signature, shift
-    if n and entry["signature"] != signature:
-        key[:, :, :n] = entry["shift"](key, 0, n, -1)
-        n = 0
-    elif n > true_from:  # cropped: keys read at their true positions again
-        key[:, :, true_from:n] = entry["shift"](key, true_from, n, -1)
-        n = true_from
-    entry = cache.layers[layer_idx] = {"signature": signature, "in_place": True, "n": n, "shift": shift}
-
-    def grouped() -> torch.Tensor:
-        if entry["n"] < needed:
-            key[:, :, entry["n"] : needed] = shift(key, entry["n"], needed, 1)
-            entry["n"] = needed
-        return key[:, :, : max(0, needed)]
-
-    return grouped
 
 
 @dataclass(frozen=True)
