@@ -97,32 +97,20 @@ def rotated_keys(
     return entry["buffer"][:, :, :needed]
 
 
-def rotated_keys_in_place(
-    key: torch.Tensor,
-    first_new: int,
-    true_from: int,
-    cache: RotatedKeyCache | None,
-    layer_idx,
-    settings: tuple,
-    shift: Callable[[torch.Tensor, int, int, int], torch.Tensor],
-) -> Callable[[int], torch.Tensor] | None:
-    """``rotated_keys`` in the KV cache's own key buffer; None when it cannot be (no in-place cache, or ``key``
-    [B, Hkv, K, D] is not the buffer of its layer in ``cache.kv``: a copy, another cache).
-
-    ``shift(x, lo, hi, sign)`` rotates keys [lo, hi) of ``x`` to the method's positions (sign 1) or back to their
-    true positions (-1). At once, keys from ``true_from`` on (the oldest this call reads at true positions) that
-    an earlier call re-rotated are turned back: the cache was cropped, or the settings changed (then all are).
-    Returns ``upto(hi)``, to call once this call no longer reads keys [0, hi) at their true positions: it
-    re-rotates those not yet re-rotated, in place, and returns keys [0, hi) at the method's positions.
-    """
+def _holds(cache: RotatedKeyCache | None, layer_idx, key: torch.Tensor) -> bool:
+    """Whether ``key`` [B, Hkv, K, D] is the key buffer of its layer in ``cache.kv`` (not a copy, nor another
+    cache's), so re-rotating it in place changes what that KV cache holds."""
     layers = getattr(cache.kv, "layers", None) if cache is not None and cache.in_place else None
     known = layers is not None and isinstance(layer_idx, int) and layer_idx < len(layers)
     own = getattr(layers[layer_idx], "keys", None) if known else None
-    if own is None or own.data_ptr() != key.data_ptr() or own.shape != key.shape or own.stride() != key.stride():
-        return None
-    B, Hkv, _, D = key.shape
-    signature = (*settings, B, Hkv, D, key.dtype, key.device)
-    entry = cache.layers.get(layer_idx)
+    return own is not None and (own.data_ptr(), own.shape, own.stride()) == (key.data_ptr(), key.shape, key.stride())
+
+
+def _in_place(key, first_new: int, true_from: int, entries: dict, layer_idx, signature: tuple, shift):
+    """``upto(hi)`` re-rotating ``key``, its KV cache's own buffer, in place (see keys_at_method_positions). At
+    once, keys from ``true_from`` on (the oldest this call reads at true positions) that an earlier call
+    re-rotated are turned back: the cache was cropped, or the settings changed (then all are)."""
+    entry = entries.get(layer_idx)
     n = min(entry["n"], first_new) if entry is not None and entry.get("in_place") else 0  # keys from first_new: new
     if n and entry["signature"] is None:  # adopted: re-rotated with the settings this call runs
         entry["signature"], entry["shift"] = signature, shift
@@ -132,7 +120,7 @@ def rotated_keys_in_place(
     elif n > true_from:  # cropped: keys read at their true positions again
         key[:, :, true_from:n] = entry["shift"](key, true_from, n, -1)
         n = true_from
-    entry = cache.layers[layer_idx] = {"signature": signature, "in_place": True, "n": n, "shift": shift}
+    entry = entries[layer_idx] = {"signature": signature, "in_place": True, "n": n, "shift": shift}
 
     def upto(hi: int) -> torch.Tensor:
         if entry["n"] < hi:
@@ -155,13 +143,18 @@ def keys_at_method_positions(
     *,
     in_place: bool,
 ) -> Callable[[int], torch.Tensor]:
-    """``upto(hi)``: keys [0, hi) (hi <= ``needed``) at the method's positions, to call once this call no longer
-    reads them at their true positions: re-rotated in the KV cache's own buffer where ``in_place`` allows it
-    (``rotated_keys_in_place``), else kept apart (``rotated_keys``, all ``needed`` at the first call)."""
-    if in_place:
-        upto = rotated_keys_in_place(key, first_new, true_from, cache, layer_idx, settings, shift)
-        if upto is not None:
-            return upto
+    """``upto(hi)``: keys [0, hi) (hi <= ``needed``) of ``key`` [B, Hkv, K, D] at the method's positions, to call
+    once this call no longer reads them at their true positions.
+
+    ``shift(x, lo, hi, sign)`` rotates keys [lo, hi) of ``x`` to the method's positions (sign 1) or back to their
+    true positions (-1). Where ``in_place`` allows it and ``key`` is its KV cache's own buffer, the keys are
+    re-rotated there (keys from ``true_from`` on, the oldest this call reads at true positions, are first turned
+    back if an earlier call re-rotated them); else they are kept apart (``rotated_keys``, all ``needed`` at the
+    first call)."""
+    if in_place and _holds(cache, layer_idx, key):
+        B, Hkv, _, D = key.shape
+        signature = (*settings, B, Hkv, D, key.dtype, key.device)
+        return _in_place(key, first_new, true_from, cache.layers, layer_idx, signature, shift)
     apart: list[torch.Tensor] = []
 
     def kept(hi: int) -> torch.Tensor:
