@@ -109,7 +109,8 @@ def _holds(cache: RotatedKeyCache | None, layer_idx, key: torch.Tensor) -> bool:
 def _in_place(key, first_new: int, true_from: int, entries: dict, layer_idx, signature: tuple, shift):
     """``upto(hi)`` re-rotating ``key``, its KV cache's own buffer, in place (see keys_at_method_positions). At
     once, keys from ``true_from`` on (the oldest this call reads at true positions) that an earlier call
-    re-rotated are turned back: the cache was cropped, or the settings changed (then all are)."""
+    re-rotated are turned back: the cache was cropped, or the settings changed (then all are). Turned back, a
+    key is its true key to float32 rounding; in a 16-bit dtype it is rounded once more."""
     entry = entries.get(layer_idx)
     n = min(entry["n"], first_new) if entry is not None and entry.get("in_place") else 0  # keys from first_new: new
     if n and entry["signature"] is None:  # adopted: re-rotated with the settings this call runs
