@@ -11,7 +11,7 @@ file. Entries are untrusted input: on load the header is checked against the mod
 head sizes) and the tokens before any tensor is read, then the sha256 of the tensors kept in the metadata, the
 dtype and finite values. A bad entry, or anything but a regular file at its name, is reported once on stderr,
 deleted and rebuilt (the checks themselves: entrycheck.py). Keys that SelfExtend re-rotated in place (see
-engine/switch.py's RotatedKeyCache) are saved as the cache holds them, with their count per layer.
+engine/keycache.py's RotatedKeyCache) are saved as the cache holds them, with their count per layer.
 """
 
 from __future__ import annotations

@@ -73,7 +73,6 @@ def check_header(metadata: dict, shapes: dict, key: str, tokens: int, expected: 
         raise CorruptEntry("it holds a different number of layers or other tensors")
     if any(shapes[name] != shape for name, shape in expected.items()):
         raise CorruptEntry("its tensor shapes do not match the model")
-    rotated_counts(metadata, len(expected) // 2, tokens)
 
 
 def rotated_counts(metadata: dict, layers: int, tokens: int) -> dict[int, int]:

@@ -105,7 +105,7 @@ def inter_query_delta(pos: torch.Tensor, config: DcaConfig) -> torch.Tensor:
 
 def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool):
     """``upto(hi)``: keys [0, hi) rotated at ``j % c`` ([B, Hkv, hi, D]), to call once this call no longer reads
-    keys before ``hi`` at their true positions (see switch.keys_at_method_positions)."""
+    keys before ``hi`` at their true positions (see keycache.keys_at_method_positions)."""
     c = spec.config.chunk_len
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:

@@ -65,7 +65,7 @@ def _grouped_keys(
     key, needed: int, first_new: int, band: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool
 ):
     """``upto(hi)``: keys [0, hi) rotated at grouped positions ``j // G`` ([B, Hkv, hi, D]), to call once this
-    call has read the keys at their true positions (the neighbour band); see switch.keys_at_method_positions."""
+    call has read the keys at their true positions (the neighbour band); see keycache.keys_at_method_positions."""
     group = spec.config.group_size
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
