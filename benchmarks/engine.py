@@ -36,11 +36,13 @@ from longlm_cli.engine import blocks  # noqa: E402
 from longlm_cli.engine.selfextend import GroupedKeyCache, apply_selfextend, remove_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.runtime.precision import NATIVE_BF16_FLAGS, cpu_flags  # noqa: E402
 
 W, G = 1024, 4
 
 
 def machine() -> str:
+    """The processor, its native bf16 flags (two CPUs of one name can differ there), threads and torch."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -49,6 +51,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    native = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
+    cpu += f" ({', '.join(native)})" if native else " (no native bf16)"
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
