@@ -176,17 +176,21 @@ def save_entry(
 def _checked_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtype):
     """The entry's tensors (an entryfile.Reader: each read when indexed) and its counts of keys re-rotated in
     place, once it is checked against the model of ``config``. Raises CorruptEntry."""
-    metadata, shapes = read_header(path)
-    expected = expected_tensors(config, len(prefix_ids))
-    check_header(metadata, shapes, key, len(prefix_ids), expected)  # before loading: sizes are now bounded
-    counts = rotated_counts(metadata, len(expected) // 2, len(prefix_ids))
     with ExitStack() as stack:
         try:
             tensors = stack.enter_context(entryfile.open_tensors(path, MAX_HEADER_BYTES))
-            check_tensors(tensors, metadata, prefix_ids, dtype)
+        except entryfile.HeaderTooLarge:
+            raise CorruptEntry("its header is too large") from None
+        except Exception as exc:  # OSError, a header that is not JSON or not safetensors'...
+            raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
+        expected = expected_tensors(config, len(prefix_ids))
+        check_header(tensors.metadata, tensors.shapes, key, len(prefix_ids), expected)  # sizes are now bounded
+        counts = rotated_counts(tensors.metadata, len(expected) // 2, len(prefix_ids))
+        try:
+            check_tensors(tensors, tensors.metadata, prefix_ids, dtype)
         except CorruptEntry:
             raise
-        except Exception as exc:  # safetensors' own error types, OSError...
+        except Exception as exc:  # OSError, a file that ends inside a tensor...
             raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
         yield tensors, counts
 

@@ -92,8 +92,12 @@ def check_tensors(tensors: Mapping, metadata: dict, prefix_ids: Sequence[int], d
     checksum of ``metadata`` and hold ``prefix_ids`` and finite keys and values of ``dtype``."""
     digest = hashlib.sha256()
     problems: dict[int, str] = {}  # rank -> reason: the same reason whichever tensor shows it first
+    read = getattr(tensors, "read", None)
+    scratch = None  # one tensor the keys and values are read into, one after another (entryfile.Reader.read)
     for name in sorted(tensors):
-        tensor = tensors[name]
+        tensor = read(name, scratch) if read is not None and name != "ids" else tensors[name]
+        if name != "ids" and (scratch is None or tensor.data_ptr() != scratch.data_ptr()):
+            scratch = tensor  # the first one read, or one too large for the scratch tensor so far
         _digest_tensor(digest, name, tensor)
         rank, reason = _value_problem(name, tensor, prefix_ids, dtype) or (None, None)
         if rank is not None:

@@ -45,12 +45,22 @@ def write(path: Path | str, tensors: Mapping, metadata: dict[str, str]) -> None:
                 handle.write(t.view(torch.uint8).numpy().data)
 
 
+class HeaderTooLarge(ValueError):
+    """A header larger than the reader allows (a crafted file could make it gigabytes of JSON)."""
+
+
 class Reader(Mapping):
     """An open entry's tensors by name, each read from the file into a new tensor when indexed (not kept; plain
     reads, not a memory map, so the file's pages do not stay in the process)."""
 
-    def __init__(self, handle, header: dict, start: int):
+    def __init__(self, handle, header: dict, start: int, metadata: dict[str, str]):
         self._handle, self._header, self._start = handle, header, start
+        self.metadata = metadata  # the file's string metadata ({} when it has none)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each tensor's shape, from the header alone."""
+        return {name: tuple(info["shape"]) for name, info in self._header.items()}
 
     def __getitem__(self, name: str):
         return self.read(name)
@@ -92,11 +102,27 @@ def open_tensors(path: Path | str, max_header: int) -> Iterator[Reader]:
     with open(path, "rb") as handle:
         size = int.from_bytes(handle.read(8), "little")
         if size > max_header:
-            raise ValueError("header too large")
+            raise HeaderTooLarge("header too large")
         header = json.loads(handle.read(size))
-        header.pop("__metadata__", None)
-        if not isinstance(header, dict) or any(
-            not isinstance(info, dict) or info.get("dtype") not in _TORCH for info in header.values()
-        ):
+        if not isinstance(header, dict):
+            raise ValueError("not a safetensors header")
+        metadata = header.pop("__metadata__", None) or {}
+        if not _strings(metadata) or not all(map(_tensor_info, header.values())):
             raise ValueError("not a safetensors header of known dtypes")
-        yield Reader(handle, header, 8 + size)
+        yield Reader(handle, header, 8 + size, metadata)
+
+
+def _strings(metadata) -> bool:
+    return isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+
+
+def _tensor_info(info) -> bool:
+    """A header's entry for one tensor, as safetensors writes it: a known dtype, a shape and a byte range."""
+    if not isinstance(info, dict) or info.get("dtype") not in _TORCH:
+        return False
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    return _naturals(shape) and _naturals(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]
+
+
+def _naturals(values) -> bool:
+    return isinstance(values, list) and all(type(v) is int and v >= 0 for v in values)

@@ -501,6 +501,56 @@ def test_malformed_metadata_is_listed_safely_and_rebuilt(tmp_path, capsys, malfo
     assert not path.exists() and cache.get_seq_length() == 0
 
 
+def _crafted_header(path: Path, key: str, change) -> None:
+    """A valid entry whose header JSON is then changed by ``change(header)`` (and its size fixed up)."""
+    _raw_entry(path, key)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = change(json.loads(data[8 : 8 + size]))
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + size :])
+
+
+CRAFTED_HEADERS = {
+    "a list": lambda h: [h],
+    "a shape that is a string": lambda h: {**h, "k.0": {**h["k.0"], "shape": "1124"}},
+    "a negative dimension": lambda h: {**h, "k.0": {**h["k.0"], "shape": [1, 1, -2, -4]}},
+    "byte offsets reversed": lambda h: {**h, "v.0": {**h["v.0"], "data_offsets": h["v.0"]["data_offsets"][::-1]}},
+    "three byte offsets": lambda h: {**h, "v.0": {**h["v.0"], "data_offsets": [0, 8, 16]}},
+    "metadata not strings": lambda h: {**h, "__metadata__": {**h["__metadata__"], "tokens": 2}},
+    "an unknown dtype": lambda h: {**h, "v.0": {**h["v.0"], "dtype": "F8_E4M3"}},
+}
+
+
+@pytest.mark.parametrize("crafted", list(CRAFTED_HEADERS))
+def test_an_entry_with_a_crafted_tensor_table_is_one_warning_and_rebuilt(tmp_path, capsys, crafted):
+    from transformers import DynamicCache
+
+    key = "7" * 64
+    path = doccache.entry_path(tmp_path, key)
+    _crafted_header(path, key, CRAFTED_HEADERS[crafted])
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    cache = DynamicCache()
+    assert not doccache.load_entry(tmp_path, key, [1, 2], cache, config=config, dtype=torch.float32, device="cpu")
+    assert (
+        capsys.readouterr().err
+        == "Warning: cached document 777777777777 was corrupt (unreadable (ValueError)); rebuilding\n"
+    )
+    assert not path.exists() and cache.get_seq_length() == 0
+
+
+def test_an_unchanged_crafted_header_still_loads(tmp_path, capsys):
+    """The rewriting helper itself keeps a valid entry valid: the cases above fail for their change alone."""
+    from transformers import DynamicCache
+
+    key = "7" * 64
+    _crafted_header(doccache.entry_path(tmp_path, key), key, lambda h: h)
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    cache = DynamicCache()
+    assert doccache.load_entry(tmp_path, key, [1, 2], cache, config=config, dtype=torch.float32, device="cpu")
+    assert capsys.readouterr().err == "" and torch.equal(cache.layers[0].keys, torch.ones(1, 1, 2, 4))
+
+
 @pytest.mark.parametrize(
     "counts, reason",
     [
@@ -669,6 +719,8 @@ def test_an_entry_file_is_plain_safetensors_written_from_views(tmp_path):
     assert (8 + int.from_bytes(path.read_bytes()[:8], "little")) % 8 == 0  # the tensor bytes start 8-aligned
     with entryfile.open_tensors(path, 1 << 20) as reader:
         assert sorted(reader) == sorted(tensors) and len(reader) == 4
+        assert reader.metadata == {"format": "x", "note": "caf\u00e9"}  # the header, parsed once
+        assert reader.shapes == {"k.0": (1, 3, 25, 8), "v.0": (1, 3, 25, 8), "ids": (25,), "empty": (1, 3, 0, 8)}
         assert torch.equal(reader["k.0"], buffer[:, :, :25])
         scratch = torch.zeros(2000)
         keys = reader.read("k.0", scratch)  # into the scratch tensor's memory: no new tensor
