@@ -14,7 +14,11 @@
 (d) one decoding row (or --gqa-rows) of attention over 8k keys without a mask: the CPU flash kernel with the
     query heads as they come vs the engine's call with each key head's query heads folded into one query axis
     (and the two matrix products an earlier engine used for decoding), for the head layouts of the embedded
-    model and of the real-size configs (benchmarks/sizes.py).
+    model and of the real-size configs (benchmarks/sizes.py);
+(e) the plain model's decoding (no method) at an 8k-token context: transformers' SDPA against engine/plain.py's
+    attention (each key head's query heads folded into one query), from one KV cache, in turns: in bfloat16 the
+    CPU flash kernel is slow for the one-row query per head that SDPA hands it (`--only plain-decode --dtype
+    bfloat16`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 
 from longlm_cli.engine import blocks  # noqa: E402
+from longlm_cli.engine.plain import PLAIN_CPU_ATTENTION  # noqa: E402
 from longlm_cli.engine.selfextend import GroupedKeyCache, apply_selfextend, remove_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
 from longlm_cli.runtime.models import load_model  # noqa: E402
@@ -197,6 +202,32 @@ def bench_decode(model, context: int = 16384, steps: int = 32) -> dict:
     }
 
 
+def bench_plain_decode(model, context: int = 8192, steps: int = 16) -> dict:
+    """(e): ms/token of the plain model on transformers' SDPA and on PLAIN_CPU_ATTENTION, best of the rounds."""
+    remove_selfextend(model)
+    original = model.config._attn_implementation
+    session = Session.start(model, reserve=context + steps)
+    prefill(session, tokens(context))
+    step_ids = tokens(steps, seed=1)
+
+    def steps_ms(attention: str) -> float:
+        model.set_attn_implementation(attention)
+        start = time.perf_counter()
+        for t in range(steps):
+            session.forward(step_ids[:, t : t + 1])
+        elapsed = time.perf_counter() - start
+        session.cache.crop(-steps)
+        return elapsed / steps * 1e3
+
+    ways = ["sdpa", PLAIN_CPU_ATTENTION]
+    steps_ms(ways[0])  # warm-up
+    rounds = [{way: steps_ms(way) for way in (ways if r % 2 == 0 else ways[::-1])} for r in range(DECODE_ROUNDS)]
+    model.set_attn_implementation(original)
+    best = {way: min(r[way] for r in rounds) for way in ways}
+    sdpa, plain = best["sdpa"], best[PLAIN_CPU_ATTENTION]
+    return {"context": context, "sdpa_ms": sdpa, "plain_cpu_ms": plain, "speedup": sdpa / plain}
+
+
 def copy_bandwidth(size: int = 1 << 30) -> float:
     """Bytes per second a plain tensor copy of ``size`` bytes moves, read and written counted as STREAM's Copy
     counts them (best of three; the target is touched first so page faults are not counted)."""
@@ -274,24 +305,25 @@ def _peak_rss(n: int, *, reserve: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["prefill", "chunked", "decode", "memory", "gqa"])
+    parser.add_argument("--only", choices=["prefill", "chunked", "decode", "memory", "gqa", "plain-decode"])
     parser.add_argument("--prefill-tokens", type=int, default=8192)
     parser.add_argument("--decode-context", type=int, default=16384)
     parser.add_argument("--memory-tokens", type=int, default=32768)
+    parser.add_argument("--plain-context", type=int, default=8192, help="(e)")
     parser.add_argument(
         "--gqa-keys", type=lambda t: [int(x) for x in t.split(",")], default=[8192], help="(d): comma-separated"
     )
     parser.add_argument(
         "--gqa-rows", type=lambda t: [int(x) for x in t.split(",")], default=[1], help="(d): query rows, comma-sep."
     )
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="for (a), (a'), (b)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="(a), (a'), (b), (e)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     print(f"machine: {machine()}", flush=True)
     results = {"machine": machine(), "window": W, "group_size": G, "dtype": args.dtype}
     model = None
-    if args.only in (None, "prefill", "chunked", "decode"):
+    if args.only in (None, "prefill", "chunked", "decode", "plain-decode"):
         model = load_model("default", device="cpu", dtype=args.dtype).model
     if args.only in (None, "prefill"):
         r = results["prefill"] = bench_prefill(model, args.prefill_tokens)
@@ -320,6 +352,13 @@ def main() -> None:
             f" with the query heads unfolded (the flash kernel per query head)"
             f" {r['selfextend_unfolded_ms']:.1f} ms/token; both (the engine when issue 14 was filed)"
             f" {r['selfextend_as_filed_ms']:.1f} ms/token: {r['speedup_over_as_filed']:.2f}x faster now (target >= 2)",
+            flush=True,
+        )
+    if args.only in (None, "plain-decode"):
+        r = results["plain_decode"] = bench_plain_decode(model, args.plain_context)
+        print(
+            f"(e) plain decode at {r['context']} tokens, {args.dtype}: transformers' SDPA {r['sdpa_ms']:.1f} ms/token,"
+            f" engine/plain.py's attention {r['plain_cpu_ms']:.1f} ms/token, {r['speedup']:.2f}x",
             flush=True,
         )
     if args.only in (None, "gqa"):

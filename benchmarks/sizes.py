@@ -62,6 +62,8 @@ def build(name: str, layers: int | None, dtype):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from longlm_cli.engine.plain import use_plain_cpu_attention
+
     spec = dict(CONFIGS[name])
     total = spec["num_hidden_layers"]
     spec["num_hidden_layers"] = layers or total
@@ -69,7 +71,7 @@ def build(name: str, layers: int | None, dtype):
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-    return model, total
+    return use_plain_cpu_attention(model), total  # as runtime.models loads a model (engine/plain.py)
 
 
 class LayerClock:

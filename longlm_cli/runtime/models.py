@@ -301,7 +301,9 @@ def load_model(
     if kind == "gguf":
         location = str(convert_gguf(Path(location)))
     tokenizer, model = _from_pretrained(name, kind, location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    model.to(device).eval()
+    from ..engine.plain import use_plain_cpu_attention  # imports transformers: not at module level
+
+    use_plain_cpu_attention(model.to(device).eval())  # SDPA but for decoding steps on the CPU (engine/plain.py)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -1,0 +1,54 @@
+"""The plain model's attention on the CPU (no extension method): transformers' own SDPA, except for a decoding
+step (one query token, no mask), which runs on the engine's block kernel with each key head's query heads folded
+into the rows of one query (blocks._attend).
+
+Why: transformers hands torch's CPU flash kernel one query row per head when decoding, and in bfloat16 that
+kernel is several times slower for a one-row query than for two rows (the decode of a bf16 model inside its
+window ran at a third of SelfExtend's speed beyond it: benchmarks/engine.py --only plain-decode). Folded, each
+key head gets its group's rows, a lone row padded to two (blocks.py); the result is the same softmax attention.
+Registered in transformers' AttentionInterface, with SDPA's mask function, under PLAIN_CPU_ATTENTION;
+runtime.models selects it for a bfloat16 model loaded on the CPU with SDPA. No forward method is touched.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from . import blocks
+
+PLAIN_CPU_ATTENTION = "longlm_plain_cpu"
+
+
+def plain_cpu_attention(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+):
+    """query [B, H, Q, D]; key, value [B, Hkv, K, D]; returns (output [B, Q, H, D], None) as SDPA's does."""
+    decoding = query.shape[2] == 1 and attention_mask is None and not dropout and query.device.type == "cpu"
+    if not decoding or kwargs.get("softcap") is not None or kwargs.get("output_attentions"):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    out, _ = blocks._attend(query, key, value, scale=scale, causal=False, softcap=None)  # [B, H, 1, D]
+    return out.transpose(1, 2), None
+
+
+def use_plain_cpu_attention(model: PreTrainedModel) -> PreTrainedModel:
+    """Select PLAIN_CPU_ATTENTION for a bfloat16 model on the CPU that runs SDPA; any other model is left as it
+    is. float32 keeps transformers' SDPA, the reference the engine is tested against: the gain there measured
+    1.13x, against 3.4x in bfloat16 (benchmarks/engine.py --only plain-decode)."""
+    if model.device.type == "cpu" and model.dtype == torch.bfloat16 and model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(PLAIN_CPU_ATTENTION)
+    return model
+
+
+AttentionInterface.register(PLAIN_CPU_ATTENTION, plain_cpu_attention)
+AttentionMaskInterface.register(PLAIN_CPU_ATTENTION, sdpa_mask)
