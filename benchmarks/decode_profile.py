@@ -52,12 +52,9 @@ def main() -> None:
         for t in range(args.steps):
             session.forward(step_ids[:, t : t + 1])
         per_token = (time.perf_counter() - start) / args.steps
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
     print(f"machine: {machine()}; {args.dtype}, context {args.context:,}, W={W} G={G}")
     print(f"{per_token * 1e3:.1f} ms/token (profiled)")
-    for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
-        share = event.self_cpu_time_total / total
-        print(f"{share:6.1%}  {event.self_cpu_time_total / 1e3 / args.steps:7.1f} ms/token  {event.key}")
+    print_top(prof, lambda us: f"{us / 1e3 / args.steps:7.1f} ms/token")
 
 
 def profile_prefill(model, context: int, dtype: str) -> None:
@@ -66,12 +63,16 @@ def profile_prefill(model, context: int, dtype: str) -> None:
         start = time.perf_counter()
         prefill(Session.start(model), tokens(context))
         seconds = time.perf_counter() - start
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
     print(f"machine: {machine()}; {dtype}, chunked prefill of {context:,} tokens, W={W} G={G}")
     print(f"{seconds:.1f} s, {context / seconds:.1f} tokens/s (profiled)")
-    for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
-        share = event.self_cpu_time_total / total
-        print(f"{share:6.1%}  {event.self_cpu_time_total / 1e6:7.2f} s  {event.key}")
+    print_top(prof, lambda us: f"{us / 1e6:7.2f} s")
+
+
+def print_top(prof, amount, rows: int = 8) -> None:
+    """The operators with the most self time: share, ``amount(microseconds)`` and name."""
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:rows]:
+        print(f"{event.self_cpu_time_total / total:6.1%}  {amount(event.self_cpu_time_total)}  {event.key}")
 
 
 if __name__ == "__main__":
