@@ -183,12 +183,16 @@ def done(path: Path) -> set[tuple]:
 
 
 def table(path: Path) -> None:
+    """The README's table: rows by model, length and dtype; the machine of each row as a letter, named below."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: (list(CONFIGS).index(r["model"]), r["length"], r["dtype"]))
+    machines = list(dict.fromkeys(r["machine"] for r in rows))
     print(
         "| model | dtype | tokens | layers run | weights | KV cache | peak RSS (over weights+KV) | doc-cache entry |"
         " prefill tokens/s SE (plain) | SE/plain chunked | SE/plain one forward | decode ms/token SE (plain) |"
+        " machine |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for r in rows:
         fwd = f"{r['selfextend_forward_s'] / r['plain_forward_s']:.2f}" if "plain_forward_s" in r else "-"
         partial = r["layers"] != r["total_layers"]
@@ -202,9 +206,10 @@ def table(path: Path) -> None:
         print(
             f"| {r['model']} | {r['dtype']} | {r['length']:,} | {r['layers']}/{r['total_layers']} |"
             f" {r['weights_gib']:.1f} GiB | {r['kv_gib']:.2f} GiB | {rss} | {r['entry_gib']:.2f} GiB |"
-            f" {tps} | {chunked} | {fwd} | {decode} |"
+            f" {tps} | {chunked} | {fwd} | {decode} | {chr(65 + machines.index(r['machine']))} |"
         )
-    print(f"machine: {rows[-1]['machine'] if rows else '-'}")
+    for i, name in enumerate(machines):
+        print(f"machine {chr(65 + i)}: {name}")
 
 
 def main() -> None:
