@@ -41,7 +41,7 @@ grid --tasks $TARGETS --lengths 16k --methods none,selfextend:2048x3,selfextend:
 grid --tasks $TARGETS --lengths 4k --methods "$BASE" --samples 10
 grid --tasks $TARGETS --lengths 16k --methods selfextend,truncate --samples 10
 grid --tasks niah_single_2 --lengths 16k --methods selfextend,truncate
-grid --tasks niah_multikey_1 --lengths 16k --methods selfextend:512x8 --samples 10  # the W x G lead, checked
+grid --tasks niah_multikey_1,qa_2,qa_1 --lengths 16k --methods selfextend:512x8 --samples 10  # the W x G lead, checked
 grid --tasks $TARGETS --lengths 16k --methods yarn,dynamic,none --samples 10
 for style in ask-direct plain; do
   grid --tasks qa_1,qa_2 --lengths 16k --methods selfextend --prompt "$style" --samples 10
