@@ -18,9 +18,9 @@ KEY_BLOCK = 4096  # keys per block on the plain-torch path (bounds the score ten
 # row. benchmarks/engine.py switches it off to time the unfolded kernel side by side.
 FOLD_QUERY_HEADS = True
 # In bfloat16 that kernel runs a one-row query several times slower than a two-row one (a fallback for a lone
-# row; measured 1.8 against 0.4 ms for 4,096 keys of 3 heads on an AVX-512 bf16 EPYC, one thread), so a lone
-# row (a decoding step of a model whose query heads each have their own key head) is sent twice and one copy
-# kept: rows are independent in the kernel.
+# row, seen on an AVX-512 bf16 EPYC; on a whole model: benchmarks/engine.py --only plain-decode --dtype
+# bfloat16), so a lone row (a decoding step of a model whose query heads each have their own key head) is sent
+# twice and one copy kept: rows are independent in the kernel.
 
 
 def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
