@@ -13,7 +13,6 @@ from .errors import InputError, PlanError
 from .pipeline import ModelSettings, prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
-from .runtime.models import load_model
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def answer_each(task: str, paths: Sequence[str], *, model: ModelSettings = Model
     Yields an Answer per document, or a Failed for a document that cannot be read or answered (an input or
     plan error); a model error ends the batch. ``options`` are answer_documents's.
     """
-    loaded = load_model(model.model, device=model.device, dtype=model.dtype, trust_remote_code=model.trust_remote_code)
+    loaded = model.load()
     for path in paths:
         try:
             yield answer_documents(task, [path], model=model, loaded=loaded, **options)

@@ -63,6 +63,9 @@ def model_identity(requested: str, model) -> dict:
         "class": type(model).__name__,
         "revision": str(getattr(config, "_commit_hash", None) or ""),
     }
+    weights = getattr(model, "longlm_weights", "none")  # set on a quantized model (runtime/quantize.py)
+    if weights != "none":
+        identity["weights"] = weights
     path = expand_user(location)
     if path.is_dir():
         identity["location"] = str(path.resolve())

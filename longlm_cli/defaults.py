@@ -35,6 +35,9 @@ DEFAULT_DEVICE = "auto"
 DEFAULT_DTYPE = "auto"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# The linear layers' weights (runtime/quantize.py): auto keeps a GGUF file near its own bits, any other model as is
+QUANTIZE_CHOICES = ("auto", "none", "int8", "int4")
+DEFAULT_QUANTIZE = "auto"
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 
 # Document KV cache

@@ -15,7 +15,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "int64": "I64"}  # torch dtype name -> safetensors
+_DTYPES = {  # torch dtype name -> safetensors
+    **{"float32": "F32", "bfloat16": "BF16", "float16": "F16", "int64": "I64"},
+    **{"int8": "I8", "uint8": "U8"},  # quantized model weights (runtime/ggufquant.py)
+}
 _TORCH = {code: name for name, code in _DTYPES.items()}
 
 

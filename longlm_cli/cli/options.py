@@ -14,6 +14,7 @@ from ..defaults import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_NO_REPEAT_NGRAM,
+    DEFAULT_QUANTIZE,
     DEFAULT_REPETITION_PENALTY,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
@@ -22,6 +23,7 @@ from ..defaults import (
     DEVICES,
     DTYPES,
     MAX_GROUP_SIZE,
+    QUANTIZE_CHOICES,
     TASK_SAMPLING_DEFAULTS,
 )
 
@@ -110,9 +112,10 @@ def apply(command, options):
 
 
 def loading_options(command):
-    """--model, --device, --dtype, --trust-remote-code: for every command that loads a model."""
+    """--model, --device, --dtype, --quantize, --trust-remote-code: for every command that loads a model. The
+    command gets ``model`` and ``loading``, the other four as load_model's keyword arguments."""
     return apply(
-        command,
+        _loading_arguments(command),
         [
             model_option,
             click.option(
@@ -133,10 +136,32 @@ def loading_options(command):
                 ),
             ),
             click.option(
+                "--quantize",
+                type=click.Choice(QUANTIZE_CHOICES),
+                default=DEFAULT_QUANTIZE,
+                show_default=True,
+                help=(
+                    "The linear layers' weights: int4 or int8 (CPU; 4 or 8 bits a weight, faster decoding), none "
+                    "(the model's own), or auto: a GGUF file's own bits (Q4/Q5 in int4, Q6/Q8 in int8), any other "
+                    "model as it is."
+                ),
+            ),
+            click.option(
                 "--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default)."
             ),
         ],
     )
+
+
+def _loading_arguments(command):
+    """Pass --device, --dtype, --quantize and --trust-remote-code to ``command`` as one ``loading`` dict."""
+
+    @functools.wraps(command)
+    def wrapper(*args, device, dtype, quantize, trust_remote_code, **kwargs):
+        loading = dict(device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code)
+        return command(*args, loading=loading, **kwargs)
+
+    return wrapper
 
 
 def _log_scale_when_given(command):

@@ -85,9 +85,7 @@ from .output import check_output, write_output
     metavar="FILE",
     help="Write the tables (or the JSON) to FILE instead of stdout.",
 )
-def passkey(
-    model, device, dtype, trust_remote_code, lengths, depths, methods, results_path, as_json, output, **settings
-) -> None:
+def passkey(model, loading, lengths, depths, methods, results_path, as_json, output, **settings) -> None:
     """Measure retrieval beyond the context window: passkey or fact prompts at given lengths and depths.
 
     Runs each case on the plain model, with SelfExtend (W and G from `longlm plan` for each length, or
@@ -113,7 +111,7 @@ def passkey(
         **settings,
     )
     check_output(output)
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, **loading)
     evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:
         click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)

@@ -43,14 +43,14 @@ def _plan_echo(verbose: bool, counted: str):
         method = prepared.extension.method_on(plan)
         if method == "dca":
             click.echo(
-                f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+                f"Model {loaded.name} ({loaded.setup}), L={plan.L:,}; {counted} "
                 f"N={plan.N:,} tokens; {_dca_mode(plan.L)}",
                 err=True,
             )
             return
         mode = f"SelfExtend W={plan.W} G={plan.G}" if method else "no extension needed"
         click.echo(
-            f"Model {loaded.name} ({loaded.device}, {loaded.dtype}), L={plan.L:,}; {counted} "
+            f"Model {loaded.name} ({loaded.setup}), L={plan.L:,}; {counted} "
             f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens",
             err=True,
         )
@@ -120,9 +120,7 @@ def _run_options(command):
 def _settings(
     *,
     model,
-    device,
-    dtype,
-    trust_remote_code,
+    loading,
     window,
     group_size,
     extend_from,
@@ -152,7 +150,7 @@ def _settings(
 
     selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
     return dict(
-        model=ModelSettings(model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+        model=ModelSettings(model=model, **loading),
         extension=_extension(extension, use_tuned=not no_tuned, **selfextend),
         sampling=SamplingSettings(
             max_new_tokens=max_new_tokens,

@@ -30,7 +30,7 @@ from .options import loading_options
 )
 @click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True, help="Samples per task.")
 @click.option("--yes", "-y", is_flag=True, help="Start without asking, after printing the estimate.")
-def tune(model, device, dtype, trust_remote_code, length_text, tasks, samples, yes) -> None:
+def tune(model, loading, length_text, tasks, samples, yes) -> None:
     """Compare extension settings on your model at your length; save the winner for ask, summarize and chat.
 
     Candidates: SelfExtend as planned, SelfExtend with a wider window, SelfExtend with query log-scaling, and
@@ -54,7 +54,7 @@ def tune(model, device, dtype, trust_remote_code, length_text, tasks, samples, y
     missing = next((reason for task in settings.tasks if (reason := ruler.data_available(task))), None)
     if missing:
         raise click.UsageError(missing)
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, **loading)
     max_new = max(ruler.MAX_NEW_TOKENS[t] for t in settings.tasks)
     methods = candidates(loaded.context_window, settings.length, max_new)
     cases = len(settings.tasks) * settings.samples * len(methods)

@@ -34,7 +34,7 @@ from ..paths import (
     hf_cached_models,
     hf_snapshot_dir,
 )
-from .models import _COMPLETE
+from .converted import COMPLETE
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def embedded_model() -> EmbeddedModel:
     except ModelError as exc:
         gguf, problem = None, str(exc)
     converted = embedded_model_dir()
-    is_converted = (converted / _COMPLETE).is_file()
+    is_converted = (converted / COMPLETE).is_file()
     return EmbeddedModel(
         name=EMBEDDED_MODEL_NAME,
         names=EMBEDDED_NAMES,

@@ -1,39 +1,31 @@
 """Finding and loading models: the embedded SmolLM2 default, a .gguf file, a local directory or a hub id.
 
 Model files are untrusted input: a GGUF is checked (gguf.check_gguf) before transformers reads it, and any failure
-to convert or load a model becomes one ModelError naming it. A GGUF is converted once into the user cache, under
-a file lock so that two first runs at once convert it once. The completion marker records the size and a digest
-of the first bytes of every file written, so a converted directory damaged later (a truncated
-model.safetensors) is noticed and converted again instead of failing on every run.
+to convert or load a model becomes one ModelError naming it. A GGUF is converted once into the user cache
+(converted.py): into a 16-bit copy here, or, with quantized weights, by ggufquant.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import math
 import os
 import pickle
 import shutil
-import struct
 import sys
-import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalogue import context_window, display_name, gguf_metadata, pickle_only_weights, resolve_model, text_config
-from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEVICES, DTYPES
+from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_QUANTIZE, DEVICES, DTYPES
 from ..errors import LongLMError, ModelError
 from ..gguf import tensor_elements
-from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock
+from .converted import convert_once, converted_dir_for, describe, megabytes, say, write_into_place
 from .precision import cpu_dtype
+from .quantize import WeightsChoice, check_choice, form_for_ggml_type
 
-_COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
-_HEAD_BYTES = 1 << 16  # each file's first bytes are digested: cheap, and they hold a safetensors header
-_LEGACY_MARKER = "ok"  # the marker of older versions, which recorded nothing
 _GGML_F32, _GGML_BF16 = 0, 30  # ggml tensor types of plain floats (GGUF's tensor table)
 
 
@@ -44,7 +36,14 @@ class LoadedModel:
     name: str
     context_window: int  # the pretraining window L
     device: str
-    dtype: str
+    dtype: str  # of the activations and of the float parameters
+    weights: WeightsChoice = WeightsChoice("none", "float weights")  # the form of the linear layers' weights
+
+    @property
+    def setup(self) -> str:
+        """Where and how it runs, for -v: "cpu, bfloat16", and ", int4 weights" when quantized."""
+        quantized = f", {self.weights.form} weights" if self.weights.form != "none" else ""
+        return f"{self.device}, {self.dtype}{quantized}"
 
 
 def pick_device(device: str = DEFAULT_DEVICE) -> str:
@@ -69,71 +68,22 @@ def pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _converted_dir_for(gguf: Path) -> Path:
-    """Where a converted copy of a GGUF file lives in the user cache."""
-    if embedded_gguf_path() is not None and gguf.resolve() == embedded_gguf_path().resolve():
-        return embedded_model_dir()
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{gguf.stem}-{key}"
-
-
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantize a GGUF file once into a transformers directory in the user cache; return that directory.
-
-    Concurrent runs take turns on a lock file beside the target; the one that waited finds the work done. A
-    converted directory that no longer matches its marker is converted again, with one warning.
-    """
-    target = _converted_dir_for(gguf)
-    if (target / _COMPLETE).exists() and _damage(target) is None:
-        return target
-    ensure_cache_dir(target.parent)
-    lock = target.with_name(f"{target.name}.lock")
-    with file_lock(lock, waiting=f"Waiting for another longlm process converting {gguf.name} into {target}..."):
-        if (target / _COMPLETE).exists():
-            problem = _damage(target)
-            if problem is None:
-                return target  # converted by the process we waited for
-            _say(f"Warning: the converted model in {target} is damaged ({problem}); converting {gguf.name} again")
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            _say(f"Warning: {target} is not a converted model directory; converting {gguf.name} again")
-        gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before transformers
-        for stale in target.parent.glob(f".{target.name}.*"):  # work directories of killed runs (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        _convert_into(gguf, target)
+    """Dequantize a GGUF file once into a 16-bit transformers directory in the user cache; return that directory.
+    A converted directory that no longer matches its marker is converted again, with one warning."""
+    target = converted_dir_for(gguf)
+    convert_once(gguf, target, lambda: _convert_into(gguf, target))
     return target
 
 
 def _convert_into(gguf: Path, target: Path) -> None:
-    """Convert into a temporary directory beside ``target``, renamed into place only when complete, so an
-    interrupted run never leaves a directory that a later run would use. Any failure is one ModelError."""
     dtype, size = conversion_plan(gguf)
     _check_room(gguf, target.parent, size, dtype)
-    _say(
-        f"Converting {gguf.name} once into {target} (about {_megabytes(size)} in {dtype}; about a minute; later "
+    say(
+        f"Converting {gguf.name} once into {target} (about {megabytes(size)} in {dtype}; about a minute; later "
         "runs load in seconds)..."
     )
-    try:
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as exc:
-        raise ModelError(f"could not convert the GGUF file {gguf}: {exc.strerror or exc} in {target.parent}") from None
-    try:
-        _dequantize(gguf, work, dtype)
-        _write_marker(work)
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()  # something else took the directory's name (we hold the lock): never a lasting break
-        elif target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        if isinstance(exc, Exception) and not isinstance(exc, LongLMError):  # never KeyboardInterrupt
-            raise ModelError(f"could not convert the GGUF file {gguf}: {_describe(exc)}") from exc
-        raise
+    write_into_place(gguf, target, lambda work: _dequantize(gguf, work, dtype))
 
 
 def _check_room(gguf: Path, directory: Path, size: int, dtype: str) -> None:
@@ -142,19 +92,15 @@ def _check_room(gguf: Path, directory: Path, size: int, dtype: str) -> None:
     free = shutil.disk_usage(directory).free
     if size > free:
         raise ModelError(
-            f"converting {gguf.name} needs about {_megabytes(size)} in {directory}, which has "
-            f"{_megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk"
+            f"converting {gguf.name} needs about {megabytes(size)} in {directory}, which has "
+            f"{megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk"
         )
     memory = available_memory()
     if memory is not None and size > memory:
         raise ModelError(
-            f"converting {gguf.name} needs about {_megabytes(size)} of memory for its {dtype} weights; "
-            f"{_megabytes(memory)} is available"
+            f"converting {gguf.name} needs about {megabytes(size)} of memory for its {dtype} weights; "
+            f"{megabytes(memory)} is available"
         )
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:,.{0 if size >= 1e8 else 1}f} MB"
 
 
 def available_memory() -> int | None:
@@ -215,66 +161,6 @@ def _dequantize(gguf: Path, work: Path, dtype: str) -> None:
     tokenizer.save_pretrained(work)
 
 
-def _file_record(path: Path) -> dict[str, object]:
-    with path.open("rb") as stream:
-        head = stream.read(_HEAD_BYTES)
-    return {"size": path.stat().st_size, "head_sha256": hashlib.sha256(head).hexdigest()}
-
-
-def _write_marker(directory: Path) -> None:
-    """Write the completion marker of a converted directory, recording every file in it."""
-    files = {
-        path.relative_to(directory).as_posix(): _file_record(path)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != _COMPLETE
-    }
-    (directory / _COMPLETE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
-
-
-def _damage(directory: Path) -> str | None:
-    """Why a converted directory that has a completion marker cannot be used; None when it is intact."""
-    try:
-        text = (directory / _COMPLETE).read_text(encoding="utf-8").strip()
-        files = {} if text == _LEGACY_MARKER else json.loads(text)["files"]
-        for name, record in files.items():
-            path = directory / name
-            if not path.is_file():
-                return f"{name} is missing"
-            found = _file_record(path)
-            if found["size"] != record["size"]:
-                return f"{name} is {found['size']} bytes, {record['size']} were written"
-            if found != record:
-                return f"{name} has changed since it was written"
-        weights = sorted(directory.glob("*.safetensors"))
-        if not weights:
-            return "it holds no .safetensors weights"
-        return next(filter(None, map(_safetensors_damage, weights)), None)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"it cannot be checked: {_describe(exc)}"
-
-
-def _safetensors_damage(path: Path) -> str | None:
-    """Whether a safetensors file is as long as its own header says (a truncated copy is shorter)."""
-    size = path.stat().st_size
-    with path.open("rb") as stream:
-        raw = stream.read(8)
-        header_size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else size
-        if header_size > size - 8:
-            return f"{path.name} is truncated ({size} bytes)"
-        header = json.loads(stream.read(header_size))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    expected = 8 + header_size + end
-    return None if size == expected else f"{path.name} is {size} bytes, its header says {expected}"
-
-
-def _describe(exc: BaseException, *, typed: bool = True) -> str:
-    """The first line of an exception, named by its type unless that is a plain OSError or ValueError."""
-    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
-    if (not typed or type(exc) in (OSError, ValueError)) and line:
-        return line
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
 def _quiet_transformers() -> None:
     """transformers' own progress bars and warnings would garble longlm's stderr."""
     import logging as std_logging
@@ -292,15 +178,29 @@ def load_model(
     device: str = DEFAULT_DEVICE,
     dtype: str = DEFAULT_DTYPE,
     trust_remote_code: bool = False,
+    quantize: str = DEFAULT_QUANTIZE,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for inference."""
+    """Load a causal LM and its tokenizer, ready for inference, its linear layers' weights in the form
+    ``quantize`` asks for (runtime/quantize.py)."""
     kind, location = resolve_model(name)
     device = pick_device(device)
+    check_choice(quantize, device)
     torch_dtype = pick_dtype(dtype, device)
     _quiet_transformers()
-    if kind == "gguf":
-        location = str(convert_gguf(Path(location)))
-    tokenizer, model = _from_pretrained(name, kind, location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    weights = choose_weights(quantize, kind, location, device)
+    if kind == "gguf" and weights.form != "none":
+        from .ggufquant import quantized_gguf
+
+        tokenizer, model = quantized_gguf(Path(location), weights.form, torch_dtype)
+    else:
+        if kind == "gguf":
+            location = str(convert_gguf(Path(location)))
+        loading = torch_dtype if weights.form == "none" else _loading_dtype(torch_dtype)
+        tokenizer, model = _from_pretrained(name, kind, location, dtype=loading, trust_remote_code=trust_remote_code)
+        if weights.form != "none":
+            from .quantize import quantize_model
+
+            quantize_model(model, weights.form, torch_dtype)
     from ..engine.plain import use_plain_cpu_attention  # imports transformers: not at module level
 
     use_plain_cpu_attention(model.to(device).eval())  # SDPA but for decoding steps on the CPU (engine/plain.py)
@@ -311,7 +211,42 @@ def load_model(
         context_window=context_window(model.config),
         device=device,
         dtype=str(torch_dtype).removeprefix("torch."),
+        weights=weights,
     )
+
+
+def _loading_dtype(dtype):
+    """What a checkpoint to be quantized is loaded in: 16 bits at most, half float32's memory; its values are
+    rounded to 4 or 8 bits next anyway."""
+    import torch
+
+    return torch.bfloat16 if dtype == torch.float32 else dtype
+
+
+def choose_weights(quantize: str, kind: str, location: str, device: str) -> WeightsChoice:
+    """The form of the linear layers' weights: as asked, or for ``auto``: a GGUF file's own bits (4- and 5-bit
+    types in int4, 6- and 8-bit in int8, 16-bit and float32 files unquantized), and float weights for any other
+    model (a checkpoint is quantized only when asked)."""
+    if quantize != "auto":
+        return WeightsChoice(quantize, f"--quantize {quantize}")
+    if device != "cpu":
+        return WeightsChoice("none", f"float weights: quantized weights run on the CPU only, not {device}")
+    if kind != "gguf":
+        return WeightsChoice("none", "float weights: the checkpoint's own (--quantize int4 or int8 shrinks them)")
+    from gguf import GGMLQuantizationType
+
+    gguf_metadata(Path(location), check_tensors=True)  # a damaged or hostile header: one line, before reading on
+    with Path(location).open("rb") as stream:
+        elements = tensor_elements(stream)
+    if not elements:
+        return WeightsChoice("none", "float weights: the GGUF file holds no tensors")
+    main = max(elements, key=elements.get)
+    try:
+        type_name = GGMLQuantizationType(main).name
+    except ValueError:
+        type_name = f"type {main}"
+    form = form_for_ggml_type(type_name)
+    return WeightsChoice(form, f"{form if form != 'none' else 'float weights'}: the GGUF file is mostly {type_name}")
 
 
 def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote_code: bool) -> tuple:
@@ -375,7 +310,7 @@ def _load_failure(name: str, kind: str, location: str, exc: Exception, trust_rem
             if os.environ.get("HF_HUB_OFFLINE")
             else "the Hugging Face Hub (is the network reachable? HF_HUB_OFFLINE=1 uses only cached models)"
         )
-        return f"could not load model {name!r} from {where}: {_describe(exc, typed=False)}"
+        return f"could not load model {name!r} from {where}: {describe(exc, typed=False)}"
     pickles = pickle_only_weights(Path(location)) if kind == "dir" else []
     if pickles and isinstance(exc, pickle.UnpicklingError):
         return (
@@ -383,10 +318,10 @@ def _load_failure(name: str, kind: str, location: str, exc: Exception, trust_rem
             "(weights-only) loading refused and longlm does not load otherwise; convert them to safetensors"
         )
     if trust_remote_code and _raised_in_remote_code(exc):
-        return f"the remote code of model {name!r} (run by --trust-remote-code) failed: {_describe(exc)}"
+        return f"the remote code of model {name!r} (run by --trust-remote-code) failed: {describe(exc)}"
     if kind == "gguf":
-        return f"could not load model {name!r} converted into {location} (delete it to convert again): {_describe(exc)}"
-    return f"could not load model {name!r}: {_describe(exc)}"
+        return f"could not load model {name!r} converted into {location} (delete it to convert again): {describe(exc)}"
+    return f"could not load model {name!r}: {describe(exc)}"
 
 
 def _raised_in_remote_code(exc: BaseException) -> bool:

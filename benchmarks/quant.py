@@ -1,0 +1,297 @@
+"""Quantized weights against float ones, side by side in one run: decode ms/token, prefill tokens/s and peak RSS,
+each way in a fresh process; the kernels alone; and accuracy on the embedded model.
+
+    python benchmarks/quant.py --kernels
+    python benchmarks/quant.py --model smollm2 --length 8000 --forms none,int4,int8 --dtype float32
+    python benchmarks/quant.py --model llama-3.2-1b --length 8192 --forms none,int4 --dtype float32
+    python benchmarks/quant.py --model llama-3.1-8b --length 8192 --forms int4 --dtype float32
+    python benchmarks/quant.py --accuracy --tokens 4096
+
+--model smollm2 is the embedded GGUF as `ask` loads it (--quantize none: its 16-bit copy in --dtype). The other
+models are random-weight ones built from the real configs of benchmarks/sizes.py; a quantized one is built
+straight in its form (random codes and scales: nothing in float first), so an 8B model fits. ``--layers K``
+builds K of the model's layers and scales the time inside them to all layers (as sizes.py does); peak RSS is
+then of the K-layer model. Each case: a plain prefill of --length random tokens in the CLI's chunks, then
+--steps decoded tokens (best of three rounds). Results are appended to benchmarks/results/quant.jsonl.
+
+--accuracy: next-token top-1 agreement and perplexity over --tokens of the shipped sample, int4 and int8 against
+the 16-bit dequantized reference, all computed in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+RESULTS = ROOT / "benchmarks" / "results" / "quant.jsonl"
+ROUNDS = 3
+
+
+def machine() -> str:
+    from engine import machine as described
+
+    return described()
+
+
+# --- the kernels alone --------------------------------------------------------------------------------------
+
+
+def kernels(repeats: int = 5) -> list[dict]:
+    """One layer's product per shape and row count: float32 and bfloat16 F.linear, the int4 and int8 kernels with
+    bfloat16 and float32 activations, and unpacking the int4 layer into float32 (what a prefill chunk adds)."""
+    import torch
+    import torch.nn.functional as F
+
+    from longlm_cli.runtime.qlinear import QuantizedLinear, Scratch
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1e3
+
+    rows_out = []
+    gen = torch.Generator().manual_seed(0)
+    for K, N in ((2048, 8192), (4096, 14336), (576, 1536)):
+        w = torch.randn(N, K, generator=gen) * 0.02
+        layers = {form: QuantizedLinear.from_float(form, w, None, Scratch()) for form in ("int4", "int8")}
+        for rows in (1, 256, 2048):
+            x = torch.randn(rows, K, generator=gen)
+            row = {"shape": f"{K}->{N}", "rows": rows, "float32": best(lambda: F.linear(x, w))}
+            row["bfloat16"] = best(lambda: F.linear(x.bfloat16(), w.bfloat16()))
+            for form, layer in layers.items():
+                row[f"{form}_kernel_bf16"] = best(lambda: layer._kernel(x.bfloat16()))  # noqa: B023
+                if rows == 1:  # float32 activations: 30x slower or more, timed on one row only
+                    if form == "int4":
+                        call = torch.ops.aten._weight_int4pack_mm_for_cpu
+                        row["int4_kernel_f32"] = best(lambda: call(x, layer.packed, 32, layer.scales_zeros.float()))  # noqa: B023
+                    else:
+                        call = torch.ops.aten._weight_int8pack_mm
+                        row["int8_kernel_f32"] = best(lambda: call(x, layer.codes, layer.scale.float()))  # noqa: B023
+            scratch = torch.empty(N, K)
+            row["int4_unpack_f32"] = best(lambda: layers["int4"].unpack_into(scratch))  # noqa: B023
+            row["int4_forward"] = best(lambda: layers["int4"](x))  # noqa: B023
+            rows_out.append(row)
+    return rows_out
+
+
+# --- one case in a fresh process ----------------------------------------------------------------------------
+
+
+def build_random(name: str, form: str, dtype, layers: int | None):
+    """A random-weight model of benchmarks/sizes.py's config ``name``: float (form none) or built straight in
+    ``form`` from random codes and scales, so no float copy of the weights is ever made."""
+    import torch
+    from transformers import AutoConfig
+
+    from longlm_cli.engine.plain import use_plain_cpu_attention
+    from longlm_cli.runtime.quantize import cast_float_parameters, empty_model, install_weights, layout
+    from sizes import CONFIGS
+    from sizes import build as build_float
+
+    if form == "none":
+        return build_float(name, layers, dtype)
+    spec = dict(CONFIGS[name])
+    total = spec["num_hidden_layers"]
+    spec["num_hidden_layers"] = layers or total
+    config = AutoConfig.for_model(**spec)
+    config._attn_implementation = "sdpa"
+    model = empty_model(config, dtype)
+    shapes = layout(model, form)
+    gen = torch.Generator().manual_seed(0)
+
+    def read(tensor_name: str):
+        shape, kind = shapes[tensor_name]
+        part = tensor_name.rsplit(".", 1)[-1]
+        if part == "nibbles":
+            return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        if part == "codes":
+            return torch.randint(-127, 128, shape, dtype=torch.int8, generator=gen)
+        if part == "scales_zeros":
+            table = torch.empty(shape)
+            table[..., 0] = 0.003
+            table[..., 1] = torch.randn(shape[:-1], generator=gen) * 0.001
+            return table.to(kind)
+        if part == "scale":
+            return torch.full(shape, 0.0002, dtype=kind)
+        return torch.ones(shape)  # norms
+
+    install_weights(model, dtype, set(shapes), read)
+    cast_float_parameters(model, dtype)
+    return use_plain_cpu_attention(model.eval()), total
+
+
+def run_case(model_name: str, form: str, dtype_name: str, length: int, steps: int, layers: int | None) -> dict:
+    import torch
+
+    from longlm_cli.runtime.generate import Session, prefill
+    from sizes import LayerClock
+
+    dtype = getattr(torch, dtype_name)
+    start = time.perf_counter()
+    if model_name == "smollm2":
+        from longlm_cli.runtime.models import load_model
+
+        model, total = load_model("default", device="cpu", dtype=dtype_name, quantize=form).model, None
+    else:
+        model, total = build_random(model_name, form, dtype, layers)
+    load_s = time.perf_counter() - start
+    built = layers if total is not None and layers else None
+    scale = (total / built) if built else 1.0
+    clock = LayerClock(model) if built else None
+    ids = torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(0))
+    session = Session.start(model, reserve=length + steps * ROUNDS)
+    if clock:
+        clock.inside = 0.0
+    start = time.perf_counter()
+    logits = prefill(session, ids)
+    prefill_s = time.perf_counter() - start
+    if clock:
+        prefill_s += clock.inside * (scale - 1)
+    rss_after_prefill = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    best = None
+    token = int(logits.argmax())
+    for _ in range(ROUNDS):
+        if clock:
+            clock.inside = 0.0
+        start = time.perf_counter()
+        for _ in range(steps):
+            logits = session.forward(torch.tensor([[token]]))
+            token = int(logits.argmax())
+        seconds = time.perf_counter() - start
+        if clock:
+            seconds += clock.inside * (scale - 1)
+        best = seconds if best is None else min(best, seconds)
+        session.cache.crop(length)  # the same context for every round
+    return {
+        "model": model_name,
+        "form": form,
+        "dtype": dtype_name,
+        "length": length,
+        "layers": f"{built}/{total}" if built else "all",
+        "load_s": round(load_s, 2),
+        "prefill_tokens_per_s": round(length / prefill_s, 1),
+        "decode_ms_per_token": round(best / steps * 1e3, 1),
+        "peak_rss_gib": round(max(rss_after_prefill, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20), 3),
+        "machine": machine(),
+    }
+
+
+def in_fresh_process(args: argparse.Namespace, form: str) -> dict:
+    command = [sys.executable, __file__, "--case", form, "--model", args.model, "--dtype", args.dtype]
+    command += ["--length", str(args.length), "--steps", str(args.steps)]
+    command += ["--layers", str(args.layers)] if args.layers else []
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"case {form} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- accuracy on the embedded model -------------------------------------------------------------------------
+
+
+def accuracy(tokens: int, forms: list[str]) -> list[dict]:
+    """Top-1 agreement and perplexity of each form against the 16-bit reference, in float32, on the sample."""
+    import torch
+
+    from longlm_cli.runtime.models import load_model
+
+    text = (ROOT / "samples" / "pride-and-prejudice.txt").read_text(encoding="utf-8")
+    runs = {}
+    for form in ["none", *forms]:
+        loaded = load_model("default", device="cpu", dtype="float32", quantize=form)
+        ids = loaded.tokenizer(text[: tokens * 8], return_tensors="pt").input_ids[:, :tokens]
+        with torch.inference_mode():
+            logits = torch.cat([_logits(loaded.model, ids, lo) for lo in range(0, ids.shape[1], 1024)], dim=1)
+        nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
+        runs[form] = (logits[0, :-1].argmax(-1), float(torch.exp(nll)))
+        del loaded
+    top_ref, ppl_ref = runs["none"]
+    return [
+        {
+            "form": form,
+            "tokens": int(top_ref.numel()),
+            "top1_agreement": round(float((runs[form][0] == top_ref).float().mean()), 4),
+            "perplexity": round(runs[form][1], 3),
+            "reference_perplexity": round(ppl_ref, 3),
+            "perplexity_change": round(runs[form][1] / ppl_ref - 1, 4),
+            "machine": machine(),
+        }
+        for form in forms
+    ]
+
+
+_cache = {}
+
+
+def _logits(model, ids, lo: int):
+    """Logits of ids[lo : lo + 1024] after the ones before (one growing cache per model)."""
+    from transformers import DynamicCache
+
+    if lo == 0:
+        _cache[id(model)] = DynamicCache()
+    out = model(ids[:, lo : lo + 1024], past_key_values=_cache[id(model)], use_cache=True)
+    return out.logits
+
+
+def _append(record: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernels", action="store_true")
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--forms", default="none,int4,int8")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--length", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    forms = args.forms.split(",")
+    if args.case:
+        print(json.dumps(run_case(args.model, args.case, args.dtype, args.length, args.steps, args.layers)))
+        return
+    print(f"# {machine()}")
+    if args.kernels:
+        for row in kernels():
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+        return
+    if args.accuracy:
+        for record in accuracy(args.tokens, [f for f in forms if f != "none"]):
+            print(json.dumps(record))
+            _append({"kind": "accuracy", **record})
+        return
+    records = [in_fresh_process(args, form) for form in forms]
+    for record in records:
+        print(json.dumps(record))
+        _append({"kind": "speed", **record})
+    base = records[0]
+    for record in records[1:]:
+        print(
+            f"{record['form']} against {base['form']} ({args.model}, {args.dtype}, {args.length} tokens): decode "
+            f"{base['decode_ms_per_token'] / record['decode_ms_per_token']:.2f}x faster, prefill "
+            f"{record['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x the tokens/s, peak RSS "
+            f"{record['peak_rss_gib'] / base['peak_rss_gib']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Converted copies of GGUF files in the user cache: where each lives, the completion marker that says it is
+whole, and making one once, safely.
+
+A copy is written into a temporary directory beside its place and renamed into place only when complete, under
+a file lock, so that two first runs at once convert once and an interrupted run never leaves a directory a later
+run would use. The marker, written last, records the size and a digest of the first bytes of every file written,
+so a copy damaged later (a truncated .safetensors) is noticed and converted again instead of failing every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..catalogue import gguf_metadata
+from ..errors import LongLMError, ModelError
+from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock
+
+COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
+_HEAD_BYTES = 1 << 16  # each file's first bytes are digested: cheap, and they hold a safetensors header
+_LEGACY_MARKER = "ok"  # the marker of older versions, which recorded nothing
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:,.{0 if size >= 1e8 else 1}f} MB"
+
+
+def describe(exc: BaseException, *, typed: bool = True) -> str:
+    """The first line of an exception, named by its type unless that is a plain OSError or ValueError."""
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+    if (not typed or type(exc) in (OSError, ValueError)) and line:
+        return line
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def converted_dir_for(gguf: Path, form: str = "none") -> Path:
+    """Where a converted copy of a GGUF file lives in the user cache: its 16-bit copy (``form`` none), or its
+    copy with int4 or int8 weights (the same name with -int4 or -int8)."""
+    if embedded_gguf_path() is not None and gguf.resolve() == embedded_gguf_path().resolve():
+        base = embedded_model_dir()
+    else:
+        stat = gguf.stat()
+        key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        base = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    return base if form == "none" else base.with_name(f"{base.name}-{form}")
+
+
+def convert_once(gguf: Path, target: Path, convert: Callable[[], None], problem=None) -> bool:
+    """Run ``convert()`` (which makes ``target``, see write_into_place) unless ``target`` is complete and
+    whole; return whether it ran. Concurrent runs take turns on a lock file beside the target; the one that
+    waited finds the work done. ``problem(target)``, when given, is a further reason to convert again."""
+
+    def why_not(directory: Path) -> str | None:
+        return damage(directory) or (problem(directory) if problem else None)
+
+    if (target / COMPLETE).exists() and why_not(target) is None:
+        return False
+    ensure_cache_dir(target.parent)
+    lock = target.with_name(f"{target.name}.lock")
+    with file_lock(lock, waiting=f"Waiting for another longlm process converting {gguf.name} into {target}..."):
+        if (target / COMPLETE).exists():
+            found = why_not(target)
+            if found is None:
+                return False  # converted by the process we waited for
+            say(f"Warning: the converted model in {target} is damaged ({found}); converting {gguf.name} again")
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            say(f"Warning: {target} is not a converted model directory; converting {gguf.name} again")
+        gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before any reader
+        for stale in target.parent.glob(f".{target.name}.*"):  # work directories of killed runs (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        convert()
+    return True
+
+
+def write_into_place(gguf: Path, target: Path, write: Callable[[Path], None]) -> None:
+    """``write(work)`` into a temporary directory beside ``target``, marked complete and renamed into place.
+    Any failure (but KeyboardInterrupt and longlm's own errors) is one ModelError naming ``gguf``."""
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise ModelError(f"could not convert the GGUF file {gguf}: {exc.strerror or exc} in {target.parent}") from None
+    try:
+        write(work)
+        write_marker(work)
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()  # something else took the directory's name (we hold the lock): never a lasting break
+        elif target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, LongLMError):  # never KeyboardInterrupt
+            raise ModelError(f"could not convert the GGUF file {gguf}: {describe(exc)}") from exc
+        raise
+
+
+def _file_record(path: Path) -> dict[str, object]:
+    with path.open("rb") as stream:
+        head = stream.read(_HEAD_BYTES)
+    return {"size": path.stat().st_size, "head_sha256": hashlib.sha256(head).hexdigest()}
+
+
+def write_marker(directory: Path) -> None:
+    """Write the completion marker of a converted directory, recording every file in it."""
+    files = {
+        path.relative_to(directory).as_posix(): _file_record(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != COMPLETE
+    }
+    (directory / COMPLETE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+
+
+def damage(directory: Path) -> str | None:
+    """Why a converted directory that has a completion marker cannot be used; None when it is intact."""
+    try:
+        text = (directory / COMPLETE).read_text(encoding="utf-8").strip()
+        files = {} if text == _LEGACY_MARKER else json.loads(text)["files"]
+        for name, record in files.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} is missing"
+            found = _file_record(path)
+            if found["size"] != record["size"]:
+                return f"{name} is {found['size']} bytes, {record['size']} were written"
+            if found != record:
+                return f"{name} has changed since it was written"
+        weights = sorted(directory.glob("*.safetensors"))
+        if not weights:
+            return "it holds no .safetensors weights"
+        return next(filter(None, map(_safetensors_damage, weights)), None)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"it cannot be checked: {describe(exc)}"
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Whether a safetensors file is as long as its own header says (a truncated copy is shorter)."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        raw = stream.read(8)
+        header_size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else size
+        if header_size > size - 8:
+            return f"{path.name} is truncated ({size} bytes)"
+        header = json.loads(stream.read(header_size))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    expected = 8 + header_size + end
+    return None if size == expected else f"{path.name} is {size} bytes, its header says {expected}"

