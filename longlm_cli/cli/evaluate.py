@@ -96,7 +96,7 @@ def eval_command(model, loading, tasks, lengths, methods, results_path, plot_pat
         from ..evaluation.plots import check_plotting
 
         check_plotting(Path(plot_path))  # before hours of work: matplotlib present, the file writable
-    loaded = load_model(model, **loading)
+    loaded = load_model(model, tokens=max(grid.lengths), **loading)
     run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
     if run.resumed:
         click.echo(f"{run.resumed} case(s) taken from {results_path} (not run again)", err=True)

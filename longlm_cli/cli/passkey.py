@@ -111,7 +111,7 @@ def passkey(model, loading, lengths, depths, methods, results_path, as_json, out
         **settings,
     )
     check_output(output)
-    loaded = load_model(model, **loading)
+    loaded = load_model(model, tokens=max(evaluation_settings.lengths), **loading)
     evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
     if evaluation.resumed:
         click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)

@@ -47,6 +47,7 @@ def _plan_echo(verbose: bool, counted: str):
                 f"N={plan.N:,} tokens; {_dca_mode(plan.L)}",
                 err=True,
             )
+            _echo_weights(loaded)
             return
         mode = f"SelfExtend W={plan.W} G={plan.G}" if method else "no extension needed"
         click.echo(
@@ -54,10 +55,19 @@ def _plan_echo(verbose: bool, counted: str):
             f"N={plan.N:,} tokens; {mode}; capacity {plan.capacity:,} tokens",
             err=True,
         )
+        _echo_weights(loaded)
         if plan.warning:
             click.echo(f"Warning: {plan.warning}", err=True)
 
     return show
+
+
+def _echo_weights(loaded) -> None:
+    """-v: the weights' form when quantized (and why), and what the weights and the KV cache take."""
+    if loaded.weights.form != "none":
+        click.echo(f"Weights {loaded.weights.reason}", err=True)
+    if loaded.memory:
+        click.echo(loaded.memory, err=True)
 
 
 def _dca_mode(L: int) -> str:

@@ -34,6 +34,7 @@ GRID_CASE_FIELDS = (
     "template",
     "decoding",  # None: greedy as RULER; else the repetition settings (older records have none: greedy)
     "dtype",  # the weights' and KV cache's dtype the case ran in (older records have none: float32)
+    "weights",  # the linear layers' form, --quantize (older records have none: float weights)
 )
 GRID_RESULT_FIELDS = {
     "score": (int, float),
@@ -83,6 +84,7 @@ class GridRun:
     settings: GridSettings
     L: int
     dtype: str  # the loaded model's dtype, recorded with each case
+    weights: str = "none"  # the loaded model's weights' form (--quantize), recorded with each case
     records: list[dict] = field(default_factory=list)
     resumed: int = 0
 
@@ -94,7 +96,7 @@ def run_grid(
     for method in settings.methods:
         parse_method(method)  # refuse a bad spec before any work
     done = {case_key(r, GRID_CASE_FIELDS): r for r in load_results(results_path, GRID_RESULT_FIELDS)}
-    run = GridRun(settings=settings, L=loaded.context_window, dtype=loaded.dtype)
+    run = GridRun(settings=settings, L=loaded.context_window, dtype=loaded.dtype, weights=loaded.weights.form)
     total = len(settings.tasks) * len(settings.lengths) * settings.samples * len(settings.methods)
     prepare_results(results_path)
     for task in settings.tasks:
@@ -132,6 +134,7 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
         "template": template,
         "decoding": s.decoding,
         "dtype": run.dtype,
+        "weights": run.weights,
     }
     pending = []
     for method in s.methods:

@@ -28,10 +28,12 @@ CASE_FIELDS = (
     "factor",
     "scale_base",
     "dtype",
+    "weights",
 )
 # Records written before cases carried their dtype were all float32 runs (benchmarks/results holds their
 # files), so a record without one is keyed as float32: those runs resume, and a bfloat16 run never takes them.
-FIELD_DEFAULTS = {"dtype": "float32"}
+# Likewise records without the weights' form ran with float weights ("none"), never with --quantize int4/int8.
+FIELD_DEFAULTS = {"dtype": "float32", "weights": "none"}
 # What a finished case must hold to be reported again: name -> accepted types.
 RESULT_FIELDS = {
     "correct": (bool,),

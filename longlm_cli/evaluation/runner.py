@@ -77,6 +77,7 @@ def run_evaluation(
                     "trial": trial,
                     "seed": settings.seed,
                     "dtype": loaded.dtype,
+                    "weights": loaded.weights.form,
                 }
                 pending = _pending(evaluation, done, base, setups)
                 if not pending:

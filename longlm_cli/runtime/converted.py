@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..catalogue import gguf_metadata
 from ..errors import LongLMError, ModelError
-from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock
+from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock, in_form
 
 COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
 _HEAD_BYTES = 1 << 16  # each file's first bytes are digested: cheap, and they hold a safetensors header
@@ -53,7 +53,7 @@ def converted_dir_for(gguf: Path, form: str = "none") -> Path:
         stat = gguf.stat()
         key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         base = cache_dir() / "models" / f"{gguf.stem}-{key}"
-    return base if form == "none" else base.with_name(f"{base.name}-{form}")
+    return in_form(base, form)
 
 
 def convert_once(gguf: Path, target: Path, convert: Callable[[], None], problem=None) -> bool:

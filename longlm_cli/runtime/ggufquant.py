@@ -43,16 +43,17 @@ class _GgufSource:
         from gguf import GGUFReader
         from transformers.modeling_gguf_pytorch_utils import (
             TENSOR_PROCESSORS,
+            LlamaTensorProcessor,
             TensorProcessor,
             get_gguf_hf_weights_map,
             read_field,
         )
 
-        self.form = form
         self.reader = GGUFReader(str(gguf))
         architecture = (read_field(self.reader, "general.architecture") or [""])[0]
         self.processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config)
-        self.exact = type(self.processor).__name__ in ("TensorProcessor", "LlamaTensorProcessor")
+        # these only rename, or permute rows: the exact path permutes codes and block scales alike
+        self.exact = type(self.processor) in (TensorProcessor, LlamaTensorProcessor)
         to_hf = get_gguf_hf_weights_map(model, self.processor)
         self.by_hf = {to_hf[t.name]: t for t in self.reader.tensors if t.name in to_hf}
         self.layout = layout(model, form)

@@ -33,6 +33,7 @@ from ..paths import (
     hf_cache_dir,
     hf_cached_models,
     hf_snapshot_dir,
+    in_form,
 )
 from .converted import COMPLETE
 
@@ -107,7 +108,7 @@ def embedded_model() -> EmbeddedModel:
         gguf = embedded_gguf_path()
     except ModelError as exc:
         gguf, problem = None, str(exc)
-    converted = embedded_model_dir()
+    converted = next((d for d in _embedded_dirs() if (d / COMPLETE).is_file()), embedded_model_dir())
     is_converted = (converted / COMPLETE).is_file()
     return EmbeddedModel(
         name=EMBEDDED_MODEL_NAME,
@@ -121,6 +122,11 @@ def embedded_model() -> EmbeddedModel:
     )
 
 
+def _embedded_dirs() -> list[Path]:
+    """The embedded model's converted copies: int4 (what --quantize auto makes), int8, 16-bit."""
+    return [in_form(embedded_model_dir(), form) for form in ("int4", "int8", "none")]
+
+
 def converted_models() -> tuple[StoredModel, ...]:
     """The models converted from GGUF files other than the embedded one, sorted by name.
 
@@ -128,7 +134,7 @@ def converted_models() -> tuple[StoredModel, ...]:
     """
     found = []
     for entry in _entries(converted_models_dir()):
-        if entry.name.startswith(".") or entry == embedded_model_dir() or not _is_real_dir(entry):
+        if entry.name.startswith(".") or entry in _embedded_dirs() or not _is_real_dir(entry):
             continue
         found.append(StoredModel(entry.name, str(entry), config_window(entry), disk_usage(entry)))
     return tuple(sorted(found, key=lambda m: m.name.lower()))

@@ -24,7 +24,7 @@ from ..errors import LongLMError, ModelError
 from ..gguf import tensor_elements
 from .converted import convert_once, converted_dir_for, describe, megabytes, say, write_into_place
 from .precision import cpu_dtype
-from .quantize import WeightsChoice, check_choice, form_for_ggml_type
+from .quantize import WeightsChoice, admit, auto_form_for_memory, check_choice, footprint_of, form_for_ggml_type
 
 _GGML_F32, _GGML_BF16 = 0, 30  # ggml tensor types of plain floats (GGUF's tensor table)
 
@@ -38,6 +38,7 @@ class LoadedModel:
     device: str
     dtype: str  # of the activations and of the float parameters
     weights: WeightsChoice = WeightsChoice("none", "float weights")  # the form of the linear layers' weights
+    memory: str | None = None  # what the weights and the planned KV cache take, for -v
 
     @property
     def setup(self) -> str:
@@ -179,15 +180,18 @@ def load_model(
     dtype: str = DEFAULT_DTYPE,
     trust_remote_code: bool = False,
     quantize: str = DEFAULT_QUANTIZE,
+    tokens: int = 0,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference, its linear layers' weights in the form
-    ``quantize`` asks for (runtime/quantize.py)."""
+    ``quantize`` asks for (runtime/quantize.py). With ``tokens`` (what the run will hold), the weights and the
+    KV cache are first checked against the memory available (ModelError naming the --quantize that would fit
+    when they cannot; LoadedModel.memory says what they take)."""
     kind, location = resolve_model(name)
     device = pick_device(device)
     check_choice(quantize, device)
     torch_dtype = pick_dtype(dtype, device)
     _quiet_transformers()
-    weights = choose_weights(quantize, kind, location, device)
+    weights, memory = _weights_admitted(name, kind, location, device, quantize, torch_dtype.itemsize, tokens)
     if kind == "gguf" and weights.form != "none":
         from .ggufquant import quantized_gguf
 
@@ -212,6 +216,7 @@ def load_model(
         device=device,
         dtype=str(torch_dtype).removeprefix("torch."),
         weights=weights,
+        memory=memory,
     )
 
 
@@ -221,6 +226,17 @@ def _loading_dtype(dtype):
     import torch
 
     return torch.bfloat16 if dtype == torch.float32 else dtype
+
+
+def _weights_admitted(name, kind, location, device, quantize, float_bytes: int, tokens: int):
+    """(the weights' form, one line on the memory they and the KV cache take or None), admitted against the
+    memory available when on the CPU."""
+    footprint = footprint_of(kind, location) if device == "cpu" else None
+    free = available_memory()
+    weights = choose_weights(quantize, kind, location, device)
+    if quantize == "auto" and kind != "gguf" and device == "cpu" and tokens:
+        weights = auto_form_for_memory(footprint, float_bytes, tokens, free)
+    return weights, (admit(footprint, weights.form, float_bytes, tokens, free, name) if device == "cpu" else None)
 
 
 def choose_weights(quantize: str, kind: str, location: str, device: str) -> WeightsChoice:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..defaults import QUANTIZE_CHOICES
-from ..errors import ModelError
+from ..errors import LongLMError, ModelError
 
 QUANT_RECORD = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
@@ -52,6 +52,63 @@ def check_choice(quantize: str, device: str) -> None:
         raise ModelError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
     if quantize in ("int4", "int8") and device != "cpu":
         raise ModelError(f"--quantize {quantize} runs on the CPU only; use --device cpu, or --quantize none")
+
+
+# --- admission: what the weights and the KV cache will take, before loading -----------------------------------
+
+
+def footprint_of(kind: str, location: str):
+    """The model's Footprint from its files (footprint.py), or None when they cannot tell."""
+    from ..footprint import checkpoint_footprint, gguf_footprint
+    from ..paths import hf_cached_model_dir
+
+    try:
+        if kind == "gguf":
+            found = gguf_footprint(Path(location))
+        else:
+            directory = Path(location) if kind == "dir" else hf_cached_model_dir(location)
+            found = None if directory is None else checkpoint_footprint(directory)
+    except (OSError, ValueError, LongLMError, KeyError, TypeError):
+        return None
+    return found if found is not None and found.linear + found.table > 0 else None  # no weights: it cannot tell
+
+
+def auto_form_for_memory(footprint, float_bytes: int, tokens: int, available: int | None) -> WeightsChoice:
+    """``--quantize auto`` for a checkpoint: its own float weights when they and the KV cache fit in memory,
+    else the least-quantized form that does."""
+    from ..footprint import smallest_fitting
+
+    if footprint is None or available is None:
+        return WeightsChoice("none", "float weights: the checkpoint's own (its size could not be told)")
+    form = smallest_fitting(footprint, float_bytes, tokens, available) or "int4"
+    if form == "none":
+        return WeightsChoice("none", "float weights: the checkpoint's own, which fit in memory")
+    return WeightsChoice(form, f"{form}: float weights and the KV cache would not fit in memory")
+
+
+def admit(footprint, form: str, float_bytes: int, tokens: int, available: int | None, name: str) -> str | None:
+    """One line saying what the weights and the KV cache of ``tokens`` will take in ``form``; ModelError naming
+    the --quantize that would fit when they cannot. None when the model's files cannot tell."""
+    from ..footprint import smallest_fitting
+    from ..paths import human_size
+
+    if footprint is None:
+        return None
+    line = footprint.describe(form, float_bytes, tokens)
+    needed = footprint.needed_bytes(form, float_bytes, tokens)
+    if available is None or needed <= available:
+        return f"Memory: {line}" + (f", of {human_size(available)} available" if available else "")
+    fits = smallest_fitting(footprint, float_bytes, tokens, available)
+    order = ("none", "int8", "int4")
+    advice = (
+        f"--quantize {fits} would fit"
+        if fits is not None and order.index(fits) > order.index(form)
+        else "use a smaller model or a shorter input"
+    )
+    raise ModelError(
+        f"model {name!r} needs {line}, about {human_size(needed)} with room to run; {human_size(available)} of "
+        f"memory is available: {advice}"
+    )
 
 
 # --- quantizing a loaded model ------------------------------------------------------------------------------
