@@ -20,6 +20,7 @@ LAYERS = [
         "longlm_cli.citations",
         "longlm_cli.gguf",
         "longlm_cli.entryfile",  # safetensors one tensor at a time: document-cache entries and quantized models
+        "longlm_cli.footprint",
         "longlm_cli.catalogue",
         "longlm_cli.tokens",
         "longlm_cli.planning",
