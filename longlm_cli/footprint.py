@@ -52,7 +52,7 @@ class Footprint:
         return f"weights {human_size(weights)} ({kind}) + KV cache {human_size(kv)} for {tokens:,} tokens"
 
 
-def _role(name: str, elements: int, dims: int) -> str:
+def _role(name: str, dims: int) -> str:
     if dims < 2 or "norm" in name or name.endswith("bias"):
         return "other"
     if name in ("token_embd.weight", "output.weight") or any(p in name for p in ("embed_tokens", "wte", "lm_head")):
@@ -64,7 +64,7 @@ def _role(name: str, elements: int, dims: int) -> str:
 def _footprint(tensors: list[tuple[str, int, int]], kv_per_token: int | None) -> Footprint:
     counts = {"linear": 0, "table": 0, "other": 0}
     for name, elements, dims in tensors:
-        counts[_role(name, elements, dims)] += elements
+        counts[_role(name, dims)] += elements
     return Footprint(kv_per_token=kv_per_token, **counts)
 
 

@@ -85,7 +85,7 @@ class _GgufSource:
             codes, table = self._exact_int4(tensor)
         else:
             codes, table = quantize_int4(torch.from_numpy(np.ascontiguousarray(self._float(name))))
-        return {"codes": codes, "nibbles": to_nibbles(codes), "scales_zeros": table}
+        return {"nibbles": to_nibbles(codes), "scales_zeros": table}
 
     def _exact_int4(self, tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q4_0 (weight = (q - 8) d) and Q4_1 (weight = q d + m): codes uint8 [N, K] and the kernel's table."""
