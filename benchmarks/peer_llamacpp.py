@@ -14,9 +14,9 @@ The input: the first --context tokens of samples/pride-and-prejudice.txt (the te
 tokenized once here by the GGUF's tokenizer as longlm reads it (transformers) and handed to both sides in one
 temporary JSON file, so both evaluate the very same ids.
 
-longlm: the library as `ask` uses it (load_model with --dtype and --quantize, the embedded model loaded by the
-name 'default' when no --gguf is given; torch.set_num_threads(--threads)), a Session reserving the prompt and
-answer, prefill() in the CLI's chunks, then --new-tokens greedy steps of Session.forward, one token each.
+longlm: the library as `ask` uses it (load_model with --dtype, --quantize and --kv-dtype, the embedded model
+loaded by the name 'default' when no --gguf is given; torch.set_num_threads(--threads)), a Session reserving the
+prompt and answer, prefill() in the CLI's chunks, then --new-tokens greedy steps of Session.forward, one token each.
 
 llama.cpp: llama_cpp.Llama(model_path, n_ctx=context + new tokens + 64, n_threads and n_threads_batch =
 --threads, n_batch=512, verbose=False), its defaults otherwise: the GGUF's own weights (the embedded file is
@@ -120,7 +120,9 @@ def _measures(count: int, new_tokens: int, load_s: float, prefill_s: float, deco
     }
 
 
-def run_longlm(model: str, ids: list[int], new_tokens: int, threads: int, dtype: str, quantize: str) -> dict:
+def run_longlm(
+    model: str, ids: list[int], new_tokens: int, threads: int, dtype: str, quantize: str, kv_dtype: str
+) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -128,7 +130,7 @@ def run_longlm(model: str, ids: list[int], new_tokens: int, threads: int, dtype:
     from longlm_cli.runtime.models import load_model
 
     start = time.perf_counter()
-    loaded = load_model(model, device="cpu", dtype=dtype, quantize=quantize)
+    loaded = load_model(model, device="cpu", dtype=dtype, quantize=quantize, kv_dtype=kv_dtype)
     load_s = time.perf_counter() - start
     session = Session.start(loaded.model, reserve=len(ids) + new_tokens)
     prompt = torch.tensor([ids], dtype=torch.long)
@@ -141,7 +143,7 @@ def run_longlm(model: str, ids: list[int], new_tokens: int, threads: int, dtype:
         generated.append(token)
         token = int(session.forward(torch.tensor([[token]])).argmax())
     decode_s = time.perf_counter() - start
-    record = {"dtype": dtype, "quantize": quantize, "torch": torch.__version__}
+    record = {"dtype": dtype, "quantize": quantize, "kv_dtype": loaded.kv_dtype, "torch": torch.__version__}
     return {**record, **_measures(len(ids), new_tokens, load_s, prefill_s, decode_s, generated)}
 
 
@@ -184,7 +186,7 @@ def run_llamacpp(gguf: str, ids: list[int], new_tokens: int, threads: int, flash
 def worker(args: argparse.Namespace) -> dict:
     ids = json.loads(Path(args.ids).read_text())
     if args.worker == "longlm":
-        return run_longlm(args.model, ids, args.new_tokens, args.threads, args.dtype, args.quantize)
+        return run_longlm(args.model, ids, args.new_tokens, args.threads, args.dtype, args.quantize, args.kv_dtype)
     return run_llamacpp(args.gguf, ids, args.new_tokens, args.threads, args.flash_attn)
 
 
@@ -192,6 +194,7 @@ def in_fresh_process(side: str, args: argparse.Namespace, gguf: Path, ids_file: 
     command = [sys.executable, __file__, "--worker", side, "--ids", ids_file, "--gguf", str(gguf)]
     command += ["--model", args.gguf or "default", "--new-tokens", str(args.new_tokens)]
     command += ["--threads", str(args.threads), "--dtype", args.dtype, "--quantize", args.quantize]
+    command += ["--kv-dtype", args.kv_dtype]
     command += ["--flash-attn"] if args.flash_attn else []
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
@@ -252,6 +255,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads, both sides (default 2)")
     parser.add_argument("--quantize", default="int4", help="longlm's weight form (default int4)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="longlm's dtype")
+    parser.add_argument("--kv-dtype", default="auto", help="longlm's KV cache type (default auto: bfloat16)")
     parser.add_argument("--flash-attn", action="store_true", help="llama.cpp's flash attention (default off)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of both sides, in turns (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"JSON lines appended (default {RESULTS})")

@@ -6,6 +6,8 @@ each way in a fresh process; the kernels alone; and accuracy on the embedded mod
     python benchmarks/quant.py --model llama-3.2-1b --length 8192 --forms none,int4 --dtype float32
     python benchmarks/quant.py --model llama-3.1-8b --length 8192 --forms int4 --dtype float32
     python benchmarks/quant.py --accuracy --tokens 4096
+    python benchmarks/quant.py --model smollm2 --forms int4 --kv-dtypes float32,bfloat16 --dtype float32
+    python benchmarks/quant.py --accuracy --forms none,int4 --kv-dtypes float32,bfloat16
 
 --model smollm2 is the embedded GGUF as `ask` loads it (--quantize none: its 16-bit copy in --dtype). The other
 models are random-weight ones built from the real configs of benchmarks/sizes.py; a quantized one is built
@@ -13,9 +15,12 @@ straight in its form (random codes and scales: nothing in float first), so an 8B
 builds K of the model's layers and scales the time inside them to all layers (as sizes.py does); peak RSS is
 then of the K-layer model. Each case: a plain prefill of --length random tokens in the CLI's chunks, then
 --steps decoded tokens (best of three rounds). Results are appended to benchmarks/results/quant.jsonl.
+``--kv-dtypes`` runs each form with its KV cache kept in each of these types (runtime/kvcache.py; the default,
+float32, is how the KV cache was kept before it could be narrower); ratios are against the first case.
 
 --accuracy: next-token top-1 agreement and perplexity over --tokens of the shipped sample, int4 and int8 against
-the 16-bit dequantized reference, all computed in float32.
+the 16-bit dequantized reference, all computed in float32 (the reference's KV cache in float32, each case's in
+each of --kv-dtypes).
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def kernels(repeats: int = 5) -> list[dict]:
 # --- one case in a fresh process ----------------------------------------------------------------------------
 
 
-def build_random(name: str, form: str, dtype, layers: int | None):
+def build_random(name: str, form: str, dtype, layers: int | None, kv_dtype=None):
     """A random-weight model of benchmarks/sizes.py's config ``name``: float (form none) or built straight in
     ``form`` from random codes and scales, so no float copy of the weights is ever made."""
     import torch
@@ -98,11 +103,11 @@ def build_random(name: str, form: str, dtype, layers: int | None):
     from sizes import build as build_float
     from transformers import AutoConfig
 
-    from longlm_cli.engine.plain import use_plain_cpu_attention
     from longlm_cli.runtime.quantize import cast_float_parameters, empty_model, install_weights, layout
 
     if form == "none":
-        return build_float(name, layers, dtype)
+        model, total = build_float(name, layers, dtype)
+        return _with_kv_dtype(model, kv_dtype), total
     spec = dict(CONFIGS[name])
     total = spec["num_hidden_layers"]
     spec["num_hidden_layers"] = layers or total
@@ -130,10 +135,22 @@ def build_random(name: str, form: str, dtype, layers: int | None):
 
     install_weights(model, dtype, set(shapes), read)
     cast_float_parameters(model, dtype)
-    return use_plain_cpu_attention(model.eval()), total
+    return _with_kv_dtype(model.eval(), kv_dtype), total
 
 
-def run_case(model_name: str, form: str, dtype_name: str, length: int, steps: int, layers: int | None) -> dict:
+def _with_kv_dtype(model, kv_dtype):
+    """``model`` keeping its KV cache in ``kv_dtype`` (None: its own type), as load_model sets it up."""
+    from longlm_cli.engine.plain import use_plain_cpu_attention
+    from longlm_cli.runtime.kvcache import set_kv_dtype
+
+    use_plain_cpu_attention(model, kv_dtype)
+    set_kv_dtype(model, kv_dtype or model.dtype)
+    return model
+
+
+def run_case(
+    model_name: str, form: str, dtype_name: str, length: int, steps: int, layers: int | None, kv_name: str
+) -> dict:
     import torch
     from sizes import LayerClock
 
@@ -144,9 +161,10 @@ def run_case(model_name: str, form: str, dtype_name: str, length: int, steps: in
     if model_name == "smollm2":
         from longlm_cli.runtime.models import load_model
 
-        model, total = load_model("default", device="cpu", dtype=dtype_name, quantize=form).model, None
+        loaded = load_model("default", device="cpu", dtype=dtype_name, quantize=form, kv_dtype=kv_name)
+        model, total = loaded.model, None
     else:
-        model, total = build_random(model_name, form, dtype, layers)
+        model, total = build_random(model_name, form, dtype, layers, getattr(torch, kv_name))
     load_s = time.perf_counter() - start
     built = layers if total is not None and layers else None
     scale = (total / built) if built else 1.0
@@ -179,6 +197,7 @@ def run_case(model_name: str, form: str, dtype_name: str, length: int, steps: in
         "model": model_name,
         "form": form,
         "dtype": dtype_name,
+        "kv_dtype": kv_name,
         "length": length,
         "layers": f"{built}/{total}" if built else "all",
         "load_s": round(load_s, 2),
@@ -201,47 +220,51 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def in_fresh_process(args: argparse.Namespace, form: str) -> dict:
+def in_fresh_process(args: argparse.Namespace, form: str, kv_name: str) -> dict:
     command = [sys.executable, __file__, "--case", form, "--model", args.model, "--dtype", args.dtype]
+    command += ["--kv-dtypes", kv_name]
     command += ["--length", str(args.length), "--steps", str(args.steps)]
     command += ["--layers", str(args.layers)] if args.layers else []
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"case {form} failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"case {form}, {kv_name} KV cache failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --- accuracy on the embedded model -------------------------------------------------------------------------
 
 
-def accuracy(tokens: int, forms: list[str]) -> list[dict]:
-    """Top-1 agreement and perplexity of each form against the 16-bit reference, in float32, on the sample."""
+def accuracy(tokens: int, forms: list[str], kv_names: list[str]) -> list[dict]:
+    """Top-1 agreement and perplexity of each form with each KV cache type against the 16-bit reference with a
+    float32 KV cache, all computed in float32, on the sample."""
     import torch
 
     from longlm_cli.runtime.models import load_model
 
     text = (ROOT / "samples" / "pride-and-prejudice.txt").read_text(encoding="utf-8")
     runs = {}
-    for form in ["none", *forms]:
-        loaded = load_model("default", device="cpu", dtype="float32", quantize=form)
+    cases = [("none", "float32")] + [(f, kv) for f in forms for kv in kv_names if (f, kv) != ("none", "float32")]
+    for form, kv_name in cases:
+        loaded = load_model("default", device="cpu", dtype="float32", quantize=form, kv_dtype=kv_name)
         ids = loaded.tokenizer(text[: tokens * 8], return_tensors="pt").input_ids[:, :tokens]
         with torch.inference_mode():
             logits = torch.cat([_logits(loaded.model, ids, lo) for lo in range(0, ids.shape[1], 1024)], dim=1)
         nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
-        runs[form] = (logits[0, :-1].argmax(-1), float(torch.exp(nll)))
+        runs[form, kv_name] = (logits[0, :-1].argmax(-1), float(torch.exp(nll)))
         del loaded
-    top_ref, ppl_ref = runs["none"]
+    top_ref, ppl_ref = runs["none", "float32"]
     return [
         {
             "form": form,
+            "kv_dtype": kv_name,
             "tokens": int(top_ref.numel()),
-            "top1_agreement": round(float((runs[form][0] == top_ref).float().mean()), 4),
-            "perplexity": round(runs[form][1], 3),
+            "top1_agreement": round(float((runs[form, kv_name][0] == top_ref).float().mean()), 4),
+            "perplexity": round(runs[form, kv_name][1], 3),
             "reference_perplexity": round(ppl_ref, 3),
-            "perplexity_change": round(runs[form][1] / ppl_ref - 1, 4),
+            "perplexity_change": round(runs[form, kv_name][1] / ppl_ref - 1, 4),
             "machine": machine(),
         }
-        for form in forms
+        for form, kv_name in cases[1:]
     ]
 
 
@@ -249,11 +272,11 @@ _cache = {}
 
 
 def _logits(model, ids, lo: int):
-    """Logits of ids[lo : lo + 1024] after the ones before (one growing cache per model)."""
-    from transformers import DynamicCache
+    """Logits of ids[lo : lo + 1024] after the ones before (one growing cache per model, in its KV type)."""
+    from longlm_cli.runtime.kvcache import growing_cache, kv_dtype_of
 
     if lo == 0:
-        _cache[id(model)] = DynamicCache()
+        _cache[id(model)] = growing_cache(model.config, 0, kv_dtype_of(model))
     out = model(ids[:, lo : lo + 1024], past_key_values=_cache[id(model)], use_cache=True)
     return out.logits
 
@@ -275,11 +298,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--layers", type=int)
     parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--kv-dtypes", default="float32", help="the KV cache's types, each a case")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    forms = args.forms.split(",")
+    forms, kv_names = args.forms.split(","), args.kv_dtypes.split(",")
     if args.case:
-        print(json.dumps(run_case(args.model, args.case, args.dtype, args.length, args.steps, args.layers)))
+        case = run_case(args.model, args.case, args.dtype, args.length, args.steps, args.layers, kv_names[0])
+        print(json.dumps(case))
         return
     print(f"# {machine()}")
     if args.kernels:
@@ -287,18 +312,19 @@ def main() -> None:
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
         return
     if args.accuracy:
-        for record in accuracy(args.tokens, [f for f in forms if f != "none"]):
+        for record in accuracy(args.tokens, forms, kv_names):
             print(json.dumps(record))
             _append({"kind": "accuracy", **record})
         return
-    records = [in_fresh_process(args, form) for form in forms]
+    records = [in_fresh_process(args, form, kv_name) for form in forms for kv_name in kv_names]
     for record in records:
         print(json.dumps(record))
         _append({"kind": "speed", **record})
     base = records[0]
     for record in records[1:]:
         print(
-            f"{record['form']} against {base['form']} ({args.model}, {args.dtype}, {args.length} tokens): decode "
+            f"{record['form']} ({record['kv_dtype']} KV) against {base['form']} ({base['kv_dtype']} KV) "
+            f"({args.model}, {args.dtype}, {args.length} tokens): decode "
             f"{base['decode_ms_per_token'] / record['decode_ms_per_token']:.2f}x faster, prefill "
             f"{record['prefill_tokens_per_s'] / base['prefill_tokens_per_s']:.2f}x the tokens/s, peak RSS "
             f"{record['peak_rss_gib'] / base['peak_rss_gib']:.2f}x"

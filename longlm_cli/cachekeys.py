@@ -66,6 +66,9 @@ def model_identity(requested: str, model) -> dict:
     weights = getattr(model, "longlm_weights", "none")  # set on a quantized model (runtime/quantize.py)
     if weights != "none":
         identity["weights"] = weights
+    kv_dtype = getattr(model, "longlm_kv_dtype", None)  # set when the KV cache is kept narrower (runtime/kvcache.py)
+    if kv_dtype is not None and kv_dtype != getattr(model, "dtype", None):
+        identity["kv_dtype"] = str(kv_dtype).removeprefix("torch.")
     path = expand_user(location)
     if path.is_dir():
         identity["location"] = str(path.resolve())

@@ -38,6 +38,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # The linear layers' weights (runtime/quantize.py): auto keeps a GGUF file near its own bits, any other model as is
 QUANTIZE_CHOICES = ("auto", "none", "int8", "int4")
 DEFAULT_QUANTIZE = "auto"
+# What the KV cache keeps keys and values in (runtime/kvcache.py): auto is bfloat16 on the CPU, the model's type on CUDA
+KV_DTYPES = ("auto", "bfloat16", "float32")
+DEFAULT_KV_DTYPE = "auto"
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 
 # Document KV cache

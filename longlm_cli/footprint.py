@@ -37,19 +37,25 @@ class Footprint:
             return (self.linear + self.table + self.other) * float_bytes
         return int(self.linear * FORM_BYTES[form] + self.table * 1.0 + self.other * float_bytes)
 
-    def kv_bytes(self, tokens: int, float_bytes: int) -> int:
+    def kv_bytes(self, tokens: int, kv_bytes: int) -> int:
+        """The KV cache of ``tokens`` kept in ``kv_bytes``-byte values."""
         # on the CPU the extension's re-rotated keys take the place of the true ones (engine/keycache.py)
-        return 0 if self.kv_per_token is None else self.kv_per_token * tokens * float_bytes
+        return 0 if self.kv_per_token is None else self.kv_per_token * tokens * kv_bytes
 
-    def needed_bytes(self, form: str, float_bytes: int, tokens: int) -> int:
-        """Weights and KV cache, and room to run them (MARGIN_BYTES, MARGIN_SHARE)."""
-        held = self.weights_bytes(form, float_bytes) + self.kv_bytes(tokens, float_bytes)
+    def needed_bytes(self, form: str, float_bytes: int, tokens: int, kv_bytes: int | None = None) -> int:
+        """Weights and KV cache (kept in ``kv_bytes``-byte values; None: ``float_bytes``), and room to run them
+        (MARGIN_BYTES, MARGIN_SHARE)."""
+        held = self.weights_bytes(form, float_bytes) + self.kv_bytes(tokens, kv_bytes or float_bytes)
         return int(held * (1 + MARGIN_SHARE)) + MARGIN_BYTES
 
-    def describe(self, form: str, float_bytes: int, tokens: int) -> str:
-        weights, kv = self.weights_bytes(form, float_bytes), self.kv_bytes(tokens, float_bytes)
+    def describe(self, form: str, float_bytes: int, tokens: int, kv_bytes: int | None = None) -> str:
+        kv_bytes = kv_bytes or float_bytes
+        weights, kv = self.weights_bytes(form, float_bytes), self.kv_bytes(tokens, kv_bytes)
         kind = {"none": f"{8 * float_bytes}-bit floats"}.get(form, form)
-        return f"weights {human_size(weights)} ({kind}) + KV cache {human_size(kv)} for {tokens:,} tokens"
+        return (
+            f"weights {human_size(weights)} ({kind}) + KV cache {human_size(kv)} ({8 * kv_bytes}-bit) "
+            f"for {tokens:,} tokens"
+        )
 
 
 def _role(name: str, dims: int) -> str:
@@ -125,10 +131,12 @@ def _kv_per_token(config_file: Path) -> int | None:
         return None
 
 
-def smallest_fitting(footprint: Footprint, float_bytes: int, tokens: int, available: int) -> str | None:
+def smallest_fitting(
+    footprint: Footprint, float_bytes: int, tokens: int, available: int, kv_bytes: int | None = None
+) -> str | None:
     """The least-quantized form (none, int8, int4) whose weights and KV cache fit in ``available`` bytes with
     MARGIN_BYTES to spare; None when none fits."""
     for form in ("none", "int8", "int4"):
-        if footprint.needed_bytes(form, float_bytes, tokens) <= available:
+        if footprint.needed_bytes(form, float_bytes, tokens, kv_bytes) <= available:
             return form
     return None

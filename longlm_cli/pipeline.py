@@ -20,6 +20,7 @@ from .defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_EXTENSION,
+    DEFAULT_KV_DTYPE,
     DEFAULT_MODEL,
     DEFAULT_PREFILL_CHUNK,
     DEFAULT_QUANTIZE,
@@ -47,6 +48,7 @@ class ModelSettings:
     dtype: str = DEFAULT_DTYPE
     quantize: str = DEFAULT_QUANTIZE
     trust_remote_code: bool = False
+    kv_dtype: str = DEFAULT_KV_DTYPE
 
     def load(self, tokens: int = 0) -> LoadedModel:
         """The model, admitted for a run of about ``tokens`` tokens (runtime.models.load_model)."""
@@ -57,6 +59,7 @@ class ModelSettings:
             trust_remote_code=self.trust_remote_code,
             quantize=self.quantize,
             tokens=tokens,
+            kv_dtype=self.kv_dtype,
         )
 
 
@@ -302,7 +305,7 @@ def prefill_cached(
     directory = settings.resolved_directory()
     limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work
     prefix = list(ids[:prefix_len])
-    dtype = dtype if dtype is not None else next(session.model.parameters()).dtype
+    dtype = dtype if dtype is not None else session.kv_dtype  # what the entry's keys and values are kept in
     total = len(ids)
     adopt = session.adopt_rotated if session.rotates_in_place else None
     if load_entry(

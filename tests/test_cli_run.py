@@ -55,7 +55,7 @@ def test_stdin_and_verbose_plan_on_stderr(tiny_dir):
     result = run("summarize", "-", "--model", tiny_dir, "--max-new-tokens", 3, "-v", input=CORPUS)
     assert result.exit_code == 0, result.output
     first = result.stderr.splitlines()[0]
-    assert first.startswith(f"Model {tiny_dir} (cpu, float32), L=64; prompt and answer N=")
+    assert first.startswith(f"Model {tiny_dir} (cpu, float32, bfloat16 KV cache), L=64; prompt and answer N=")
     assert "SelfExtend W=8 G=" in first
     assert result.stderr.splitlines()[-1].startswith("Prompt ")
 
@@ -484,3 +484,13 @@ def test_each_answers_every_file_on_its_own_with_one_model_load(tiny_dir, tmp_pa
     text = run("summarize", first, second, "--each", "--model", tiny_dir, "--max-new-tokens", 3)
     assert text.exit_code == 0 and text.stdout.startswith(f"### {first}\n\n")
     assert f"\n### {second}\n\n" in text.stdout
+
+
+def test_a_kv_dtype_the_model_cannot_take_is_one_error(tiny_dir, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CORPUS)
+    result = run("ask", doc, "What is it?", "--model", tiny_dir, "--dtype", "bfloat16", "--kv-dtype", "float32")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: --kv-dtype float32 needs a float32 model; this one computes in bfloat16 on cpu: use --kv-dtype auto\n"
+    )

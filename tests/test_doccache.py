@@ -133,8 +133,8 @@ def test_entry_under_a_wrong_key_is_rejected(tiny_dir, doc, tmp_path):
 # Library level
 
 
-def _setup(tiny_dir, question="Who counted the ships?"):
-    loaded = load_model(str(tiny_dir), device="cpu")
+def _setup(tiny_dir, question="Who counted the ships?", kv_dtype="auto"):
+    loaded = load_model(str(tiny_dir), device="cpu", kv_dtype=kv_dtype)
     template = load_template("ask")
     ids = chat_token_ids(loaded.tokenizer, user_message(template, CORPUS, question))
     plan = make_plan(context_window=loaded.context_window, length=len(ids) + 8)
@@ -153,8 +153,12 @@ def test_document_prefix_ends_with_the_document(tiny_dir):
     assert other[:prefix_len] == ids[:prefix_len]
 
 
-def test_loaded_cache_gives_the_same_logits(tiny_dir):
-    loaded, ids, plan, prefix_len, key = _setup(tiny_dir)
+@pytest.mark.parametrize("kv_dtype, tolerance", [("float32", 1e-4), ("bfloat16", 1e-2)])
+def test_loaded_cache_gives_the_same_logits(tiny_dir, kv_dtype, tolerance):
+    """A hit is exact whatever the KV cache's type; against a prefill cut in other chunks, a float32 cache agrees
+    to float32 rounding, a bfloat16 one to its kernel's (it rounds the probabilities of each block)."""
+    loaded, ids, plan, prefix_len, key = _setup(tiny_dir, kv_dtype=kv_dtype)
+    assert loaded.kv_dtype == kv_dtype
     settings = DocCacheSettings()
     results = []
     for expected in ("miss", "hit"):
@@ -173,10 +177,11 @@ def test_loaded_cache_gives_the_same_logits(tiny_dir):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     fresh = Session.start(loaded.model)
     full = prefill(fresh, torch.tensor([ids]), chunk=16)
-    torch.testing.assert_close(results[1][0], full, rtol=1e-4, atol=1e-4)
+    assert results[1][1].cache.layers[0].keys.dtype == getattr(torch, kv_dtype)
+    torch.testing.assert_close(results[1][0], full, rtol=tolerance, atol=tolerance)
     # and a decoding step after the loaded prefix agrees too
     nxt = torch.tensor([[int(full.argmax())]])
-    torch.testing.assert_close(results[1][1].forward(nxt), fresh.forward(nxt), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[1][1].forward(nxt), fresh.forward(nxt), rtol=tolerance, atol=tolerance)
 
 
 CONCURRENT = textwrap.dedent("""

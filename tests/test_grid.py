@@ -244,6 +244,7 @@ def test_cases_are_keyed_by_dtype_and_older_records_are_float32(tiny_dir, tmp_pa
     assert first.exit_code == 0, first.output
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["dtype"] for r in records] == ["float32", "float32"]
+    assert [r["kv_dtype"] for r in records] == ["bfloat16", "bfloat16"]  # a float32 model's cache on the CPU
     # A file written before cases carried their dtype: its records were float32 runs, and resume as such.
     results.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "dtype"}) + "\n" for r in records))
     again = run(*args, "--methods", "none,truncate", "--dtype", "float32")
@@ -256,3 +257,8 @@ def test_cases_are_keyed_by_dtype_and_older_records_are_float32(tiny_dir, tmp_pa
     assert "taken from" not in other.stderr
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r.get("dtype") for r in lines] == [None, None, "bfloat16"]
+    assert lines[-1]["kv_dtype"] is None  # the model's own dtype: recorded as records before it were
+    # A float32 KV cache is another case too; a record without kv_dtype kept the cache in its dtype.
+    wide = run(*args, "--methods", "none", "--dtype", "float32", "--kv-dtype", "float32")
+    assert wide.exit_code == 0 and "taken from" not in wide.stderr
+    assert json.loads(results.read_text().splitlines()[-1])["kv_dtype"] is None

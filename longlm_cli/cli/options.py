@@ -11,6 +11,7 @@ from ..defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_EVAL_SEED,
+    DEFAULT_KV_DTYPE,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_NO_REPEAT_NGRAM,
@@ -22,6 +23,7 @@ from ..defaults import (
     DEFAULT_WINDOW_FRACTION,
     DEVICES,
     DTYPES,
+    KV_DTYPES,
     MAX_GROUP_SIZE,
     QUANTIZE_CHOICES,
     TASK_SAMPLING_DEFAULTS,
@@ -112,8 +114,8 @@ def apply(command, options):
 
 
 def loading_options(command):
-    """--model, --device, --dtype, --quantize, --trust-remote-code: for every command that loads a model. The
-    command gets ``model`` and ``loading``, the other four as load_model's keyword arguments."""
+    """--model, --device, --dtype, --quantize, --kv-dtype, --trust-remote-code: for every command that loads a
+    model. The command gets ``model`` and ``loading``, the other five as load_model's keyword arguments."""
     return apply(
         _loading_arguments(command),
         [
@@ -147,6 +149,16 @@ def loading_options(command):
                 ),
             ),
             click.option(
+                "--kv-dtype",
+                type=click.Choice(KV_DTYPES),
+                default=DEFAULT_KV_DTYPE,
+                show_default=True,
+                help=(
+                    "What the KV cache keeps keys and values in: auto is bfloat16 on the CPU (half the memory, "
+                    "faster decoding; the arithmetic stays in --dtype) and the model's dtype on CUDA."
+                ),
+            ),
+            click.option(
                 "--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default)."
             ),
         ],
@@ -154,11 +166,14 @@ def loading_options(command):
 
 
 def _loading_arguments(command):
-    """Pass --device, --dtype, --quantize and --trust-remote-code to ``command`` as one ``loading`` dict."""
+    """Pass --device, --dtype, --quantize, --kv-dtype and --trust-remote-code to ``command`` as one ``loading``
+    dict."""
 
     @functools.wraps(command)
-    def wrapper(*args, device, dtype, quantize, trust_remote_code, **kwargs):
-        loading = dict(device=device, dtype=dtype, quantize=quantize, trust_remote_code=trust_remote_code)
+    def wrapper(*args, device, dtype, quantize, kv_dtype, trust_remote_code, **kwargs):
+        loading = dict(
+            device=device, dtype=dtype, quantize=quantize, kv_dtype=kv_dtype, trust_remote_code=trust_remote_code
+        )
         return command(*args, loading=loading, **kwargs)
 
     return wrapper

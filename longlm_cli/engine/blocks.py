@@ -27,8 +27,15 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     """Softmax attention of one block, with its log-sum-exp for exact merging.
 
     q: [B, H, Q, D]; k, v: [B, Hkv, K, D] (H a multiple of Hkv). ``causal``: query t sees keys s <= t
-    (top-left aligned). Returns out [B, H, Q, D] in q's dtype and lse [B, H, Q] float32.
+    (top-left aligned). Returns out [B, H, Q, D] and lse [B, H, Q] float32.
+
+    Keys and values kept in bfloat16 for float32 queries (a 16-bit KV cache, runtime/kvcache.py) go to the CPU
+    kernel as they are, with the queries rounded to bfloat16: the kernel accumulates in float32, and converting
+    the keys instead would write and read them again at twice the size (measured 1.3x to 7x slower for one
+    decoding row, and no faster for a prefill chunk even where bf16 arithmetic is emulated: benchmarks/kvstore.py).
     """
+    if q.dtype != k.dtype and q.device.type == "cpu" and softcap is None:
+        q = q.to(k.dtype)
     if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
         if not causal and FOLD_QUERY_HEADS:
             return _attend_folded(q, k, v, scale=scale)

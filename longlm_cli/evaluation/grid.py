@@ -17,7 +17,7 @@ from ..defaults import DEFAULT_NO_REPEAT_NGRAM, DEFAULT_PROMPT_STYLE, DEFAULT_RE
 from . import ruler
 from .grid_prompts import prompt_ids, truncated_ids
 from .methods import Setup, answer_greedily, method_setup, parse_method
-from .results import append_result, case_key, load_results, prepare_results
+from .results import append_result, case_key, kv_dtype_field, load_results, prepare_results
 
 GRID_CASE_FIELDS = (
     "suite",
@@ -35,6 +35,7 @@ GRID_CASE_FIELDS = (
     "decoding",  # None: greedy as RULER; else the repetition settings (older records have none: greedy)
     "dtype",  # the weights' and KV cache's dtype the case ran in (older records have none: float32)
     "weights",  # the linear layers' form, --quantize (older records have none: float weights)
+    "kv_dtype",  # the KV cache's type when other than dtype (None, and older records: dtype)
 )
 GRID_RESULT_FIELDS = {
     "score": (int, float),
@@ -85,6 +86,7 @@ class GridRun:
     L: int
     dtype: str  # the loaded model's dtype, recorded with each case
     weights: str = "none"  # the loaded model's weights' form (--quantize), recorded with each case
+    kv_dtype: str | None = None  # the KV cache's type when other than dtype (results.kv_dtype_field)
     records: list[dict] = field(default_factory=list)
     resumed: int = 0
 
@@ -96,7 +98,13 @@ def run_grid(
     for method in settings.methods:
         parse_method(method)  # refuse a bad spec before any work
     done = {case_key(r, GRID_CASE_FIELDS): r for r in load_results(results_path, GRID_RESULT_FIELDS)}
-    run = GridRun(settings=settings, L=loaded.context_window, dtype=loaded.dtype, weights=loaded.weights.form)
+    run = GridRun(
+        settings=settings,
+        L=loaded.context_window,
+        dtype=loaded.dtype,
+        weights=loaded.weights.form,
+        kv_dtype=kv_dtype_field(loaded),
+    )
     total = len(settings.tasks) * len(settings.lengths) * settings.samples * len(settings.methods)
     prepare_results(results_path)
     for task in settings.tasks:
@@ -135,6 +143,7 @@ def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> li
         "decoding": s.decoding,
         "dtype": run.dtype,
         "weights": run.weights,
+        "kv_dtype": run.kv_dtype,
     }
     pending = []
     for method in s.methods:

@@ -29,11 +29,13 @@ CASE_FIELDS = (
     "scale_base",
     "dtype",
     "weights",
+    "kv_dtype",
 )
 # Records written before cases carried their dtype were all float32 runs (benchmarks/results holds their
 # files), so a record without one is keyed as float32: those runs resume, and a bfloat16 run never takes them.
 # Likewise records without the weights' form ran with float weights ("none"), never with --quantize int4/int8.
-FIELD_DEFAULTS = {"dtype": "float32", "weights": "none"}
+# And records without a KV cache type kept it in their dtype, as every record whose kv_dtype is None does.
+FIELD_DEFAULTS = {"dtype": "float32", "weights": "none", "kv_dtype": None}
 # What a finished case must hold to be reported again: name -> accepted types.
 RESULT_FIELDS = {
     "correct": (bool,),
@@ -43,6 +45,13 @@ RESULT_FIELDS = {
     "seconds": (int, float),
     "extended": (bool,),
 }
+
+
+def kv_dtype_field(loaded) -> str | None:
+    """What a record says of ``loaded``'s KV cache type: None when it is the model's dtype (as before the cache
+    could be kept narrower), else the type."""
+    kv = getattr(loaded, "kv_dtype", None)
+    return None if kv in (None, loaded.dtype) else kv
 
 
 def case_key(record: dict, fields: tuple[str, ...] = CASE_FIELDS) -> tuple:

@@ -15,7 +15,7 @@ from .fact import SAMPLE_HAYSTACK, fact_answer, fact_match, fact_prompt
 from .methods import METHODS, Setup, answer_greedily, method_setup
 from .passkey import found_key, passkey_prompt, random_key
 from .prompts import EvalPrompt
-from .results import append_result, case_key, load_results, prepare_results
+from .results import append_result, case_key, kv_dtype_field, load_results, prepare_results
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def run_evaluation(
                     "seed": settings.seed,
                     "dtype": loaded.dtype,
                     "weights": loaded.weights.form,
+                    "kv_dtype": kv_dtype_field(loaded),
                 }
                 pending = _pending(evaluation, done, base, setups)
                 if not pending:

@@ -14,7 +14,7 @@ from ..engine.switch import key_cache_arguments
 from ..errors import ModelError, PlanError
 from ..paths import human_size
 from . import models
-from .kvcache import growing_cache, reserved_bytes
+from .kvcache import growing_cache, kv_dtype_of, reserved_bytes
 from .precision import decode_kernels
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
@@ -35,12 +35,18 @@ class Session:
 
     @classmethod
     def start(cls, model, reserve: int = 0) -> Session:
-        """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once.
-        Refused, before anything is allocated, when the machine's memory cannot hold them."""
-        cache = growing_cache(model.config, reserve)
+        """A new session; ``reserve``: the tokens it is planned to hold (prompt plus answer), allocated at once,
+        in the storage type set for the model (runtime/kvcache.py: kv_dtype_of). Refused, before anything is
+        allocated, when the machine's memory cannot hold them."""
+        cache = growing_cache(model.config, reserve, kv_dtype_of(model))
         extra = key_cache_arguments(model, reserve, kv=cache)
         _check_memory(model, cache, extra, reserve)
         return cls(model=model, cache=cache, extra=extra)
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """What the KV cache keeps keys and values in."""
+        return kv_dtype_of(self.model)
 
     @property
     def length(self) -> int:
@@ -86,7 +92,7 @@ def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None
     if not reserve or model.device.type != "cpu":
         return
     rotated = any(not key_cache.in_place for key_cache in extra.values())  # a copy of the keys of their own
-    needed = reserved_bytes(model.config, cache, reserve, model.dtype, rotated_keys=rotated)
+    needed = reserved_bytes(model.config, cache, reserve, kv_dtype_of(model), rotated_keys=rotated)
     free = models.available_memory()
     if needed is not None and free is not None and needed > free:
         what = "its KV cache and re-rotated keys" if rotated else "its KV cache"

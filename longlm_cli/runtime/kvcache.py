@@ -7,6 +7,11 @@ decoding step copies only its own token. Given the tokens a session will hold (`
 plus answer), the first buffer has that room at once and is never regrown within it (no copies, no smaller
 buffers allocated and freed on the way). Each head's rows stay contiguous in the view, which the attention
 kernels read without a copy. Everything else (cropping, lengths, masks) behaves as DynamicLayer.
+
+Storage type: the buffers may hold keys and values in a narrower type than the model computes in (bfloat16 for
+a float32 model on the CPU: half the bytes a decoding step reads and half the memory; ``choose_kv_dtype``).
+Appends round into it; the attention (engine/blocks.py, engine/plain.py) reads the narrower type as it is. Which
+type a model's sessions use is kept beside the model (``set_kv_dtype``) by whoever loaded it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not r
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer with in-place appends (amortised O(1) per token); ``keys``/``values`` are views."""
 
-    def __init__(self, reserve: int = 0, **kwargs):
+    def __init__(self, reserve: int = 0, dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
         self.reserve = reserve  # tokens the first buffer makes room for (0: grow from MIN_CAPACITY)
+        self.storage = dtype  # what keys and values are kept in (None: the type they arrive in)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -46,8 +52,9 @@ class GrowingLayer(DynamicLayer):
     def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
         old = 0 if self._k is None else self._k.shape[-2]
         room = self.reserve if needed <= self.reserve else max(needed, 2 * old, MIN_CAPACITY)
-        k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
-        v = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1])
+        dtype = self.storage or key_states.dtype
+        k = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1], dtype=dtype)
+        v = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1], dtype=dtype)
         if self._n:
             k[..., : self._n, :] = self._k[..., : self._n, :]
             v[..., : self._n, :] = self._v[..., : self._n, :]
@@ -71,18 +78,58 @@ class GrowingLayer(DynamicLayer):
         self._n = 0
 
 
-def growing_cache(config, reserve: int = 0) -> DynamicCache:
+def growing_cache(config, reserve: int = 0, dtype: torch.dtype | None = None) -> DynamicCache:
     """A DynamicCache for a model with ``config`` whose full-attention layers are GrowingLayers with room for
-    ``reserve`` tokens (sliding-window and other special layers stay as transformers builds them)."""
+    ``reserve`` tokens, keeping keys and values in ``dtype`` (None: as they come); sliding-window and other
+    special layers stay as transformers builds them, in the model's type."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [GrowingLayer(reserve, dtype) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Which type a model's KV cache is kept in
+
+KV_NARROW = torch.bfloat16  # float16 measured 2-4x slower in torch's CPU attention kernel (benchmarks/kvstore.py)
+KV_DTYPE_ATTR = "longlm_kv_dtype"  # set on a model whose sessions keep their cache in another type than its own
+
+
+def choose_kv_dtype(requested: str, device: str, dtype: torch.dtype) -> torch.dtype:
+    """The KV cache's storage type for ``--kv-dtype requested`` with a model computing in ``dtype`` on
+    ``device``: auto is bfloat16 on the CPU (float32 computing reads a 16-bit cache: half the bytes), the
+    model's type elsewhere. A type other than the model's is taken only for a float32 model on the CPU."""
+    if requested == "auto":
+        return KV_NARROW if device == "cpu" else dtype
+    wanted = getattr(torch, requested)
+    if wanted != dtype and not (device == "cpu" and dtype == torch.float32 and wanted == KV_NARROW):
+        also = " (or a float32 one on the CPU)" if wanted == KV_NARROW else ""
+        raise ValueError(
+            f"--kv-dtype {requested} needs a {requested} model{also}; this one computes in "
+            f"{str(dtype).removeprefix('torch.')} on {device}: use --kv-dtype auto"
+        )
+    return wanted
+
+
+def reads_narrow_cache(model) -> bool:
+    """Whether ``model``'s current attention reads keys and values narrower than its queries: the engine's
+    (the extension methods and engine/plain.py's plain CPU attention) do; transformers' own do not."""
+    return str(model.config._attn_implementation).startswith("longlm_")
+
+
+def set_kv_dtype(model, dtype: torch.dtype) -> None:
+    """Keep ``model``'s KV caches in ``dtype`` from now on (Session.start reads it; a document-cache key too)."""
+    setattr(model, KV_DTYPE_ATTR, dtype)
+
+
+def kv_dtype_of(model) -> torch.dtype:
+    """The storage type ``model``'s KV caches use: as set by ``set_kv_dtype``, else the model's own."""
+    return getattr(model, KV_DTYPE_ATTR, None) or model.dtype
+
+
 def reserved_bytes(config, cache: DynamicCache, reserve: int, dtype: torch.dtype, rotated_keys: bool) -> int | None:
-    """Bytes the buffers of ``cache``'s GrowingLayers take once they hold ``reserve`` tokens: keys and values, and
-    with ``rotated_keys`` one more copy of the keys (the extension method's re-rotated keys). None when the
-    config does not say the head shapes."""
+    """Bytes the buffers of ``cache``'s GrowingLayers take once they hold ``reserve`` tokens in ``dtype``: keys
+    and values, and with ``rotated_keys`` one more copy of the keys (the extension method's re-rotated keys).
+    None when the config does not say the head shapes."""
     try:
         kv_heads, key_dim, value_dim = cached_head_shape(config)
     except (AttributeError, TypeError):  # no head counts or sizes in the config

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalogue import context_window, display_name, gguf_metadata, pickle_only_weights, resolve_model, text_config
-from ..defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_QUANTIZE, DEVICES, DTYPES
+from ..defaults import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_KV_DTYPE,
+    DEFAULT_MODEL,
+    DEFAULT_QUANTIZE,
+    DEVICES,
+    DTYPES,
+    KV_DTYPES,
+)
 from ..errors import LongLMError, ModelError
 from ..gguf import tensor_elements
 from .converted import convert_once, converted_dir_for, describe, megabytes, say, write_into_place
@@ -39,12 +48,15 @@ class LoadedModel:
     dtype: str  # of the activations and of the float parameters
     weights: WeightsChoice = WeightsChoice("none", "float weights")  # the form of the linear layers' weights
     memory: str | None = None  # what the weights and the planned KV cache take, for -v
+    kv_dtype: str | None = None  # what the KV cache keeps keys and values in; None: dtype
 
     @property
     def setup(self) -> str:
-        """Where and how it runs, for -v: "cpu, bfloat16", and ", int4 weights" when quantized."""
+        """Where and how it runs, for -v: "cpu, bfloat16", ", int4 weights" when quantized, and ", bfloat16 KV
+        cache" when the cache is kept in another type than the model's."""
         quantized = f", {self.weights.form} weights" if self.weights.form != "none" else ""
-        return f"{self.device}, {self.dtype}{quantized}"
+        narrow = f", {self.kv_dtype} KV cache" if self.kv_dtype not in (None, self.dtype) else ""
+        return f"{self.device}, {self.dtype}{quantized}{narrow}"
 
 
 def pick_device(device: str = DEFAULT_DEVICE) -> str:
@@ -181,17 +193,21 @@ def load_model(
     trust_remote_code: bool = False,
     quantize: str = DEFAULT_QUANTIZE,
     tokens: int = 0,
+    kv_dtype: str = DEFAULT_KV_DTYPE,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference, its linear layers' weights in the form
-    ``quantize`` asks for (runtime/quantize.py). With ``tokens`` (what the run will hold), the weights and the
-    KV cache are first checked against the memory available (ModelError naming the --quantize that would fit
-    when they cannot; LoadedModel.memory says what they take)."""
+    ``quantize`` asks for (runtime/quantize.py), its sessions' KV cache kept in ``kv_dtype`` (runtime/kvcache.py).
+    With ``tokens`` (what the run will hold), the weights and the KV cache are first checked against the memory
+    available (ModelError naming the --quantize that would fit when they cannot; LoadedModel.memory says what
+    they take)."""
     kind, location = resolve_model(name)
     device = pick_device(device)
     check_choice(quantize, device)
     torch_dtype = pick_dtype(dtype, device)
+    kv = pick_kv_dtype(kv_dtype, device, torch_dtype)
     _quiet_transformers()
-    weights, memory = _weights_admitted(name, kind, location, device, quantize, torch_dtype.itemsize, tokens)
+    sizes = (torch_dtype.itemsize, kv.itemsize)
+    weights, memory = _weights_admitted(name, kind, location, device, quantize, sizes, tokens)
     if kind == "gguf" and weights.form != "none":
         from .ggufquant import quantized_gguf
 
@@ -205,9 +221,8 @@ def load_model(
             from .quantize import quantize_model
 
             quantize_model(model, weights.form, torch_dtype)
-    from ..engine.plain import use_plain_cpu_attention  # imports transformers: not at module level
-
-    use_plain_cpu_attention(model.to(device).eval())  # SDPA but for decoding steps on the CPU (engine/plain.py)
+    model = model.to(device).eval()
+    kv = _kv_dtype_for(model, kv)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -217,7 +232,34 @@ def load_model(
         dtype=str(torch_dtype).removeprefix("torch."),
         weights=weights,
         memory=memory,
+        kv_dtype=str(kv).removeprefix("torch."),
     )
+
+
+def pick_kv_dtype(kv_dtype: str, device: str, dtype):
+    """The torch dtype ``--kv-dtype`` means for a model computing in ``dtype`` on ``device``."""
+    from .kvcache import choose_kv_dtype
+
+    if kv_dtype not in KV_DTYPES:
+        raise ModelError(f"unknown KV cache dtype {kv_dtype!r}; choose one of {', '.join(KV_DTYPES)}")
+    try:
+        return choose_kv_dtype(kv_dtype, device, dtype)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def _kv_dtype_for(model, kv):
+    """Set the KV cache's storage type on the loaded ``model`` and return it: the attention goes to the engine's
+    plain CPU attention, which reads a narrower cache (engine/plain.py); a model whose attention cannot (an
+    eager one) keeps its own type."""
+    from ..engine.plain import use_plain_cpu_attention  # imports transformers: not at module level
+    from .kvcache import reads_narrow_cache, set_kv_dtype
+
+    use_plain_cpu_attention(model, kv)  # SDPA but for decoding steps on the CPU (engine/plain.py)
+    if kv != model.dtype and not reads_narrow_cache(model):
+        kv = model.dtype
+    set_kv_dtype(model, kv)
+    return kv
 
 
 def _loading_dtype(dtype):
@@ -228,15 +270,18 @@ def _loading_dtype(dtype):
     return torch.bfloat16 if dtype == torch.float32 else dtype
 
 
-def _weights_admitted(name, kind, location, device, quantize, float_bytes: int, tokens: int):
+def _weights_admitted(name, kind, location, device, quantize, sizes: tuple[int, int], tokens: int):
     """(the weights' form, one line on the memory they and the KV cache take or None), admitted against the
-    memory available when on the CPU."""
+    memory available when on the CPU; ``sizes``: bytes of a float and of a KV cache value."""
+    float_bytes, kv_bytes = sizes
     footprint = footprint_of(kind, location) if device == "cpu" else None
     free = available_memory()
     weights = choose_weights(quantize, kind, location, device)
     if quantize == "auto" and kind != "gguf" and device == "cpu" and tokens:
-        weights = auto_form_for_memory(footprint, float_bytes, tokens, free)
-    return weights, (admit(footprint, weights.form, float_bytes, tokens, free, name) if device == "cpu" else None)
+        weights = auto_form_for_memory(footprint, float_bytes, tokens, free, kv_bytes)
+    if device != "cpu":
+        return weights, None
+    return weights, admit(footprint, weights.form, float_bytes, tokens, free, name, kv_bytes)
 
 
 def choose_weights(quantize: str, kind: str, location: str, device: str) -> WeightsChoice:

@@ -73,32 +73,37 @@ def footprint_of(kind: str, location: str):
     return found if found is not None and found.linear + found.table > 0 else None  # no weights: it cannot tell
 
 
-def auto_form_for_memory(footprint, float_bytes: int, tokens: int, available: int | None) -> WeightsChoice:
+def auto_form_for_memory(
+    footprint, float_bytes: int, tokens: int, available: int | None, kv_bytes: int | None = None
+) -> WeightsChoice:
     """``--quantize auto`` for a checkpoint: its own float weights when they and the KV cache fit in memory,
     else the least-quantized form that does."""
     from ..footprint import smallest_fitting
 
     if footprint is None or available is None:
         return WeightsChoice("none", "float weights: the checkpoint's own (its size could not be told)")
-    form = smallest_fitting(footprint, float_bytes, tokens, available) or "int4"
+    form = smallest_fitting(footprint, float_bytes, tokens, available, kv_bytes) or "int4"
     if form == "none":
         return WeightsChoice("none", "float weights: the checkpoint's own, which fit in memory")
     return WeightsChoice(form, f"{form}: float weights and the KV cache would not fit in memory")
 
 
-def admit(footprint, form: str, float_bytes: int, tokens: int, available: int | None, name: str) -> str | None:
-    """One line saying what the weights and the KV cache of ``tokens`` will take in ``form``; ModelError naming
-    the --quantize that would fit when they cannot. None when the model's files cannot tell."""
+def admit(
+    footprint, form: str, float_bytes: int, tokens: int, available: int | None, name: str, kv_bytes: int | None = None
+) -> str | None:
+    """One line saying what the weights and the KV cache of ``tokens`` (in ``kv_bytes``-byte values; None: as
+    the floats) will take in ``form``; ModelError naming the --quantize that would fit when they cannot. None
+    when the model's files cannot tell."""
     from ..footprint import smallest_fitting
     from ..paths import human_size
 
     if footprint is None:
         return None
-    line = footprint.describe(form, float_bytes, tokens)
-    needed = footprint.needed_bytes(form, float_bytes, tokens)
+    line = footprint.describe(form, float_bytes, tokens, kv_bytes)
+    needed = footprint.needed_bytes(form, float_bytes, tokens, kv_bytes)
     if available is None or needed <= available:
         return f"Memory: {line}" + (f", of {human_size(available)} available" if available else "")
-    fits = smallest_fitting(footprint, float_bytes, tokens, available)
+    fits = smallest_fitting(footprint, float_bytes, tokens, available, kv_bytes)
     order = ("none", "int8", "int4")
     advice = (
         f"--quantize {fits} would fit"
