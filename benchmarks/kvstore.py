@@ -5,7 +5,9 @@ and of the 8B config:
 
   * float32: keys, values and queries in float32 (the cache as it was);
   * <16-bit>-kernel: keys and values kept in 16 bits, the queries rounded to them, the kernel run in 16 bits;
-  * <16-bit>-upcast: keys and values kept in 16 bits, converted to float32 at each call, the kernel in float32.
+  * <16-bit>-upcast: keys and values kept in 16 bits, converted to float32 at each call, the kernel in float32;
+  * engine_bfloat16 (decoding only): engine/blocks.py's call as longlm makes it, bf16 keys under float32 queries,
+    the keys cut into parts among the threads where the key heads do not share evenly.
 
     python benchmarks/kvstore.py                 # this CPU as it is
     python benchmarks/kvstore.py --emulate-avx2  # torch's AVX2 kernels and oneDNN held to AVX2 (no native bf16)
@@ -67,6 +69,12 @@ def measure(layout: str, rows: int) -> dict:
             return flash(q, kk.float(), vv.float(), 0.0, False, scale=0.1)
 
         row[f"{name}_kernel_ms"], row[f"{name}_upcast_ms"] = best_ms(kernel, loops), best_ms(upcast, loops)
+    if rows == 1:  # the engine's own call for a decoding step of a float32 model: bf16 keys, split among threads
+        from longlm_cli.engine.blocks import _attend
+
+        qh = q.reshape(1, hkv * rep, 1, dim)
+        kb, vb = k.bfloat16(), v.bfloat16()
+        row["engine_bfloat16_ms"] = best_ms(lambda: _attend(qh, kb, vb, scale=0.1, causal=False, softcap=None), loops)
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
 
 

@@ -15,6 +15,8 @@ straight in its form (random codes and scales: nothing in float first), so an 8B
 builds K of the model's layers and scales the time inside them to all layers (as sizes.py does); peak RSS is
 then of the K-layer model. Each case: a plain prefill of --length random tokens in the CLI's chunks, then
 --steps decoded tokens (best of three rounds). Results are appended to benchmarks/results/quant.jsonl.
+Each case also says its memory floor: the bytes a decoding step must read (every weight once, every key and value
+held) at the speed of a plain copy measured after the cases, and its decode time over that floor.
 ``--kv-dtypes`` runs each form with its KV cache kept in each of these types (runtime/kvcache.py; the default,
 float32, is how the KV cache was kept before it could be narrower); ratios are against the first case.
 
@@ -193,6 +195,11 @@ def run_case(
             seconds += clock.inside * (scale - 1)
         best = seconds if best is None else min(best, seconds)
         session.cache.crop(-steps)  # the same context for every round
+    # What one decoding step must read at least: every weight (packed tensors, tables, scales, norms) once, and
+    # every key and value held (the scratch buffer a prefill chunk unpacks into is not read when decoding).
+    tensors = [*model.parameters(), *model.buffers()]
+    weights = sum(t.numel() * t.element_size() for t in tensors) * scale
+    kv = sum(t.numel() * t.element_size() for layer in session.cache.layers for t in (layer.keys, layer.values))
     return {
         "model": model_name,
         "form": form,
@@ -204,8 +211,17 @@ def run_case(
         "prefill_tokens_per_s": round(length / prefill_s, 1),
         "decode_ms_per_token": round(best / steps * 1e3, 1),
         "peak_rss_gib": round(max(rss_after_prefill, peak_rss_gib()), 3),
+        "bytes_per_token": int(weights + kv * scale),
         "machine": machine(),
     }
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second of a plain 256 MiB copy here (engine.py's measure), after the cases: the memory floor of
+    a decoding step is the bytes it reads at this speed."""
+    from engine import copy_bandwidth as measured
+
+    return measured(1 << 28)
 
 
 def peak_rss_gib() -> float:
@@ -317,7 +333,11 @@ def main() -> None:
             _append({"kind": "accuracy", **record})
         return
     records = [in_fresh_process(args, form, kv_name) for form in forms for kv_name in kv_names]
+    bandwidth = copy_bandwidth()
     for record in records:
+        floor_ms = record["bytes_per_token"] / bandwidth * 1e3
+        record |= {"copy_gb_per_s": round(bandwidth / 1e9, 1), "floor_ms": round(floor_ms, 1)}
+        record["over_floor"] = round(record["decode_ms_per_token"] / floor_ms, 2)
         print(json.dumps(record))
         _append({"kind": "speed", **record})
     base = records[0]

@@ -111,3 +111,23 @@ def test_a_bfloat16_cache_answers_as_a_float32_one(method, arch):
         assert (a - b).abs().max() <= 0.03 * a.abs().max()
     agree = sum(int(a.argmax()) == int(b.argmax()) for a, b in rows)
     assert agree >= len(rows) - 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_decoding_step_split_among_threads_is_the_same_softmax(dtype):
+    """3 key heads on 2 threads: the keys go to the kernel in two parts (and a remainder), merged exactly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(3)
+        q = torch.randn(1, 9, 1, 16, generator=gen).to(dtype)
+        k, v = (torch.randn(1, 3, 2 * blocks.SPLIT_MIN_KEYS + 5, 16, generator=gen).to(dtype) for _ in range(2))
+        assert blocks._key_parts(3, k.shape[2], 3) == 2 and blocks._key_parts(4, k.shape[2], 3) == 1
+        assert blocks._key_parts(3, k.shape[2], 64) == 1  # a prefill chunk is not split
+        out, lse = blocks._attend(q, k, v, scale=0.25, causal=False, softcap=None)
+        ref, ref_lse = blocks._attend_torch(q, k, v, scale=0.25, causal=False, softcap=None)
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out.float(), ref.float(), atol=tolerance, rtol=tolerance)
+        torch.testing.assert_close(lse, ref_lse, atol=tolerance, rtol=tolerance)
+    finally:
+        torch.set_num_threads(threads)
