@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -47,10 +48,13 @@ from .entrycheck import (
 )
 from .environment import bytes_from_env, count_from_env
 from .errors import CacheError
-from .paths import cache_dir, holding_directory_lock
+from .paths import cache_dir, holding_directory_lock, own_directory
 
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
+# The only names the cache reads, replaces or deletes: an entry (its 64-hex key) and save_entry's temporary files.
+ENTRY_NAME = re.compile(r"[0-9a-f]{64}" + re.escape(SUFFIX))
+TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{16}-[a-z0-9_]+" + re.escape(SUFFIX))
 STALE_TEMP_SECONDS = 3600  # temporary files older than this are leftovers of interrupted runs
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a fifo"}
 
@@ -142,7 +146,7 @@ def save_entry(
     """
     import torch
 
-    if _is_directory(entry_path(directory, key)):
+    if _is_directory(entry_path(own_directory(directory), key)):
         return None
     tensors = {"ids": torch.tensor(list(prefix_ids), dtype=torch.int64)}
     for i, layer in enumerate(cache.layers):  # views of the cache's buffers: copied one at a time when written
@@ -287,12 +291,12 @@ def _metadata_of(path: Path) -> tuple[tuple[str, ...], int | None]:
 
 def list_entries(directory: Path | None = None, *, with_sources: bool = True) -> list[Entry]:
     """Entries (regular files only: a directory, symlink or fifo is never an entry), most recently used first."""
-    directory = Path(directory) if directory is not None else kv_dir()
+    directory = own_directory(Path(directory) if directory is not None else kv_dir())
     if not directory.is_dir():
         return []
     entries = []
     for path in directory.glob(f"*{SUFFIX}"):
-        if path.name.startswith(TEMP_PREFIX):
+        if not ENTRY_NAME.fullmatch(path.name):  # not a name longlm writes: not its own
             continue
         try:
             info = path.lstat()
@@ -310,6 +314,8 @@ def list_entries(directory: Path | None = None, *, with_sources: bool = True) ->
 def _remove_stale_temps(directory: Path, *, older_than: float) -> None:
     now = time.time()
     for path in directory.glob(f"{TEMP_PREFIX}*"):
+        if not TEMP_NAME.fullmatch(path.name):
+            continue
         try:
             if now - path.stat().st_mtime >= older_than:
                 path.unlink()
@@ -361,6 +367,7 @@ def clear(directory: Path | None = None) -> list[Entry]:
         return []
     removed = [entry for entry in list_entries(directory, with_sources=False) if _removed(entry.path)]
     for path in directory.glob(f"*{SUFFIX}"):  # what is left: non-files, and files that could not be removed
-        _removed(path)
+        if ENTRY_NAME.fullmatch(path.name):
+            _removed(path)
     _remove_stale_temps(directory, older_than=0)
     return removed

@@ -124,17 +124,27 @@ def file_lock(lock_path: Path, *, waiting: str | None = None) -> Iterator[None]:
         lock.release()
 
 
+def own_directory(directory: Path) -> Path:
+    """``directory``, a folder of longlm's own files; CacheError when it is a symbolic link. longlm reads, writes
+    and deletes its own files only, and a link would take it into a folder of someone else's (a cache folder
+    linked to a models folder once lost a model's weights to the cache's pruning)."""
+    if directory.is_symlink():
+        raise CacheError(f"{directory} is a symbolic link; longlm keeps its files only in a real folder there")
+    return directory
+
+
 def holding_directory_lock(default: Callable[[], Path]) -> Callable:
     """Decorate ``func(directory=None, **options)`` to run holding the lock file DIRECTORY_LOCK inside ``directory``
     (``default()`` when None), so that processes working in one cache directory take turns.
 
-    A directory that does not exist is passed on unlocked: there is nothing in it to guard.
+    A directory that does not exist is passed on unlocked: there is nothing in it to guard. A directory that is a
+    symbolic link is refused (own_directory).
     """
 
     def decorate(func: Callable) -> Callable:
         @functools.wraps(func)
         def locked(directory: Path | None = None, **options):
-            directory = Path(directory) if directory is not None else default()
+            directory = own_directory(Path(directory) if directory is not None else default())
             if not directory.is_dir():
                 return func(directory, **options)
             with file_lock(directory / DIRECTORY_LOCK):

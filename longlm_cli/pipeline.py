@@ -29,7 +29,7 @@ from .defaults import (
 from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
 from .errors import CacheError
-from .paths import human_size
+from .paths import human_size, own_directory
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.kvcache import cache_unsupported_reason
@@ -298,6 +298,8 @@ def prefill_cached(
     device = device if device is not None else next(session.model.parameters()).device
     input_ids = torch.tensor([list(ids)], device=device)
     reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
+    if reason is None and settings.enabled and key is not None:
+        reason = _unusable_directory(settings.resolved_directory())
     if reason is not None:
         print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
     if reason is not None or not _worth_caching(settings, key, prefix_len, len(ids)):
@@ -320,6 +322,15 @@ def prefill_cached(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )
     return logits, status
+
+
+def _unusable_directory(directory) -> str | None:
+    """Why the document cache cannot use ``directory`` (a symbolic link: paths.own_directory), or None."""
+    try:
+        own_directory(directory)
+    except CacheError as exc:
+        return str(exc)
+    return None
 
 
 def _save_entry(directory, key: str, session, prefix: list[int], sources: Sequence[str], limit: int) -> None:

@@ -6,6 +6,7 @@ The document must come before the instruction, so that the document's tokens for
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -132,24 +133,61 @@ def user_message(template: Template, document: str, question: str | None = None)
 
 
 def chat_token_ids(tokenizer, message: str) -> list[int]:
-    """Token ids of ``message`` as one user turn in the model's chat template (plain text without one)."""
+    """Token ids of ``message`` as one user turn in the model's chat template (plain text without one). The
+    message is text: special-token names written in it stay text (see apply_chat_template)."""
     if getattr(tokenizer, "chat_template", None):
         return apply_chat_template(tokenizer, [{"role": "user", "content": message}])
-    return list(tokenizer(message + "\n\nAnswer:", add_special_tokens=True)["input_ids"])
+    return _text_ids(tokenizer, message + "\n\nAnswer:", add_special_tokens=True)
 
 
 def apply_chat_template(tokenizer, messages) -> list[int]:
-    """Token ids of ``messages`` in the tokenizer's chat template, ending with the generation prompt."""
+    """Token ids of ``messages`` in the tokenizer's chat template, ending with the generation prompt.
+
+    The messages' contents are text. A document that writes a special token's name (``<|im_end|>``,
+    ``<|start_header_id|>``, ``</s>``, ...) must not end the user's turn or open a system one, as tokenizing the
+    rendered template would do. Such contents are tokenized on their own with special tokens split into text, and
+    only the template's own text between them yields special tokens. Contents without any special token's name,
+    nearly all, are tokenized with the template as one text, as before.
+    """
+    messages = list(messages)
+    if not any(_holds_special_text(tokenizer, str(m.get("content", ""))) for m in messages):
+        return _rendered(tokenizer, messages, tokenize=True)
+    sentinels = [f"\ue000{i}\ue001" for i in range(len(messages))]  # private-use marks no template changes
+    text = _rendered(tokenizer, [{**m, "content": mark} for m, mark in zip(messages, sentinels)], tokenize=False)
+    ids: list[int] = []
+    for n, piece in enumerate(re.split("\ue000([0-9]+)\ue001", text)):
+        if n % 2:  # a message's content, in the place the template gave it
+            ids += _text_ids(tokenizer, str(messages[int(piece)]["content"]), add_special_tokens=False)
+        elif piece:  # the template's own text, its special tokens included
+            ids += list(tokenizer(piece, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def _text_ids(tokenizer, text: str, *, add_special_tokens: bool) -> list[int]:
+    """Ids of ``text`` with special-token names in it tokenized as the text they are."""
+    return list(tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"])
+
+
+def _holds_special_text(tokenizer, text: str) -> bool:
+    """Whether ``text`` writes the name of one of the tokenizer's special tokens."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    names = {token.content for token in added.values() if getattr(token, "special", False)}
+    names.update(getattr(tokenizer, "all_special_tokens", None) or ())
+    return any(name and name in text for name in names)
+
+
+def _rendered(tokenizer, messages: list, *, tokenize: bool):
+    """The chat template applied to ``messages``: its token ids, or its text (``tokenize`` False)."""
     try:
-        ids = tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=tokenize, return_dict=False)
     except Exception as exc:
         if not type(exc).__module__.startswith("jinja2"):
             raise
         # The template is the model's own Jinja code: it may not parse, or raise_exception() on our messages.
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise ModelError(f"the model's chat template cannot be used: {detail}") from None
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
+    if not tokenize:
+        return str(out)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)

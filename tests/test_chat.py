@@ -206,6 +206,40 @@ def test_typed_questions_use_readline_history_in_the_cache_dir(monkeypatch, tmp_
     assert (Path(os.environ["LONGLM_CACHE_DIR"]) / "chat_history").is_file()
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "huge"])
+def test_a_chat_history_that_is_not_longlms_own_is_neither_read_nor_followed(monkeypatch, tmp_path, capsys, kind):
+    """A link to another file (say ~/.bashrc) or a fifo at the history's name is neither read nor written through
+    (one warning, no hang); a history larger than longlm writes is not read and starts again."""
+    import builtins
+    import os
+
+    from longlm_cli.cli import questions as questions_module
+
+    readline = pytest.importorskip("readline", reason="this Python has no readline: no history to keep")
+    readline.clear_history()
+    history = Path(os.environ["LONGLM_CACHE_DIR"]) / "chat_history"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    bashrc = tmp_path / "bashrc"
+    bashrc.write_text("export SECRET=1\n" * 2000)
+    if kind == "symlink":
+        history.symlink_to(bashrc)
+    elif kind == "fifo":
+        os.mkfifo(history)
+    else:
+        history.write_text("x" * (questions_module.HISTORY_MAX_BYTES + 1))
+    typed = iter(["Who counted the ships?", "/exit"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(typed))
+    assert list(questions_module.questions(interactive=True)) == ["Who counted the ships?"]
+    assert readline.get_current_history_length() == 0  # nothing read: the calls above went through a stub
+    warning = {"symlink": "is a symbolic link", "fifo": "is not a regular file", "huge": "it starts again"}[kind]
+    assert capsys.readouterr().err.count(warning) == 1
+    assert bashrc.read_text() == "export SECRET=1\n" * 2000
+    if kind == "symlink":
+        assert history.is_symlink()
+    elif kind == "huge":
+        assert history.is_file() and history.stat().st_size < 1000  # replaced by what this chat kept
+
+
 def test_typed_question_at_eof_ends_the_chat(monkeypatch):
     import builtins
 

@@ -449,7 +449,8 @@ def test_cache_list_strips_control_characters_from_entries():
     kv = doccache.kv_dir()
     sources = ["\x1b]0;pwned\x07evil\x1b[2J.txt", "caf\u00e9 \u6587\x9b31m\x7f.txt", "new\nline\ttab\r", "\ud800x"]
     first = doccache.save_entry(kv, "1" * 64, _small_cache(), [1, 2], sources)
-    second = doccache.save_entry(kv, "\x1b[31mred" + "f" * 56, _small_cache(), [1, 2], ["\x1b[0m"])
+    second = doccache.save_entry(kv, "f" * 64, _small_cache(), [1, 2], ["\x1b[0m"])
+    doccache.save_entry(kv, "\x1b[31mred" + "f" * 56, _small_cache(), [1, 2], ["x"])  # not a key: not listed
     os.utime(first, (2_000_000_000, 2_000_000_000))
     os.utime(second, (1_000_000_000, 1_000_000_000))
     listed = run("cache", "list")
@@ -458,7 +459,7 @@ def test_cache_list_strips_control_characters_from_entries():
     size = [f"{path.stat().st_size} B" for path in (first, second)]
     assert listed.stdout == (
         f"111111111111  {size[0]:>10}  {when[0]}  ]0;pwnedevil[2J.txt, caf\u00e9 \u658731m.txt, newlinetab, \ufffdx\n"
-        f"[31mredffff  {size[1]:>10}  {when[1]}  [0m\n"
+        f"ffffffffffff  {size[1]:>10}  {when[1]}  [0m\n"
     )
 
 
@@ -738,3 +739,42 @@ def test_an_entry_file_is_plain_safetensors_written_from_views(tmp_path):
         reader["v.0"]
     with pytest.raises(ValueError, match="header too large"), entryfile.open_tensors(path, 16):
         pass
+
+
+def test_the_cache_touches_only_the_names_it_writes(tiny_dir, doc):
+    """Files of someone else's in the cache folder (a model's weights, a temporary name longlm does not make)
+    are never listed, pruned or cleared; longlm's own entries and stale temporary files are."""
+    kv = doccache.kv_dir()
+    entry = doccache.save_entry(kv, "a" * 64, _small_cache(), [1, 2], ["doc"])
+    foreign = [kv / "model-00001-of-00002.safetensors", kv / ".tmp-weights.safetensors", kv / f"{'a' * 63}.safetensors"]
+    for path in foreign:
+        path.write_bytes(b"not longlm's")
+    stale = kv / f".tmp-{'b' * 16}-x1y2z3_q.safetensors"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    assert [e.key for e in list_entries(kv)] == ["a" * 64]
+    assert run("cache", "prune", "--max-bytes", 0).exit_code == 0
+    assert not entry.exists() and not stale.exists() and all(p.read_bytes() == b"not longlm's" for p in foreign)
+    ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)  # an entry, and the prune after it
+    assert run("cache", "clear").exit_code == 0
+    assert sorted(p.name for p in kv.iterdir() if p.name != DIRECTORY_LOCK) == sorted(p.name for p in foreign)
+
+
+def test_a_cache_folder_that_is_a_symbolic_link_is_never_used(tiny_dir, doc, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    weights = models / "model-00001-of-00002.safetensors"
+    weights.write_bytes(b"weights")
+    (models / f"{'a' * 64}.safetensors").write_bytes(b"looks like an entry")
+    kv = doccache.kv_dir()
+    kv.parent.mkdir(parents=True, exist_ok=True)
+    kv.symlink_to(models, target_is_directory=True)
+    before = sorted(p.name for p in models.iterdir())
+    data, stderr = ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)
+    assert data["cache"] == "off"
+    assert stderr.count(f"Note: document cache off: {kv} is a symbolic link") == 1
+    for command in (("cache", "clear"), ("cache", "prune"), ("cache", "list")):
+        result = run(*command)
+        assert result.exit_code == 1
+        assert result.stderr == f"Error: {kv} is a symbolic link; longlm keeps its files only in a real folder there\n"
+    assert sorted(p.name for p in models.iterdir()) == before and weights.read_bytes() == b"weights"

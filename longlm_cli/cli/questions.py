@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import stat
 import sys
+from pathlib import Path
 
 import click
 
 HISTORY_LENGTH = 1000  # chat questions kept in the readline history
+HISTORY_MAX_BYTES = 4 * 1024**2  # a history file larger than this was not written by longlm: not read
 
 
 def questions(*, interactive: bool):
@@ -60,7 +64,8 @@ def _typed_lines():
     except ImportError:  # no readline on this platform: plain input() still works
         readline = None
     history = cache_dir() / "chat_history"
-    if readline is not None:
+    kept = readline is not None and _history_readable(history)  # None: neither read nor written
+    if kept:
         with contextlib.suppress(OSError):
             readline.read_history_file(history)
     try:
@@ -74,11 +79,43 @@ def _typed_lines():
                 click.echo(err=True)
                 return
     finally:
-        if readline is not None:
-            with contextlib.suppress(OSError):
-                readline.set_history_length(HISTORY_LENGTH)
-                history.parent.mkdir(parents=True, exist_ok=True)
-                readline.write_history_file(history)
+        if kept is not None and readline is not None:
+            _write_history(readline, history)
+
+
+def _history_readable(path: Path) -> bool | None:
+    """Whether to read the history at ``path``: True for a regular file of at most HISTORY_MAX_BYTES; False when
+    there is none yet, or it is larger (one warning: it starts again). None, with one warning, for a symbolic
+    link, a fifo or anything else: the history is longlm's own file, and through a link it would load and
+    rewrite someone else's; it is then neither read nor written."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        click.echo(f"Warning: the chat history {path} cannot be read ({exc.strerror}); it is not kept", err=True)
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        click.echo(f"Warning: the chat history {path} is {kind}; it is not read nor written", err=True)
+        return None
+    if info.st_size > HISTORY_MAX_BYTES:
+        click.echo(f"Warning: the chat history {path} is larger than longlm writes it; it starts again", err=True)
+        return False
+    return True
+
+
+def _write_history(readline, path: Path) -> None:
+    """Keep the last HISTORY_LENGTH lines at ``path``: written to a temporary file, then moved over it, so a
+    stopped chat never leaves half a history and a link put there meanwhile is replaced, not followed."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        readline.set_history_length(HISTORY_LENGTH)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        readline.write_history_file(str(temp))
+        os.replace(temp, path)
+    with contextlib.suppress(OSError):
+        temp.unlink(missing_ok=True)
 
 
 def _decode_line(line: bytes, number: int) -> str:
