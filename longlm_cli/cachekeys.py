@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .paths import expand_user
 
-FORMAT = "longlm-kv-2"  # 2: keys older than the window saved as SelfExtend re-rotated them
+FORMAT = "longlm-kv-3"  # 2: keys older than the window saved as SelfExtend re-rotated them; 3: signed (cachemac)
 SENTINELS = ("\n\n#1 sentinel", "~ other")  # two different continuations after the document
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import entryfile
 from .cachekeys import FORMAT
+from .cachemac import cache_secret, is_signed, signed
 from .defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
     DEFAULT_DOC_CACHE_MIN_TOKENS,
@@ -161,7 +162,8 @@ def save_entry(
         "tensor_sha256": tensor_digest(tensors),
         "created": f"{time.time():.3f}",
     }
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see cachemac
+    metadata = signed(metadata, cache_secret(directory))
     fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{key[:16]}-", suffix=SUFFIX, dir=directory)
     os.close(fd)
     try:
@@ -189,6 +191,8 @@ def _checked_entry(path: Path, key: str, prefix_ids: Sequence[int], config, dtyp
             raise CorruptEntry(f"unreadable ({type(exc).__name__})") from None
         expected = expected_tensors(config, len(prefix_ids))
         check_header(tensors.metadata, tensors.shapes, key, len(prefix_ids), expected)  # sizes are now bounded
+        if not is_signed(tensors.metadata, cache_secret(path.parent)):
+            raise CorruptEntry("it is not signed with this cache's secret")
         counts = rotated_counts(tensors.metadata, len(expected) // 2, len(prefix_ids))
         try:
             check_tensors(tensors, tensors.metadata, prefix_ids, dtype)

@@ -125,11 +125,23 @@ def file_lock(lock_path: Path, *, waiting: str | None = None) -> Iterator[None]:
 
 
 def own_directory(directory: Path) -> Path:
-    """``directory``, a folder of longlm's own files; CacheError when it is a symbolic link. longlm reads, writes
-    and deletes its own files only, and a link would take it into a folder of someone else's (a cache folder
-    linked to a models folder once lost a model's weights to the cache's pruning)."""
+    """``directory``, a folder of longlm's own files; CacheError when it is a symbolic link, another user's, or
+    writable by others (as ssh treats ``~/.ssh``). longlm reads, writes and deletes its own files only: a link
+    would take it into a folder of someone else's (a cache folder linked to a models folder once lost a model's
+    weights to the cache's pruning), and others' files in its folder are not its own."""
     if directory.is_symlink():
         raise CacheError(f"{directory} is a symbolic link; longlm keeps its files only in a real folder there")
+    try:
+        info = directory.stat()
+    except OSError:  # absent (created later, private) or unusable (its users say so)
+        return directory
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise CacheError(f"{directory} belongs to another user; longlm keeps its files only in a folder of yours")
+    if info.st_mode & 0o022:
+        raise CacheError(
+            f"{directory} is writable by other users, who could plant files longlm would trust: "
+            f"run chmod go-w {directory}"
+        )
     return directory
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from longlm_cli import doccache
+from longlm_cli.cachemac import SECRET_NAME, cache_secret, signed
 from longlm_cli.doccache import DocCacheSettings, list_entries
 from longlm_cli.paths import DIRECTORY_LOCK
 from longlm_cli.pipeline import configure, prefill_cached, prompt_cache_key
@@ -205,7 +206,7 @@ def test_concurrent_writers_leave_one_valid_entry(tmp_path):
     key = "ab" * 32
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path), key]) for _ in range(2)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
-    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".secret", f"{key}.safetensors"]
     cache = DynamicCache()
     config = SimpleNamespace(num_hidden_layers=2, num_attention_heads=2, hidden_size=32)
     assert doccache.load_entry(
@@ -364,8 +365,8 @@ def test_ask_after_an_entry_of_the_wrong_head_size_gives_the_uncached_answer(tin
 
 
 def _names(directory: Path) -> list[str]:
-    """What a cache directory holds, but for the lock file of its pruning and clearing."""
-    return sorted(p.name for p in directory.iterdir() if p.name != DIRECTORY_LOCK)
+    """What a cache directory holds, but for the lock file of its pruning and clearing and its secret."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in (DIRECTORY_LOCK, SECRET_NAME))
 
 
 def _occupy(entry: Path, kind: str, reference) -> Path | None:
@@ -470,7 +471,7 @@ def _raw_entry(path: Path, key: str, **metadata) -> None:
     tensors = {"ids": torch.tensor([1, 2]), "k.0": torch.ones(1, 1, 2, 4), "v.0": torch.ones(1, 1, 2, 4)}
     base = {"format": doccache.FORMAT, "key": key, "tokens": "2", "layers": "1", "sources": '["doc"]'}
     base["tensor_sha256"] = doccache.tensor_digest(tensors)
-    save_file(tensors, path, metadata={**base, **metadata})
+    save_file(tensors, path, metadata=signed({**base, **metadata}, cache_secret(path.parent)))  # as longlm signs
 
 
 def _huge_header(path: Path, key: str) -> None:
@@ -757,7 +758,7 @@ def test_the_cache_touches_only_the_names_it_writes(tiny_dir, doc):
     assert not entry.exists() and not stale.exists() and all(p.read_bytes() == b"not longlm's" for p in foreign)
     ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)  # an entry, and the prune after it
     assert run("cache", "clear").exit_code == 0
-    assert sorted(p.name for p in kv.iterdir() if p.name != DIRECTORY_LOCK) == sorted(p.name for p in foreign)
+    assert _names(kv) == sorted(p.name for p in foreign)
 
 
 def test_a_cache_folder_that_is_a_symbolic_link_is_never_used(tiny_dir, doc, tmp_path):
@@ -778,3 +779,75 @@ def test_a_cache_folder_that_is_a_symbolic_link_is_never_used(tiny_dir, doc, tmp
         assert result.exit_code == 1
         assert result.stderr == f"Error: {kv} is a symbolic link; longlm keeps its files only in a real folder there\n"
     assert sorted(p.name for p in models.iterdir()) == before and weights.read_bytes() == b"weights"
+
+
+def test_an_entry_with_a_valid_checksum_but_not_signed_by_this_cache_is_rebuilt(tmp_path, capsys):
+    """A crafted entry (all-zero keys, a checksum that matches them) is refused: the checksum is no signature."""
+    from safetensors.torch import save_file
+    from transformers import DynamicCache
+
+    from longlm_cli.cachemac import MAC_FIELD, SECRET_NAME
+
+    kv = doccache.kv_dir()
+    path = doccache.save_entry(kv, "6" * 64, _small_cache(), [1, 2], ["doc"])
+    assert (kv / SECRET_NAME).stat().st_mode & 0o777 == 0o600 and kv.stat().st_mode & 0o777 == 0o700
+    with doccache.entryfile.open_tensors(path, doccache.MAX_HEADER_BYTES) as entry:
+        metadata = dict(entry.metadata)
+    tensors = {"ids": torch.tensor([1, 2]), "k.0": torch.zeros(1, 1, 2, 4), "v.0": torch.zeros(1, 1, 2, 4)}
+    metadata["tensor_sha256"] = doccache.tensor_digest(tensors)
+    for mac in (None, "0" * 64, metadata[MAC_FIELD]):  # none, made up, and the true entry's (for other tensors)
+        save_file(
+            tensors,
+            path,
+            metadata={k: v for k, v in metadata.items() if k != MAC_FIELD} | ({MAC_FIELD: mac} if mac else {}),
+        )
+        config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+        cache = DynamicCache()
+        assert not doccache.load_entry(kv, "6" * 64, [1, 2], cache, config=config, dtype=torch.float32, device="cpu")
+        reason = "it is not signed with this cache's secret"
+        assert capsys.readouterr().err == f"Warning: cached document 666666666666 was corrupt ({reason}); rebuilding\n"
+        assert not path.exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "world-readable", "short"])
+def test_a_secret_that_is_not_the_caches_own_is_replaced_and_its_entries_rebuilt(tmp_path, capsys, kind):
+    from transformers import DynamicCache
+
+    from longlm_cli.cachemac import SECRET_NAME
+
+    kv = doccache.kv_dir()
+    doccache.save_entry(kv, "5" * 64, _small_cache(), [1, 2], ["doc"])
+    secret = kv / SECRET_NAME
+    known = tmp_path / "known"
+    known.write_bytes(secret.read_bytes())
+    secret.unlink()
+    if kind == "symlink":
+        secret.symlink_to(known)  # a secret someone else knows
+    elif kind == "fifo":
+        os.mkfifo(secret)
+    else:
+        secret.write_bytes(known.read_bytes()[: 16 if kind == "short" else None])
+        secret.chmod(0o644 if kind == "world-readable" else 0o600)
+    config = SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=4)
+    assert not doccache.load_entry(
+        kv, "5" * 64, [1, 2], DynamicCache(), config=config, dtype=torch.float32, device="cpu"
+    )
+    assert "not signed with this cache's secret" in capsys.readouterr().err
+    assert secret.is_file() and not secret.is_symlink() and secret.stat().st_mode & 0o777 == 0o600
+    assert secret.read_bytes() != known.read_bytes() and len(secret.read_bytes()) == 32
+    doccache.save_entry(kv, "5" * 64, _small_cache(), [1, 2], ["doc"])  # rebuilt, and it loads again
+    assert doccache.load_entry(kv, "5" * 64, [1, 2], DynamicCache(), config=config, dtype=torch.float32, device="cpu")
+
+
+def test_a_cache_folder_writable_by_others_is_not_used(tiny_dir, doc):
+    kv = doccache.kv_dir()
+    kv.mkdir(parents=True)
+    kv.chmod(0o777)
+    data, stderr = ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)
+    advice = f"{kv} is writable by other users, who could plant files longlm would trust: run chmod go-w {kv}"
+    assert data["cache"] == "off" and stderr.count(f"Note: document cache off: {advice}") == 1
+    listed = run("cache", "list")
+    assert listed.exit_code == 1 and listed.stderr == f"Error: {advice}\n"
+    assert sorted(kv.iterdir()) == []
+    kv.chmod(0o700)
+    assert ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)[0]["cache"] == "miss"

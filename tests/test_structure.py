@@ -29,7 +29,7 @@ LAYERS = [
     ),
     ("longlm_cli.engine",),
     ("longlm_cli.runtime",),
-    ("longlm_cli.cachekeys", "longlm_cli.doccache", "longlm_cli.entrycheck", "longlm_cli.tuned"),
+    ("longlm_cli.cachekeys", "longlm_cli.cachemac", "longlm_cli.doccache", "longlm_cli.entrycheck", "longlm_cli.tuned"),
     ("longlm_cli.pipeline", "longlm_cli.contract"),
     ("longlm_cli.answer", "longlm_cli.chat", "longlm_cli.evaluation"),
     ("longlm_cli.cli",),
