@@ -31,6 +31,7 @@ from ..defaults import (
 )
 from ..errors import LongLMError, ModelError
 from ..gguf import tensor_elements
+from .allocator import give_back_freed_blocks
 from .converted import convert_once, converted_dir_for, describe, megabytes, say, write_into_place
 from .precision import cpu_dtype
 from .quantize import WeightsChoice, admit, auto_form_for_memory, check_choice, footprint_of, form_for_ggml_type
@@ -200,6 +201,7 @@ def load_model(
     With ``tokens`` (what the run will hold), the weights and the KV cache are first checked against the memory
     available (ModelError naming the --quantize that would fit when they cannot; LoadedModel.memory says what
     they take)."""
+    give_back_freed_blocks()  # before the weights: loading frees and allocates blocks of MiB by the hundred
     kind, location = resolve_model(name)
     device = pick_device(device)
     check_choice(quantize, device)
