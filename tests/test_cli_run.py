@@ -494,3 +494,19 @@ def test_a_kv_dtype_the_model_cannot_take_is_one_error(tiny_dir, tmp_path):
     assert result.stderr == (
         "Error: --kv-dtype float32 needs a float32 model; this one computes in bfloat16 on cpu: use --kv-dtype auto\n"
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this platform")
+def test_output_that_cannot_be_written_is_one_error_line():
+    """A full disk (/dev/full) and a closed standard output end in one `Error:` line and exit code 1."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "longlm_cli.cli", "plan", "--model", "llama2", "--length", "30000"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (1, "Error: cannot write the output: No space left on device\n")
+    closed = subprocess.run(
+        ["bash", "-c", 'exec 1>&-; exec "$@"', "_", *command], stderr=subprocess.PIPE, text=True, timeout=120
+    )
+    assert (closed.returncode, closed.stderr) == (1, "Error: standard output is closed; longlm has nowhere to write\n")

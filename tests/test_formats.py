@@ -2,6 +2,7 @@
 `formats` extra, and packages that unpack past the input cap."""
 
 import io
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -142,6 +143,14 @@ def test_html_declared_charset_is_used_when_not_utf8(tmp_path):
     page = '<html><head><meta charset="iso-8859-1"></head><body><p>“Año” 20 €</p></body></html>'
     document = read_documents([write(tmp_path, "es.html", page.encode("cp1252"))])
     assert (document.text, document.encodings) == ("“Año” 20 €", ("cp1252",))
+
+
+@pytest.mark.parametrize("charset", ["rot13", "zlib", "base64", "undefined", "hex", "bz2", "uu", "no-such-codec"])
+def test_a_declared_charset_that_is_no_text_encoding_is_ignored(tmp_path, charset):
+    """A <meta charset> naming a codec that is no text encoding is not believed: the bytes are guessed at."""
+    page = f'<html><head><meta charset="{charset}"></head><body><p>“Año” 20 €</p></body></html>'
+    document = read_documents([write(tmp_path, "odd.html", page.encode("cp1252"))])
+    assert document.text == "“Año” 20 €"
 
 
 def test_a_page_banner_with_the_title_is_kept_without_its_nav(tmp_path):
@@ -556,3 +565,33 @@ def test_pdf_labels_that_repeat_name_the_file_page_too(tmp_path):
 
 def test_pdf_without_labels_numbers_pages_from_one(tmp_path):
     assert read(tmp_path, "plain.pdf", text_pdf(["a", "b"])) == "[page 1]\na\n\n[page 2]\nb"
+
+
+@pytest.mark.parametrize("kind", ["docx", "odt"])
+def test_xml_nested_deeper_than_the_limit_is_one_error_and_a_batch_goes_on(tmp_path, kind, tiny_dir):
+    """A 1 kB file nesting 500 levels deep is refused in one line (no RecursionError); with --each the other
+    files are still read."""
+    from longlm_cli.documents.containers import MAX_XML_DEPTH
+
+    if kind == "docx":
+        deep, member = (
+            docx("<w:p><w:r>" + "<w:ins>" * 500 + "<w:t>x</w:t>" + "</w:ins>" * 500 + "</w:r></w:p>"),
+            "word/document.xml",
+        )
+        fine = docx("<w:p><w:r>" + "<w:ins>" * 30 + "<w:t>fine</w:t>" + "</w:ins>" * 30 + "</w:r></w:p>")
+        what = "a Word document (DOCX)"
+    else:
+        deep, member = odt("<text:p>" + "<text:span>" * 500 + "x" + "</text:span>" * 500 + "</text:p>"), "content.xml"
+        fine = odt("<text:p>" + "<text:span>" * 30 + "fine" + "</text:span>" * 30 + "</text:p>")
+        what = "an OpenDocument text (ODT)"
+    assert len(deep) < 2000
+    path = tmp_path / f"deep.{kind}"
+    assert error(tmp_path, path.name, deep) == (
+        f"{path} is {what} that cannot be read (it may be corrupt): {member} nests its XML more than "
+        f"{MAX_XML_DEPTH} levels deep"
+    )
+    assert "fine" in read(tmp_path, f"fine.{kind}", fine)
+    other = write(tmp_path, "other.txt", "The keeper counted the ships.")
+    result = run("ask", path, other, "Who?", "--each", "--json", "--model", tiny_dir, "--max-new-tokens", 2)
+    assert result.stderr.count("nests its XML more than") == 1 and "Traceback" not in result.output
+    assert [json.loads(line).get("error") is None for line in result.stdout.splitlines()] == [False, True]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
@@ -34,6 +36,8 @@ class LongLMGroup(click.Group):
             raise click.ClickException(" ".join(str(exc).split()) or type(exc).__name__) from None
         except KeyboardInterrupt:
             raise _Interrupted() from None
+        except OSError as exc:  # writing the output failed (a full disk, a closed pipe): the library wraps the rest
+            raise click.ClickException(_output_failure(exc)) from None
 
 
 @click.group(cls=LongLMGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,8 +53,31 @@ def cli() -> None:
 
 def main() -> None:
     """Entry point of the `longlm` console script."""
+    if sys.stdout is None:  # started with its standard output closed (`>&-`)
+        click.echo("Error: standard output is closed; longlm has nowhere to write", err=True)
+        sys.exit(1)
     try:
         cli.main(prog_name="longlm")
     except KeyboardInterrupt:  # raised outside a command, e.g. while Click parses
         click.echo("Interrupted.", err=True)
         sys.exit(INTERRUPTED_EXIT_CODE)
+    except SystemExit as done:
+        _flush_output(done)
+        raise
+
+
+def _flush_output(done: SystemExit) -> None:
+    """Flush what the command wrote while its failure can still be one `Error:` line and exit code 1 (at the
+    interpreter's exit it would be a traceback-like report). The standard output then points at the null device,
+    so nothing is written twice."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        click.echo(f"Error: {_output_failure(exc)}", err=True)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        done.code = 1
+
+
+def _output_failure(exc: OSError) -> str:
+    return f"cannot write the output: {exc.strerror or type(exc).__name__}"

@@ -18,6 +18,7 @@ from ..errors import InputError
 from .inputs import too_large
 
 ENTITY_DECLARATION = b"<!ENTITY"
+MAX_XML_DEPTH = 100  # elements within elements; Word and OpenDocument parts nest a few dozen deep at most
 
 
 class Package:
@@ -57,12 +58,25 @@ class Package:
         return self.parse_xml(self.read(name), name)
 
     def parse_xml(self, data: bytes, name: str) -> ElementTree.Element:
+        """``data`` parsed as XML, refused when it declares entities or nests deeper than MAX_XML_DEPTH (the
+        readers walk the tree recursively: a 1 kB file nested 500 deep would exhaust Python's stack)."""
         if ENTITY_DECLARATION in data:
             raise self.unreadable(f"{name} declares XML entities, which longlm refuses (they can expand unboundedly)")
+        parser = ElementTree.XMLPullParser(events=("start", "end"))
+        depth, root = 0, None
         try:
-            return ElementTree.fromstring(data)
+            parser.feed(data)
+            parser.close()
         except ElementTree.ParseError as exc:
             raise self.unreadable(f"{name} is not well-formed XML ({exc})") from None
+        for event, element in parser.read_events():
+            depth += 1 if event == "start" else -1
+            if depth > MAX_XML_DEPTH:
+                raise self.unreadable(f"{name} nests its XML more than {MAX_XML_DEPTH} levels deep")
+            root = element if root is None else root
+        if root is None:
+            raise self.unreadable(f"{name} is not well-formed XML (no element)")
+        return root
 
     def unreadable(self, why: str) -> InputError:
         return InputError(f"{self.label} is {self.what} that cannot be read (it may be corrupt): {why}")

@@ -49,7 +49,7 @@ def decode_html(data: bytes, *, label: str) -> tuple[str, str]:
     if declared and not data.startswith(_BOMS) and not _is_utf8(data):
         try:
             text = data.decode(declared)
-        except UnicodeDecodeError:
+        except (UnicodeError, LookupError):
             pass  # the declaration is wrong: guess as for any text
         else:
             return text.replace("\r\n", "\n").replace("\r", "\n"), declared
@@ -105,10 +105,14 @@ def _declared_codec(data: bytes) -> str | None:
     if name in _AS_CP1252:
         return "cp1252"
     try:
-        codec = codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
         return None
-    return None if codec.startswith(("utf-16", "utf-32")) else codec  # bytes a <meta> is read from are not UTF-16
+    # Only a text encoding: Python's codec registry also names transforms (rot13, base64, zlib) and "undefined",
+    # which always fails; a page declaring one is guessed at like any text.
+    if not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
+        return None
+    return None if info.name.startswith(("utf-16", "utf-32")) else info.name  # a <meta> is not read from UTF-16
 
 
 def _is_utf8(data: bytes) -> bool:
