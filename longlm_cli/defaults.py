@@ -22,6 +22,7 @@ DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds a
 
 # Generation
 DEFAULT_MAX_NEW_TOKENS = 512
+MAX_NEW_TOKENS_LIMIT = 1 << 20  # --max-new-tokens at most: more than any model's window (1M tokens)
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_TOP_K = 0  # off
 DEFAULT_TOP_P = 1.0  # off

@@ -28,7 +28,7 @@ from .defaults import (
 )
 from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
 from .documents import Document, read_documents
-from .errors import CacheError
+from .errors import CacheError, PlanError
 from .paths import human_size, own_directory
 from .planning import Plan, make_plan
 from .runtime.generate import ProgressFn, Session, prefill
@@ -127,7 +127,13 @@ def prepare(
     loaded = loaded or model.load(count_tokens(document.text, model=model.model).count + reserve)
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
-    plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)
+    try:
+        plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)
+    except PlanError as exc:
+        if reserve <= len(ids) or not _plannable(loaded, model.model, len(ids) + 1, extension):
+            raise
+        # The answer's room, not the document, is what does not fit: say so rather than "document too long".
+        raise PlanError(f"the prompt's {len(ids):,} tokens and an answer of up to {reserve:,} tokens: {exc}") from None
     configure(loaded.model, plan, extension)
     prepared = Prepared(
         template=template,
@@ -169,6 +175,14 @@ def _plan(loaded: LoadedModel, requested: str, length: int, extension: Extension
         extend_from=extension.extend_from if extension.method == "selfextend" else None,
     )
     return plan, extension, None
+
+
+def _plannable(loaded, requested: str, length: int, extension: ExtensionSettings) -> bool:
+    try:
+        _plan(loaded, requested, length, extension)
+    except PlanError:
+        return False
+    return True
 
 
 def configure(model, plan: Plan, extension: ExtensionSettings = ExtensionSettings()) -> None:

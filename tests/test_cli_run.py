@@ -510,3 +510,31 @@ def test_output_that_cannot_be_written_is_one_error_line():
         ["bash", "-c", 'exec 1>&-; exec "$@"', "_", *command], stderr=subprocess.PIPE, text=True, timeout=120
     )
     assert (closed.returncode, closed.stderr) == (1, "Error: standard output is closed; longlm has nowhere to write\n")
+
+
+def test_output_naming_an_input_is_refused_before_any_work(tiny_dir, tmp_path):
+    doc, template = tmp_path / "doc.txt", tmp_path / "prompt.txt"
+    doc.write_text(CORPUS)
+    template.write_text("{document}\n{question}")
+    link = tmp_path / "link.txt"
+    link.symlink_to(doc)
+    for output, named in ((doc, doc), (link, doc), (template, template)):
+        result = run("ask", doc, "Who?", "--model", tiny_dir, "--prompt-file", template, "-o", output)
+        assert result.exit_code == 1
+        assert (
+            result.stderr == f"Error: --output {output} is the input {named}: the answer would replace the document\n"
+        )
+    assert doc.read_text() == CORPUS and template.read_text() == "{document}\n{question}"
+
+
+def test_an_answer_budget_beyond_any_window_is_a_bad_option_and_a_large_one_says_so(tiny_dir, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CORPUS)
+    huge = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 10**12)
+    assert huge.exit_code == 2 and "'--max-new-tokens': 1000000000000 is not in the range 1<=x<=1048576" in huge.stderr
+    large = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 5000)
+    assert large.exit_code == 1
+    assert (
+        large.stderr.startswith("Error: the prompt's ")
+        and "tokens and an answer of up to 5,000 tokens: " in large.stderr
+    )

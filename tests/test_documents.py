@@ -148,6 +148,8 @@ def test_directory(tmp_path):
         "\ufeff",
         bytes(c for c in range(1, 32) if c not in b"\t\n\v\f\r ") * 20,  # only control characters
         "\u200b\x7f\u00ad \x1b\n",  # zero-width space, DEL, soft hyphen, ESC
+        # Mongolian vowel separator, bidi controls, CGJ, a variation selector, a tag, Hangul fillers, word joiner
+        "\u180e\u202e\u2066\u034f\ufe0f\U000e0041\u3164\u115f\uffa0\u2060" * 200,
         " \n".encode("utf-16"),
     ],
 )

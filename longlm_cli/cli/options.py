@@ -25,6 +25,7 @@ from ..defaults import (
     DTYPES,
     KV_DTYPES,
     MAX_GROUP_SIZE,
+    MAX_NEW_TOKENS_LIMIT,
     QUANTIZE_CHOICES,
     TASK_SAMPLING_DEFAULTS,
 )
@@ -229,7 +230,7 @@ RUN_NO_REPEAT_NGRAM_OPTION = click.option(  # summarize, ask, chat: the default 
 SAMPLING_OPTIONS = [
     click.option(
         "--max-new-tokens",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_NEW_TOKENS_LIMIT),
         default=DEFAULT_MAX_NEW_TOKENS,
         show_default=True,
         help="Longest answer, in tokens.",

@@ -7,14 +7,28 @@ import os
 import click
 
 
-def check_output(output: str | None) -> None:
-    """Refuse, before any work, an --output path that could not be written at the end."""
+def check_output(output: str | None, inputs=()) -> None:
+    """Refuse, before any work, an --output path that could not be written at the end, or that is one of the
+    ``inputs`` (the answer would replace the document it answers)."""
     from pathlib import Path
 
+    from ..errors import InputError
     from ..evaluation.results import check_writable
 
-    if output is not None and output != "-":
-        check_writable(Path(output), option="--output")
+    if output is None or output == "-":
+        return
+    for source in inputs:
+        if source != "-" and _same_file(output, source):
+            raise InputError(f"--output {output} is the input {source}: the answer would replace the document")
+    check_writable(Path(output), option="--output")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (links and other spellings included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet): not the same file
+        return False
 
 
 def write_output(output: str, text: str) -> None:

@@ -210,7 +210,7 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
     if question is not None:
         check_question(question)
-    check_output(output)
+    check_output(output, (*files, *([prompt_file] if prompt_file else [])))
     if each:
         _run_each(task, files, question, prompt_file=prompt_file, as_json=as_json, output=output, **options)
         return
@@ -353,7 +353,7 @@ def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> 
 
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
-    check_output(output)
+    check_output(output, files)
     with Progress(enabled=sys.stderr.isatty()) as progress:
         session = start_chat(
             files,

@@ -26,12 +26,24 @@ _NOT_GUESSED = ["utf_16", "utf_16_le", "utf_16_be", "utf_32", "utf_32_le", "utf_
 _CLOSE = 0.1  # how much worse (chaos, coherence) cp1252 may read than charset-normalizer's first choice
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # Anything but whitespace, control characters and invisible format characters (soft hyphen, zero-width, BOM).
-_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+_NOT_SPACE = re.compile(r"\S")
+_VISIBLE_CATEGORIES = ("L", "N", "P", "S", "Co")  # letters, numbers, punctuation, symbols, private-use glyphs
+# Letters (category Lo) that Unicode makes Default_Ignorable_Code_Point (DerivedCoreProperties.txt): the Hangul
+# fillers. Every other default-ignorable code point is a mark, a format or control character, or unassigned, which
+# the categories above leave out already.
+_IGNORABLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
 def is_blank(text: str) -> bool:
-    """True when ``text`` has nothing visible: only whitespace, control or zero-width characters (or nothing)."""
-    return _VISIBLE.search(text) is None
+    """True when ``text`` has nothing visible: no letter, number, punctuation or symbol that is not default
+    ignorable. Whitespace, control and format characters (zero-width spaces, bidi controls, U+180E), combining
+    marks on their own (CGJ, variation selectors) and the Hangul fillers are not text to read."""
+    for match in _NOT_SPACE.finditer(text):
+        char = match.group()
+        category = unicodedata.category(char)
+        if (category[0] in _VISIBLE_CATEGORIES or category in _VISIBLE_CATEGORIES) and char not in _IGNORABLE_LETTERS:
+            return False
+    return True
 
 
 def decode_text(data: bytes, *, label: str) -> tuple[str, str]:
