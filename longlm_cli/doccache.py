@@ -315,6 +315,20 @@ def list_entries(directory: Path | None = None, *, with_sources: bool = True) ->
     return entries
 
 
+def unfinished_saves(directory: Path | None = None) -> list[tuple[Path, int]]:
+    """(path, size) of the temporary files of saves that have not finished (interrupted, or running now)."""
+    directory = own_directory(Path(directory) if directory is not None else kv_dir())
+    found = []
+    for path in directory.glob(f"{TEMP_PREFIX}*") if directory.is_dir() else ():
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if TEMP_NAME.fullmatch(path.name) and stat.S_ISREG(info.st_mode):
+            found.append((path, info.st_size))
+    return found
+
+
 def _remove_stale_temps(directory: Path, *, older_than: float) -> None:
     now = time.time()
     for path in directory.glob(f"{TEMP_PREFIX}*"):

@@ -538,3 +538,26 @@ def test_an_answer_budget_beyond_any_window_is_a_bad_option_and_a_large_one_says
         large.stderr.startswith("Error: the prompt's ")
         and "tokens and an answer of up to 5,000 tokens: " in large.stderr
     )
+
+
+def test_sigterm_stops_longlm_as_ctrl_c_does(monkeypatch, capsys):
+    """A SIGTERM is an interrupt: what was being written is cleaned up as after Ctrl-C, and the exit is 130."""
+    import os
+    import signal
+    import time
+
+    from longlm_cli.cli import app
+
+    def terminated(**kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(app.cli, "main", terminated)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            app.main()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == app.INTERRUPTED_EXIT_CODE and capsys.readouterr().err == "Interrupted.\n"

@@ -851,3 +851,16 @@ def test_a_cache_folder_writable_by_others_is_not_used(tiny_dir, doc):
     assert sorted(kv.iterdir()) == []
     kv.chmod(0o700)
     assert ask_json(tiny_dir, doc, "Who counted the ships?", *FIXED)[0]["cache"] == "miss"
+
+
+def test_cache_list_shows_unfinished_saves_and_clear_removes_them():
+    kv = doccache.kv_dir()
+    doccache.save_entry(kv, "a" * 64, _small_cache(), [1, 2], ["doc"])
+    partial = kv / f".tmp-{'a' * 16}-k3j2_x9q.safetensors"  # what a save stopped mid-way leaves
+    partial.write_bytes(b"\0" * 2048)
+    listed = run("cache", "list")
+    assert listed.exit_code == 0 and listed.stderr.splitlines()[-1] == (
+        "and 1 unfinished save(s) (2.0 KiB): interrupted, or running now; `longlm cache clear` removes them"
+    )
+    assert run("cache", "clear").exit_code == 0 and not partial.exists()
+    assert "unfinished" not in run("cache", "list").stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 
 import click
@@ -56,6 +57,10 @@ def main() -> None:
     if sys.stdout is None:  # started with its standard output closed (`>&-`)
         click.echo("Error: standard output is closed; longlm has nowhere to write", err=True)
         sys.exit(1)
+    # SIGTERM (kill, a closing terminal's job control, timeout) stops longlm as Ctrl-C does: what it was writing
+    # (a cache entry, an output file) is removed or finished the way an interrupt leaves it, never half-written.
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli.main(prog_name="longlm")
     except KeyboardInterrupt:  # raised outside a command, e.g. while Click parses

@@ -49,7 +49,7 @@ def cache_list() -> None:
 
     Only regular files are entries: a directory, symlink or fifo at an entry's name is not listed.
     """
-    from ..doccache import kv_dir, list_entries
+    from ..doccache import kv_dir, list_entries, unfinished_saves
 
     entries = list_entries()
     for e in entries:
@@ -57,6 +57,14 @@ def cache_list() -> None:
         click.echo(f"{_printable(e.key[:12])}  {human_size(e.size):>10}  {_when(e.last_used)}  {sources}")
     total = sum(e.size for e in entries)
     click.echo(f"{_entries(len(entries))}, {human_size(total)} in {kv_dir()}", err=True)
+    unfinished = unfinished_saves()
+    if unfinished:
+        size = human_size(sum(size for _, size in unfinished))
+        click.echo(
+            f"and {len(unfinished)} unfinished save(s) ({size}): interrupted, or running now; "
+            "`longlm cache clear` removes them",
+            err=True,
+        )
 
 
 @cache.command("clear")
