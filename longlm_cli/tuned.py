@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -26,6 +27,8 @@ from .planning import Plan, PlanReport, make_plan, plan_for
 TUNED_FILE = "tuned.json"
 _NO_FILE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens
+MAX_FILE_BYTES = 4 * 1024**2  # larger than longlm writes it: not read
+MAX_TOKENS = 1 << 30  # the most tokens a stored length, window or group size may say
 
 
 @dataclass(frozen=True)
@@ -57,17 +60,41 @@ def tuned_path() -> Path:
 
 
 def _read(path: Path) -> dict:
+    """The stored entries: {} (and one warning) for a file that is not a regular file of at most MAX_FILE_BYTES
+    (a link to /dev/zero would never end), not JSON, nested too deep, or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = _read_own_file(path)
     except OSError as exc:
         if exc.errno in _NO_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
             return {}
-        print(f"Warning: ignoring the tuned settings in {path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        _warn(path, exc.strerror or str(exc))
         return {}
-    except ValueError as exc:
-        print(f"Warning: ignoring the tuned settings in {path}: {exc}", file=sys.stderr, flush=True)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        _warn(path, "it is not JSON" if isinstance(exc, RecursionError) else str(exc))
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        _warn(path, "it is not a JSON object")
+        return {}
+    return data
+
+
+def _read_own_file(path: Path) -> str:
+    """The text of ``path``, read without following a link, only from a regular file of at most MAX_FILE_BYTES."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"it is larger than {MAX_FILE_BYTES:,} bytes")
+    return data.decode("utf-8")
+
+
+def _warn(path: Path, why: str) -> None:
+    print(f"Warning: ignoring the tuned settings in {path}: {why}", file=sys.stderr, flush=True)
 
 
 def save_tuned(entry: Tuned) -> Path:
@@ -88,20 +115,31 @@ def save_tuned(entry: Tuned) -> Path:
 
 
 def _whole(value) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_TOKENS)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _valid(entry: Tuned) -> bool:
-    """Whether a stored entry is one longlm could have written (a hand-edited or damaged one is skipped)."""
-    base_ok = entry.scale_base is None or (
-        isinstance(entry.scale_base, (int, float)) and not isinstance(entry.scale_base, bool) and entry.scale_base > 1
+    """Whether a stored entry is one longlm could have written (a hand-edited or damaged one is skipped): every
+    field of its type, whole numbers of tokens in range, a finite scale base above 1, finite scores."""
+    base_ok = entry.scale_base is None or (_number(entry.scale_base) and 1 < entry.scale_base <= MAX_TOKENS)
+    scores_ok = isinstance(entry.scores, dict) and all(
+        isinstance(k, str) and _number(v) for k, v in entry.scores.items()
     )
     return (
         entry.method in EXTENSION_METHODS
         and _whole(entry.window)
         and _whole(entry.group_size)
+        and entry.length is not None
         and _whole(entry.length)
+        and isinstance(entry.model, str)
+        and isinstance(entry.label, str)
+        and isinstance(entry.samples, int)
         and base_ok
+        and scores_ok
     )
 
 

@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from longlm_cli.tuned import Tuned, find_tuned, model_key, save_tuned
 
 from helpers import CORPUS, reference_answer, run
@@ -104,3 +106,42 @@ def test_negative_and_64_bit_seeds_are_accepted(tiny_dir, tmp_path):
     for seed in (-1, 2**64 - 1):
         result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2, "--temperature", 1, "--seed", seed)
         assert result.exit_code == 0, result.output
+
+
+def _lying_files(key: str, N: int) -> dict:
+    good = {"model": key, "length": N, "method": "selfextend", "window": 16, "group_size": 24}
+    return {
+        "wrong types": {key: {str(N): {**good, "window": "16", "scores": "many", "label": 3}}},
+        "not a mapping": {key: {str(N): [1, 2, 3]}},
+        "deep nesting": "[" * 100_000 + "]" * 100_000,
+        "huge lengths": {key: {str(N): {**good, "length": 10**400, "window": 10**30}}},
+        "infinite scale base": {key: {str(N): {**good, "scale_base": float("inf")}}},
+        "not finite scores": {key: {str(N): {**good, "scores": {"x": float("nan")}}}},
+        "a list": [good],
+        "a link to /dev/zero": None,
+    }
+
+
+@pytest.mark.parametrize("case", list(_lying_files("k", 1)))
+def test_a_lying_tuned_file_is_ignored_and_later_runs_work(tiny_dir, tmp_path, case):
+    """Every command that reads tuned.json goes on as without it: at most one warning, never a traceback or a
+    hang, and the file breaks no later run."""
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    args = ("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2)
+    N = json.loads(run(*args, "--json").stdout)["plan"]["N"]
+    path = Path(os.environ["LONGLM_CACHE_DIR"]) / "tuned.json"
+    content = _lying_files(model_key(str(tiny_dir)), N)[case]
+    if content is None:
+        if not Path("/dev/zero").exists():
+            pytest.skip("no /dev/zero on this platform")
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    expected, _, _ = reference_answer(tiny_dir, "ask", CORPUS, "Who?", max_new_tokens=2)
+    for result in (run(*args), run(*args), run("plan", "--model", tiny_dir, "--length", N)):
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output and result.stderr.count("Warning") <= 1
+    assert run(*args).stdout == expected + "\n"
+    untouched = json.loads(run("plan", "--model", tiny_dir, "--length", N, "--json").stdout)
+    assert untouched["tuned"] is None
