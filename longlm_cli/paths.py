@@ -6,9 +6,11 @@ Cheap to import: no torch, no network.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,6 +145,20 @@ def own_directory(directory: Path) -> Path:
             f"run chmod go-w {directory}"
         )
     return directory
+
+
+def read_own_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of one of longlm's small state files, read without following a link and only from a regular
+    file of at most ``max_bytes`` (a link to /dev/zero, a fifo or a huge file would never end or fill memory).
+    OSError otherwise (its errno ENOENT when there is none)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"it is larger than {max_bytes:,} bytes")
+    return data
 
 
 def holding_directory_lock(default: Callable[[], Path]) -> Callable:

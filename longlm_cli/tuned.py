@@ -12,7 +12,6 @@ import errno
 import json
 import math
 import os
-import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +20,7 @@ from pathlib import Path
 from .catalogue import resolve_model
 from .defaults import EXTENSION_METHODS
 from .errors import CacheError, ModelError, PlanError
-from .paths import cache_dir, ensure_cache_dir, file_lock
+from .paths import cache_dir, ensure_cache_dir, file_lock, read_own_file
 from .planning import Plan, PlanReport, make_plan, plan_for
 
 TUNED_FILE = "tuned.json"
@@ -63,7 +62,7 @@ def _read(path: Path) -> dict:
     """The stored entries: {} (and one warning) for a file that is not a regular file of at most MAX_FILE_BYTES
     (a link to /dev/zero would never end), not JSON, nested too deep, or not an object."""
     try:
-        text = _read_own_file(path)
+        text = read_own_file(path, MAX_FILE_BYTES).decode("utf-8")
     except OSError as exc:
         if exc.errno in _NO_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
             return {}
@@ -71,26 +70,13 @@ def _read(path: Path) -> dict:
         return {}
     try:
         data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError too
         _warn(path, "it is not JSON" if isinstance(exc, RecursionError) else str(exc))
         return {}
     if not isinstance(data, dict):
         _warn(path, "it is not a JSON object")
         return {}
     return data
-
-
-def _read_own_file(path: Path) -> str:
-    """The text of ``path``, read without following a link, only from a regular file of at most MAX_FILE_BYTES."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "it is not a regular file")
-        data = handle.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise OSError(errno.EFBIG, f"it is larger than {MAX_FILE_BYTES:,} bytes")
-    return data.decode("utf-8")
 
 
 def _warn(path: Path, why: str) -> None:

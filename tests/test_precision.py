@@ -126,3 +126,43 @@ def test_bf16_decode_without_onednn_gives_the_same_product():
     with precision.decode_kernels(torch.bfloat16, "cpu", 1):
         without = torch.nn.functional.linear(x, w).float()
     assert (with_onednn - without).abs().max().item() <= 1e-2 * with_onednn.abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "kind", ["not json", "deep nesting", "a list", "wrong types", "infinite speedups", "link to /dev/zero", "fifo"]
+)
+def test_a_lying_machine_record_is_measured_again_and_leaves_nothing_behind(kind):
+    """machine.json is state longlm wrote: anything else there is read as no record (no traceback, no hang),
+    and a record that cannot be written leaves no temporary file."""
+    import os
+    from pathlib import Path
+
+    key = precision._machine_key()
+    path = precision._record_path()
+    path.unlink(missing_ok=True)
+    contents = {
+        "not json": "{",
+        "deep nesting": "[" * 100_000,
+        "a list": "[1]",
+        "wrong types": json.dumps({"machine": key, "dtype": "bfloat16", "reason": ["x"], "prefill_speedup": "9"}),
+        "infinite speedups": json.dumps({"machine": key, "dtype": "bfloat16", "reason": "r", "prefill_speedup": 1e999}),
+    }
+    if kind in contents:
+        path.write_text(contents[kind])
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        if not Path("/dev/zero").exists():
+            pytest.skip("no /dev/zero on this platform")
+        path.symlink_to("/dev/zero")
+    found = precision._read_record(key)
+    if kind == "wrong types":  # a usable record, its odd fields dropped
+        assert found is not None and found.prefill_speedup is None and found.reason == "bf16 measured faster earlier"
+    elif kind == "infinite speedups":
+        assert found is not None and found.prefill_speedup is None
+    else:
+        assert found is None
+    path.unlink()
+    path.mkdir()  # a record that cannot be written
+    precision._write_record(key, precision.CpuChoice("float32", "r"))
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".machine")) == []

@@ -14,7 +14,9 @@ product is about half the speed of float32, while torch's own bf16 matrix-vector
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -22,12 +24,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..paths import cache_dir
+from ..paths import cache_dir, read_own_file
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 PREFILL_MIN_SPEEDUP = 1.2  # bf16 must beat float32 clearly on prefill...
 DECODE_MIN_SPEEDUP = 1.0  # ...and be no slower at decoding
 _RECORD = "machine.json"
+_MAX_RECORD_BYTES = 64 * 1024  # larger than longlm writes it: not read
+DTYPES_CHOSEN = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -134,17 +138,22 @@ def _record_path() -> Path:
 def _read_record(key: str) -> CpuChoice | None:
     """The stored choice for this machine; None when absent, for another machine, or not a record we wrote."""
     try:
-        data = json.loads(_record_path().read_text(encoding="utf-8"))
-        if data.get("machine") != key or data.get("dtype") not in ("float32", "bfloat16"):
+        data = json.loads(read_own_file(_record_path(), _MAX_RECORD_BYTES).decode("utf-8"))
+        if not isinstance(data, dict) or data.get("machine") != key or data.get("dtype") not in DTYPES_CHOSEN:
             return None
         speedups = _number(data.get("prefill_speedup")), _number(data.get("decode_speedup"))
-        return CpuChoice(data["dtype"], str(data["reason"]), *speedups)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return CpuChoice(data["dtype"], _one_line(data.get("reason")), *speedups)
+    except (OSError, ValueError, RecursionError):  # none, not ours to read, not JSON: measured again
         return None
 
 
+def _one_line(value) -> str:
+    return " ".join(value.split())[:200] if isinstance(value, str) else "bf16 measured faster earlier"
+
+
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _write_record(key: str, choice: CpuChoice) -> None:
@@ -154,6 +163,7 @@ def _write_record(key: str, choice: CpuChoice) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{_RECORD}.{os.getpid()}")
         temp.write_text(json.dumps({"machine": key, **asdict(choice)}, indent=1) + "\n", encoding="utf-8")
-        os.replace(temp, path)
+        os.replace(temp, path)  # a link at the record's name is replaced, never followed
     except OSError:
-        pass
+        with contextlib.suppress(OSError, UnboundLocalError):
+            temp.unlink()  # never a temporary file left behind per run
