@@ -3,6 +3,7 @@ quantized model against its float self, a quantized directory read back, the emb
 and the choice of form."""
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -197,3 +198,26 @@ def test_quantized_weights_on_cuda_and_unknown_forms_are_refused():
     check_choice("auto", "cuda")  # auto means float weights there
     result = run("ask", "-", "Who?", "--quantize", "int3", input="text")
     assert result.exit_code == 2 and "Invalid value for '--quantize': 'int3' is not one of" in result.stderr
+
+
+def test_a_quantized_directory_damaged_inside_is_found_by_its_digest(tmp_path, tiny_dir):
+    """Sizes and headers miss a weights file overwritten inside; the digest taken at conversion does not (and a
+    directory converted before digests were kept is converted again)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longlm_cli.runtime.ggufquant import save_quantized
+    from longlm_cli.runtime.quantize import QUANT_RECORD, QUANT_WEIGHTS, damaged_weights
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    quantize_model(model, "int4", torch.float32)
+    save_quantized(model, AutoTokenizer.from_pretrained(tiny_dir), tmp_path, "int4", {"test": "tiny"})
+    assert damaged_weights(tmp_path) is None
+    weights = tmp_path / QUANT_WEIGHTS
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    weights.write_bytes(bytes(data))
+    assert damaged_weights(tmp_path) == "its weights do not match the digest taken when it was converted"
+    record = json.loads((tmp_path / QUANT_RECORD).read_text())
+    (tmp_path / QUANT_RECORD).write_text(json.dumps({k: v for k, v in record.items() if k != "sha256"}))
+    assert damaged_weights(tmp_path) == "no digest of its weights was recorded (converted by an earlier longlm)"

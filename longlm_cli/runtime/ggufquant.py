@@ -23,6 +23,7 @@ from .qlinear import quantize_int4, quantize_int8, scales_zeros, to_nibbles
 from .quantize import (
     QUANT_WEIGHTS,
     cast_float_parameters,
+    damaged_weights,
     empty_model,
     install_weights,
     layout,
@@ -169,8 +170,10 @@ def quantized_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
         tokenizer, model = built[0]
         write_into_place(gguf, target, lambda work: save_quantized(model, tokenizer, work, form, {"gguf": gguf.name}))
 
-    other_form = lambda directory: None if quantized_form(directory) == form else "it is of another format"  # noqa: E731
-    if not convert_once(gguf, target, convert, problem=other_form):
+    def problem(directory: Path) -> str | None:
+        return "it is of another format" if quantized_form(directory) != form else damaged_weights(directory)
+
+    if not convert_once(gguf, target, convert, problem=problem):
         return _loading(gguf, lambda: load_quantized_dir(target, dtype))
     _drop_16bit_copy(gguf)
     return built[0]

@@ -13,6 +13,7 @@ shares the embedding's int8 tensors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -195,8 +196,32 @@ def quantized_form(directory: Path) -> str | None:
 
 
 def write_record(directory: Path, form: str, source: dict) -> None:
-    record = {"format": FORMAT, "form": form, "source": source}
+    """The directory's record, with the digest of its weights file as written (damaged_weights checks it)."""
+    record = {"format": FORMAT, "form": form, "source": source, "sha256": weights_digest(directory)}
     (directory / QUANT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def weights_digest(directory: Path) -> str:
+    """The sha256 of the directory's weights file, read in 16 MiB pieces (1.8 GB/s on machine A: 0.05 s for the
+    embedded model's 94 MiB, about 3 s for an 8B model's 5 GiB)."""
+    digest = hashlib.sha256()
+    with open(directory / QUANT_WEIGHTS, "rb") as weights:
+        while piece := weights.read(16 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def damaged_weights(directory: Path) -> str | None:
+    """Why the directory's weights cannot be trusted (none recorded, or other than recorded), or None. Sizes and
+    headers alone miss a file overwritten inside, which would give wrong answers with no error."""
+    try:
+        recorded = json.loads((directory / QUANT_RECORD).read_text(encoding="utf-8")).get("sha256")
+        found = weights_digest(directory)
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"its weights or record cannot be read ({type(exc).__name__})"
+    if not isinstance(recorded, str):
+        return "no digest of its weights was recorded (converted by an earlier longlm)"
+    return None if found == recorded else "its weights do not match the digest taken when it was converted"
 
 
 def load_quantized_dir(directory: Path, dtype) -> tuple[object, object]:
