@@ -17,7 +17,7 @@ from longlm_cli.cli import cli
 from longlm_cli.documents import Document, read_documents
 from longlm_cli.errors import InputError
 
-from helpers import CORPUS, blank_pdf, text_pdf
+from helpers import CORPUS, blank_pdf, run, text_pdf
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> str:
@@ -379,3 +379,18 @@ def test_control_characters_in_a_name_are_escaped(tmp_path):
 def test_the_encoding_read_is_on_the_document(tmp_path):
     path = write(tmp_path, "a.txt", "Café".encode("cp1252"))
     assert read_documents([path]).encodings == ("cp1252",)
+
+
+def test_a_utf8_file_with_a_latin1_run_is_read_as_utf8_with_one_warning(tmp_path):
+    """Plainly UTF-8 but for one pasted Latin-1 word: UTF-8 with U+FFFD there and one warning (it was guessed
+    as a legacy code page, every other character wrong); a file that is all Latin-1 is still guessed at."""
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(("Ünïcödé text, “quotes”, naïve café. " * 20).encode() + b"caf\xe9 au lait.")
+    result = run("plan", "--file", path, "-m", "llama2")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {path} is UTF-8 but for 1 byte sequence(s), read with U+FFFD in their place\n"
+    document = read_documents([str(path)])
+    assert document.encodings == ("utf-8",) and document.text.endswith("naïve café. caf\ufffd au lait.")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Un café, voilà. Très bien, ça marche à Noël.".encode("latin-1"))
+    assert read_documents([str(latin)]).text == "Un café, voilà. Très bien, ça marche à Noël."

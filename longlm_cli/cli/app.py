@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -27,10 +28,26 @@ class _Interrupted(click.ClickException):
         click.echo("Interrupted.", err=True)
 
 
+class _WarningLines(logging.Handler):
+    """The library's logged warnings (logger ``longlm_cli``) as `Warning: ...` lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"Warning: {' '.join(record.getMessage().split())}", err=True)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("longlm_cli")
+    if not any(isinstance(handler, _WarningLines) for handler in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))
+        logger.propagate = False
+
+
 class LongLMGroup(click.Group):
-    """A Click group that reports LongLMError as one line `Error: ...` (exit 1), never a traceback."""
+    """A Click group that reports LongLMError as one line `Error: ...` (exit 1), never a traceback, and the
+    library's logged warnings as `Warning: ...` lines."""
 
     def invoke(self, ctx: click.Context):
+        _show_library_warnings()
         try:
             return super().invoke(ctx)
         except LongLMError as exc:

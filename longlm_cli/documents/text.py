@@ -8,6 +8,7 @@ that no encoding fits is refused as binary; which encoding was assumed is return
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 import unicodedata
 
@@ -27,6 +28,8 @@ _CLOSE = 0.1  # how much worse (chaos, coherence) cp1252 may read than charset-n
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # Anything but whitespace, control characters and invisible format characters (soft hyphen, zero-width, BOM).
 _NOT_SPACE = re.compile(r"\S")
+MOSTLY_UTF8 = 4  # valid multi-byte characters per bad sequence for a file to be read as UTF-8 with replacements
+_log = logging.getLogger(__name__)
 _VISIBLE_CATEGORIES = ("L", "N", "P", "S", "Co")  # letters, numbers, punctuation, symbols, private-use glyphs
 # Letters (category Lo) that Unicode makes Default_Ignorable_Code_Point (DerivedCoreProperties.txt): the Hangul
 # fillers. Every other default-ignorable code point is a mark, a format or control character, or unassigned, which
@@ -66,6 +69,11 @@ def _decode(data: bytes, label: str) -> tuple[str, str]:
                 # UTF-8 cut inside its last character (`head -c`): the partial character is dropped. Only after
                 # other multi-byte characters: "caf\xe9" ends the same way, and is Latin-1.
                 return body[: exc.start].decode("utf-8"), "utf-8"
+            mostly = _mostly_utf8(body)
+            if mostly is not None:
+                text, bad = mostly
+                _log.warning(f"{label} is UTF-8 but for {bad} byte sequence(s), read with U+FFFD in their place")
+                return text, "utf-8"
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return _strict(data[len(bom) :], codec, label, f"it starts with a {codec.upper()} byte-order mark"), codec
@@ -76,6 +84,18 @@ def _decode(data: bytes, label: str) -> tuple[str, str]:
                 return text, codec
         raise InputError(f"{label} is a binary file (it contains NUL bytes); give a PDF or a text file")
     return _guess(data, label)
+
+
+def _mostly_utf8(body: bytes) -> tuple[str, int] | None:
+    """(text with U+FFFD for the bad sequences, their count) when ``body`` is plainly UTF-8 but for a few bad
+    sequences (a pasted Latin-1 run): its valid multi-byte characters outnumber the bad sequences MOSTLY_UTF8 to
+    one, and the bad ones are under 1% of its bytes. None when the bytes may well be another encoding."""
+    text = body.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - body.count("\ufffd".encode())
+    multibyte = sum(1 for char in text if ord(char) > 127) - bad - body.count("\ufffd".encode())
+    if bad and multibyte >= MOSTLY_UTF8 * bad and bad * 100 < len(body):
+        return text, bad
+    return None
 
 
 def _wide_candidates(data: bytes):
