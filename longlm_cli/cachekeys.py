@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import __version__
-from .paths import expand_user
+from .paths import expand_user, file_sha256
 
 FORMAT = "longlm-kv-3"  # 2: keys older than the window saved as SelfExtend re-rotated them; 3: signed (cachemac)
 SENTINELS = ("\n\n#1 sentinel", "~ other")  # two different continuations after the document
@@ -41,14 +40,6 @@ def document_prefix_length(ids: Sequence[int], build_ids) -> int:
     return min(length, len(ids) - 1)
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_identity(requested: str, model) -> dict:
     """What identifies the model's weights: the name asked for, where it was loaded from, and a fingerprint.
 
@@ -73,7 +64,7 @@ def model_identity(requested: str, model) -> dict:
     if path.is_dir():
         identity["location"] = str(path.resolve())
         if (path / "config.json").is_file():
-            identity["config_sha256"] = _hash_file(path / "config.json")
+            identity["config_sha256"] = file_sha256(path / "config.json")
         identity["files"] = sorted(
             (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()
         )

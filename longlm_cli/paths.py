@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import importlib.util
 import os
 import stat
@@ -159,6 +160,15 @@ def read_own_file(path: Path, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise OSError(errno.EFBIG, f"it is larger than {max_bytes:,} bytes")
     return data
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while piece := handle.read(16 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def holding_directory_lock(default: Callable[[], Path]) -> Callable:

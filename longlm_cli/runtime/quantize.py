@@ -13,7 +13,6 @@ shares the embedding's int8 tensors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..defaults import QUANTIZE_CHOICES
 from ..errors import LongLMError, ModelError
+from ..paths import file_sha256
 
 QUANT_RECORD = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
@@ -204,11 +204,7 @@ def write_record(directory: Path, form: str, source: dict) -> None:
 def weights_digest(directory: Path) -> str:
     """The sha256 of the directory's weights file, read in 16 MiB pieces (1.8 GB/s on machine A: 0.05 s for the
     embedded model's 94 MiB, about 3 s for an 8B model's 5 GiB)."""
-    digest = hashlib.sha256()
-    with open(directory / QUANT_WEIGHTS, "rb") as weights:
-        while piece := weights.read(16 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
+    return file_sha256(directory / QUANT_WEIGHTS)
 
 
 def damaged_weights(directory: Path) -> str | None:
