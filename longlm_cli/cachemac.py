@@ -15,10 +15,10 @@ import hmac
 import json
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from .errors import CacheError
+from .paths import read_own_file
 
 SECRET_NAME = ".secret"
 SECRET_BYTES = 32
@@ -61,24 +61,12 @@ def cache_secret(directory: Path) -> bytes:
 
 
 def _read_secret(path: Path) -> bytes | None:
-    """The secret at ``path``; None when there is none or it cannot be trusted."""
+    """The secret at ``path``; None when there is none or it cannot be trusted (paths.read_own_file, private)."""
     try:
-        # no link followed, and a fifo there opened without waiting for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        data = read_own_file(path, SECRET_BYTES, private=True)
     except OSError:
         return None
-    try:
-        info = os.fstat(fd)
-        data = os.read(fd, SECRET_BYTES + 1) if stat.S_ISREG(info.st_mode) else b""
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data if len(data) == SECRET_BYTES and _private(info) else None
-
-
-def _private(info: os.stat_result) -> bool:
-    return (not hasattr(os, "getuid") or info.st_uid == os.getuid()) and not info.st_mode & 0o077
+    return data if len(data) == SECRET_BYTES else None
 
 
 def _new_secret(path: Path, *, replace: bool) -> bytes:

@@ -148,14 +148,18 @@ def own_directory(directory: Path) -> Path:
     return directory
 
 
-def read_own_file(path: Path, max_bytes: int) -> bytes:
+def read_own_file(path: Path, max_bytes: int, *, private: bool = False) -> bytes:
     """The bytes of one of longlm's small state files, read without following a link and only from a regular
-    file of at most ``max_bytes`` (a link to /dev/zero, a fifo or a huge file would never end or fill memory).
-    OSError otherwise (its errno ENOENT when there is none)."""
+    file of at most ``max_bytes`` (a link to /dev/zero, a fifo or a huge file would never end or fill memory);
+    with ``private``, only from one of the user's own that no one else may read or write. OSError otherwise (its
+    errno ENOENT when there is none)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file")
+        if private and (info.st_mode & 0o077 or (hasattr(os, "getuid") and info.st_uid != os.getuid())):
+            raise OSError(errno.EACCES, "others may read or write it")
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise OSError(errno.EFBIG, f"it is larger than {max_bytes:,} bytes")
