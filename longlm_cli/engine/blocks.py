@@ -84,7 +84,7 @@ def _key_parts(tasks: int, keys: int, rows: int) -> int:
 def _attend_split(rows, k, v, parts: int, *, scale: float):
     """The flash kernel over ``parts`` equal parts of the keys at once (a batch of views), merged exactly; the
     last keys that do not fill a part are one more block. rows: [B, Hkv, R, D]; k, v: [B, Hkv, K, D]."""
-    B, hkv, R, D = rows.shape
+    B = rows.shape[0]
     size = k.shape[2] // parts
     even = parts * size
 
@@ -94,8 +94,9 @@ def _attend_split(rows, k, v, parts: int, *, scale: float):
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     out, lse = flash(rows.repeat(parts, 1, 1, 1), batched(k), batched(v), 0.0, False, scale=scale)
     out, lse = out.unflatten(0, (parts, B)), lse.unflatten(0, (parts, B))  # [parts, B, Hkv, R, D], [parts, B, Hkv, R]
-    total = torch.logsumexp(lse, dim=0)
-    merged = (out.float() * torch.exp(lse - total)[..., None]).sum(dim=0)
+    merged, total = out[0].float(), lse[0]
+    for part in range(1, parts):
+        merged, total = merge(merged, total, out[part], lse[part])
     if even < k.shape[2]:
         rest, rest_lse = flash(rows, k[:, :, even:], v[:, :, even:], 0.0, False, scale=scale)
         merged, total = merge(merged, total, rest, rest_lse)
