@@ -91,8 +91,9 @@ def _mostly_utf8(body: bytes) -> tuple[str, int] | None:
     sequences (a pasted Latin-1 run): its valid multi-byte characters outnumber the bad sequences MOSTLY_UTF8 to
     one, and the bad ones are under 1% of its bytes. None when the bytes may well be another encoding."""
     text = body.decode("utf-8", "replace")
-    bad = text.count("\ufffd") - body.count("\ufffd".encode())
-    multibyte = sum(1 for char in text if ord(char) > 127) - bad - body.count("\ufffd".encode())
+    written = body.count("\ufffd".encode())  # replacement characters the file itself holds
+    bad = text.count("\ufffd") - written
+    multibyte = sum(1 for char in text if ord(char) > 127) - bad - written
     if bad and multibyte >= MOSTLY_UTF8 * bad and bad * 100 < len(body):
         return text, bad
     return None
