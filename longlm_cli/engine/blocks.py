@@ -39,16 +39,15 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
 
     Keys and values kept in bfloat16 for float32 queries (a 16-bit KV cache, runtime/kvcache.py) go to the CPU
     kernel as they are, with the queries rounded to bfloat16: the kernel accumulates in float32, and converting
-    the keys instead would write and read them again at twice the size (measured 1.3x to 7x slower for one
+    the keys instead would write and read them again at twice the size (measured 1.4x to 7x slower for one
     decoding row, and no faster for a prefill chunk even where bf16 arithmetic is emulated: benchmarks/kvstore.py).
     """
-    if q.dtype != k.dtype and q.device.type == "cpu" and softcap is None:
-        q = q.to(k.dtype)
-    if q.device.type == "cpu" and softcap is None and q.dtype in (torch.float32, torch.bfloat16):
-        if not causal and FOLD_QUERY_HEADS:
-            return _attend_folded(q, k, v, scale=scale)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
-        return out, lse
+    if q.device.type == "cpu" and softcap is None:
+        q = q.to(k.dtype)  # the same tensor when the types agree
+        if q.dtype in (torch.float32, torch.bfloat16):
+            if not causal and FOLD_QUERY_HEADS:
+                return _attend_folded(q, k, v, scale=scale)
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
 
 
