@@ -15,8 +15,10 @@ straight in its form (random codes and scales: nothing in float first), so an 8B
 builds K of the model's layers and scales the time inside them to all layers (as sizes.py does); peak RSS is
 then of the K-layer model. Each case: a plain prefill of --length random tokens in the CLI's chunks, then
 --steps decoded tokens (best of three rounds). Results are appended to benchmarks/results/quant.jsonl.
-Each case also says its memory floor: the bytes a decoding step must read (every weight once, every key and value
-held) at the speed of a plain copy measured after the cases, and its decode time over that floor.
+With --profile, each case adds the top ops' shares of the self CPU time of --steps more decoding steps (after the
+timed rounds; the profiler's own memory then counts in that case's peak RSS). Each case also says its memory
+floor: the bytes a decoding step must read (every weight once, every key and value held) at the speed of a plain
+copy measured after the cases, and its decode time over that floor.
 ``--kv-dtypes`` runs each form with its KV cache kept in each of these types (runtime/kvcache.py; the default,
 float32, is how the KV cache was kept before it could be narrower); ratios are against the first case.
 
@@ -151,7 +153,14 @@ def _with_kv_dtype(model, kv_dtype):
 
 
 def run_case(
-    model_name: str, form: str, dtype_name: str, length: int, steps: int, layers: int | None, kv_name: str
+    model_name: str,
+    form: str,
+    dtype_name: str,
+    length: int,
+    steps: int,
+    layers: int | None,
+    kv_name: str,
+    profile: bool = False,
 ) -> dict:
     import torch
     from sizes import LayerClock
@@ -200,6 +209,7 @@ def run_case(
     tensors = [*model.parameters(), *model.buffers()]
     weights = sum(t.numel() * t.element_size() for t in tensors) * scale
     kv = sum(t.numel() * t.element_size() for layer in session.cache.layers for t in (layer.keys, layer.values))
+    shares = {"profile": decode_profile(session, token, steps)} if profile else {}
     return {
         "model": model_name,
         "form": form,
@@ -213,7 +223,22 @@ def run_case(
         "peak_rss_gib": round(max(rss_after_prefill, peak_rss_gib()), 3),
         "bytes_per_token": int(weights + kv * scale),
         "machine": machine(),
+        **shares,
     }
+
+
+def decode_profile(session, token: int, steps: int) -> dict:
+    """The share of each of the top ops in the self CPU time of ``steps`` decoding steps (torch.profiler), after
+    the timed rounds so that the profiler's overhead is in none of them."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            token = int(session.forward(torch.tensor([[token]])).argmax())
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return {e.key: round(e.self_cpu_time_total / total, 3) for e in events[:5]}
 
 
 def copy_bandwidth() -> float:
@@ -241,6 +266,7 @@ def in_fresh_process(args: argparse.Namespace, form: str, kv_name: str) -> dict:
     command += ["--kv-dtypes", kv_name]
     command += ["--length", str(args.length), "--steps", str(args.steps)]
     command += ["--layers", str(args.layers)] if args.layers else []
+    command += ["--profile"] if args.profile else []
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"case {form}, {kv_name} KV cache failed:\n{out.stderr[-3000:]}")
@@ -315,11 +341,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int)
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--kv-dtypes", default="float32", help="the KV cache's types, each a case")
+    parser.add_argument("--profile", action="store_true", help="each case: the top ops' share of decoding steps")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     forms, kv_names = args.forms.split(","), args.kv_dtypes.split(",")
     if args.case:
-        case = run_case(args.model, args.case, args.dtype, args.length, args.steps, args.layers, kv_names[0])
+        case = run_case(
+            args.model, args.case, args.dtype, args.length, args.steps, args.layers, kv_names[0], args.profile
+        )
         print(json.dumps(case))
         return
     print(f"# {machine()}")

@@ -25,8 +25,8 @@ FOLD_QUERY_HEADS = True
 # twice and one copy kept: rows are independent in the kernel.
 # The kernel shares its work among threads by (batch, key head): 3 key heads on 2 threads leave one idle a third
 # of the time. For a decoding step, the keys are then cut into parts that go to the kernel as a batch (views, no
-# copy), enough for every thread to get an equal share, and the parts merged by log-sum-exp (exact): 1.2x faster
-# per layer for the embedded model's 3 key heads on 2 threads, none for 8 key heads (benchmarks/kvstore.py).
+# copy), enough for every thread to get an equal share, and the parts merged by log-sum-exp (exact): 1.4x faster
+# per layer for the embedded model's 3 key heads on 2 threads (benchmarks/kvstore.py); 8 key heads are not split.
 SPLIT_MIN_KEYS = 1024  # a part at least this long (the kernel's own key blocks are 512)
 SPLIT_MAX_ROWS = 16  # decoding rows: a prefill chunk has enough work in its query blocks
 
