@@ -192,30 +192,25 @@ def test_conversion_failure_in_transformers_is_one_line_naming_the_file(tmp_path
 # --- A converted directory damaged after it was written --------------------------------------------------------
 
 
-def _converted(tiny_dir, gguf_path, *, legacy: bool):
-    """A converted directory in the place convert_gguf uses, complete with its marker (old or new style)."""
+def _converted(tiny_dir, gguf_path):
+    """A converted directory in the place convert_gguf uses, complete with its marker."""
     target = _copy_tiny(tiny_dir, converted.converted_dir_for(gguf_path))
-    if legacy:
-        (target / converted.COMPLETE).write_text("ok\n")
-    else:
-        converted.write_marker(target)
+    converted.write_marker(target)
     return target
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["marker with sizes", "old marker"])
-def test_truncated_converted_weights_are_converted_again(tmp_path, tiny_dir, conversions, legacy):
+def test_truncated_converted_weights_are_converted_again(tmp_path, tiny_dir, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    target = _converted(tiny_dir, path, legacy=legacy)
+    target = _converted(tiny_dir, path)
     weights = target / "model.safetensors"
     size = weights.stat().st_size
     with weights.open("r+b") as stream:
         stream.truncate(size // 2)
     result = _ask(tmp_path, path)
     assert result.exit_code == 0, result.output
-    said = f"{size // 2} bytes, {size} were written" if not legacy else f"{size // 2} bytes, its header says {size}"
     assert result.stderr.splitlines()[:2] == [
-        f"Warning: the converted model in {target} is damaged (model.safetensors is {said}); "
-        "converting tiny.gguf again",
+        f"Warning: the converted model in {target} is damaged (model.safetensors is {size // 2} bytes, {size} were "
+        "written); converting tiny.gguf again",
         f"Converting tiny.gguf once into {target} (about 0.0 MB in bfloat16; about a minute; later runs load in "
         "seconds)...",
     ]
@@ -223,9 +218,23 @@ def test_truncated_converted_weights_are_converted_again(tmp_path, tiny_dir, con
     assert _ask(tmp_path, path).exit_code == 0 and conversions == [path]  # intact now: used as it is
 
 
+@pytest.mark.parametrize("marker", ["ok\n", '{"files": {"model.safetensors": {"size": 1, "head_sha256": "0"}}}'])
+def test_a_copy_converted_before_digests_is_converted_again(tmp_path, tiny_dir, conversions, marker):
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    target = _converted(tiny_dir, path)
+    (target / converted.COMPLETE).write_text(marker)
+    result = _ask(tmp_path, path)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Note: converting tiny.gguf again into {target}: it was made by an earlier longlm, which kept no digest of "
+        "its files"
+    )
+    assert conversions == [path] and converted.damage(target) is None
+
+
 def test_intact_converted_directory_is_used_without_converting(tmp_path, tiny_dir, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    _converted(tiny_dir, path, legacy=False)
+    _converted(tiny_dir, path)
     result = _ask(tmp_path, path)
     assert result.exit_code == 0, result.output
     assert "Warning" not in result.stderr and conversions == []
@@ -247,7 +256,7 @@ def test_a_file_in_place_of_the_converted_directory_is_replaced(tmp_path, tiny_d
 
 def test_changed_tokenizer_is_noticed(tmp_path, tiny_dir, conversions):
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    target = _converted(tiny_dir, path, legacy=False)
+    target = _converted(tiny_dir, path)
     tokenizer = target / "tokenizer.json"
     data = tokenizer.read_bytes()
     tokenizer.write_bytes(b"\t" + data[1:] if data[:1] != b"\t" else b" " + data[1:])  # same size, other bytes
@@ -556,3 +565,13 @@ def test_the_conversion_is_16_bit_in_the_files_own_type(tmp_path):
     }
     for name, (tensors, dtype) in cases.items():
         assert models.conversion_plan(_gguf_with(tmp_path / name, tensors)) == (dtype, 2 * (32 + 32 * 32)), name
+
+
+def test_a_message_announcing_more_lines_is_not_cut_off(tiny_dir, tmp_path):
+    """Without tokenizer.json transformers' message starts "... from one of:" and lists the ways on later lines;
+    the one line keeps them (it once ended at the colon)."""
+    model = _tiny_copy(tiny_dir, tmp_path)
+    (model / "tokenizer.json").unlink()
+    line = _error(_ask(tmp_path, model))
+    assert line.startswith(f"Error: could not load model '{model}': Couldn't instantiate the backend tokenizer")
+    assert not line.endswith(":") and "(1) a `tokenizers` library serialization file, (2)" in line

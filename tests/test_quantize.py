@@ -200,24 +200,45 @@ def test_quantized_weights_on_cuda_and_unknown_forms_are_refused():
     assert result.exit_code == 2 and "Invalid value for '--quantize': 'int3' is not one of" in result.stderr
 
 
-def test_a_quantized_directory_damaged_inside_is_found_by_its_digest(tmp_path, tiny_dir):
-    """Sizes and headers miss a weights file overwritten inside; the digest taken at conversion does not (and a
-    directory converted before digests were kept is converted again)."""
+def test_a_converted_directory_damaged_inside_is_found_by_its_digest(tmp_path, tiny_dir):
+    """Sizes and headers miss a weights file overwritten inside; the digest taken at conversion does not, even
+    with the file's mtime put back; a directory converted before digests were kept is converted again."""
+    import os
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from longlm_cli.runtime import converted
     from longlm_cli.runtime.ggufquant import save_quantized
-    from longlm_cli.runtime.quantize import QUANT_RECORD, QUANT_WEIGHTS, damaged_weights
+    from longlm_cli.runtime.quantize import QUANT_WEIGHTS
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
     quantize_model(model, "int4", torch.float32)
     save_quantized(model, AutoTokenizer.from_pretrained(tiny_dir), tmp_path, "int4", {"test": "tiny"})
-    assert damaged_weights(tmp_path) is None
+    converted.write_marker(tmp_path)
+    assert converted.damage(tmp_path) is None
     weights = tmp_path / QUANT_WEIGHTS
-    data = bytearray(weights.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 64] = bytes(64)
-    weights.write_bytes(bytes(data))
-    assert damaged_weights(tmp_path) == "its weights do not match the digest taken when it was converted"
-    record = json.loads((tmp_path / QUANT_RECORD).read_text())
-    (tmp_path / QUANT_RECORD).write_text(json.dumps({k: v for k, v in record.items() if k != "sha256"}))
-    assert damaged_weights(tmp_path) == "no digest of its weights was recorded (converted by an earlier longlm)"
+    before = weights.stat()
+    with weights.open("r+b") as stream:  # overwritten in place, as `dd conv=notrunc` would
+        stream.seek(before.st_size // 2)
+        stream.write(bytes(64))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert converted.damage(tmp_path) == f"{QUANT_WEIGHTS} has changed since it was written"
+    marker = json.loads((tmp_path / converted.COMPLETE).read_text())
+    marker["files"][QUANT_WEIGHTS].pop("sha256")
+    (tmp_path / converted.COMPLETE).write_text(json.dumps(marker))
+    assert converted.damage(tmp_path) == converted.NO_DIGEST
+
+
+def test_an_intact_directory_is_read_in_full_only_when_its_files_changed(tmp_path, tiny_dir, monkeypatch):
+    """The digests are checked once; later loads compare each file's stat with the one recorded then."""
+    from longlm_cli.runtime import converted
+
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((tiny_dir / name).read_bytes())
+    converted.write_marker(tmp_path)
+    reads = []
+    monkeypatch.setattr(converted, "file_sha256", lambda path: reads.append(path.name) or "x")
+    assert converted.damage(tmp_path) is None and reads == []
+    (tmp_path / converted.VERIFIED).unlink()
+    assert converted.damage(tmp_path) == "config.json has changed since it was written"
+    assert reads == ["config.json"]

@@ -3,8 +3,11 @@ whole, and making one once, safely.
 
 A copy is written into a temporary directory beside its place and renamed into place only when complete, under
 a file lock, so that two first runs at once convert once and an interrupted run never leaves a directory a later
-run would use. The marker, written last, records the size and a digest of the first bytes of every file written,
-so a copy damaged later (a truncated .safetensors) is noticed and converted again instead of failing every run.
+run would use. The marker, written last, records the size and the sha256 of every file written, so a copy damaged
+later (truncated, or overwritten inside) is noticed and converted again instead of failing, or answering wrongly,
+on every run. Reading every byte at each load would double the read of the weights (16 GB for an 8B model in 16
+bits), so a second file, VERIFIED, keeps each file's size, mtime, ctime and inode as last checked: a load reads
+the files again only when one of those changed, which any write through the file system does.
 """
 
 from __future__ import annotations
@@ -21,11 +24,21 @@ from pathlib import Path
 
 from ..catalogue import gguf_metadata
 from ..errors import LongLMError, ModelError
-from ..paths import cache_dir, embedded_gguf_path, embedded_model_dir, ensure_cache_dir, file_lock, in_form
+from ..paths import (
+    cache_dir,
+    embedded_gguf_path,
+    embedded_model_dir,
+    ensure_cache_dir,
+    file_lock,
+    file_sha256,
+    in_form,
+    read_own_file,
+)
 
 COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
-_HEAD_BYTES = 1 << 16  # each file's first bytes are digested: cheap, and they hold a safetensors header
-_LEGACY_MARKER = "ok"  # the marker of older versions, which recorded nothing
+VERIFIED = ".longlm-verified"  # the files' stat when their digests last matched the marker
+_LEGACY_MARKER = "ok"  # the marker of the first versions, which recorded nothing
+NO_DIGEST = "it was made by an earlier longlm, which kept no digest of its files"
 
 
 def say(message: str) -> None:
@@ -37,8 +50,10 @@ def megabytes(size: int) -> str:
 
 
 def describe(exc: BaseException, *, typed: bool = True) -> str:
-    """The first line of an exception, named by its type unless that is a plain OSError or ValueError."""
-    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+    """The first line of an exception, named by its type unless that is a plain OSError or ValueError. A first
+    line that ends in a colon announces the lines after it, which are then joined to it: never a cut-off line."""
+    lines = [part.strip() for part in str(exc).splitlines() if part.strip()]
+    line = " ".join(lines) if lines and lines[0].endswith(":") else next(iter(lines), "")
     if (not typed or type(exc) in (OSError, ValueError)) and line:
         return line
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
@@ -73,7 +88,10 @@ def convert_once(gguf: Path, target: Path, convert: Callable[[], None], problem=
             found = why_not(target)
             if found is None:
                 return False  # converted by the process we waited for
-            say(f"Warning: the converted model in {target} is damaged ({found}); converting {gguf.name} again")
+            if found == NO_DIGEST:
+                say(f"Note: converting {gguf.name} again into {target}: {NO_DIGEST}")
+            else:
+                say(f"Warning: the converted model in {target} is damaged ({found}); converting {gguf.name} again")
         if target.is_symlink() or (target.exists() and not target.is_dir()):
             say(f"Warning: {target} is not a converted model directory; converting {gguf.name} again")
         gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before any reader
@@ -106,30 +124,60 @@ def write_into_place(gguf: Path, target: Path, write: Callable[[Path], None]) ->
 
 
 def _file_record(path: Path) -> dict[str, object]:
-    with path.open("rb") as stream:
-        head = stream.read(_HEAD_BYTES)
-    return {"size": path.stat().st_size, "head_sha256": hashlib.sha256(head).hexdigest()}
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _fingerprint(path: Path) -> list[int]:
+    """What any write to the file through the file system changes: size, mtime, ctime, inode and device."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
 
 
 def write_marker(directory: Path) -> None:
-    """Write the completion marker of a converted directory, recording every file in it."""
+    """Write the completion marker of a converted directory, recording every file in it (and VERIFIED)."""
     files = {
         path.relative_to(directory).as_posix(): _file_record(path)
         for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != COMPLETE
+        if path.is_file() and path.name not in (COMPLETE, VERIFIED)
     }
     (directory / COMPLETE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+    _write_verified(directory, files)
+
+
+def _write_verified(directory: Path, files: dict) -> None:
+    """Record the files' fingerprints as checked; best effort (a read-only cache is checked in full each load)."""
+    temp = directory / f"{VERIFIED}.{os.getpid()}.tmp"
+    try:
+        stamps = {name: _fingerprint(directory / name) for name in files}
+        temp.write_text(json.dumps(stamps) + "\n", encoding="utf-8")
+        os.replace(temp, directory / VERIFIED)
+    except OSError:
+        temp.unlink(missing_ok=True)
+
+
+def _verified(directory: Path) -> dict:
+    try:
+        stamps = json.loads(read_own_file(directory / VERIFIED, max_bytes=1 << 20))
+        return stamps if isinstance(stamps, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def damage(directory: Path) -> str | None:
-    """Why a converted directory that has a completion marker cannot be used; None when it is intact."""
+    """Why a converted directory that has a completion marker cannot be used; None when it is intact. A file
+    whose fingerprint changed since its last check is read in full and its sha256 compared."""
     try:
         text = (directory / COMPLETE).read_text(encoding="utf-8").strip()
         files = {} if text == _LEGACY_MARKER else json.loads(text)["files"]
+        if not files or any("sha256" not in record for record in files.values()):
+            return NO_DIGEST
+        stamps = _verified(directory)
         for name, record in files.items():
             path = directory / name
             if not path.is_file():
                 return f"{name} is missing"
+            if stamps.get(name) == _fingerprint(path):
+                continue
             found = _file_record(path)
             if found["size"] != record["size"]:
                 return f"{name} is {found['size']} bytes, {record['size']} were written"
@@ -138,9 +186,12 @@ def damage(directory: Path) -> str | None:
         weights = sorted(directory.glob("*.safetensors"))
         if not weights:
             return "it holds no .safetensors weights"
-        return next(filter(None, map(_safetensors_damage, weights)), None)
+        found = next(filter(None, map(_safetensors_damage, weights)), None)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"it cannot be checked: {describe(exc)}"
+    if found is None and any(stamps.get(name) != _fingerprint(directory / name) for name in files):
+        _write_verified(directory, files)
+    return found
 
 
 def _safetensors_damage(path: Path) -> str | None:

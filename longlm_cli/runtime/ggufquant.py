@@ -23,7 +23,6 @@ from .qlinear import quantize_int4, quantize_int8, scales_zeros, to_nibbles
 from .quantize import (
     QUANT_WEIGHTS,
     cast_float_parameters,
-    damaged_weights,
     empty_model,
     install_weights,
     layout,
@@ -171,7 +170,7 @@ def quantized_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
         write_into_place(gguf, target, lambda work: save_quantized(model, tokenizer, work, form, {"gguf": gguf.name}))
 
     def problem(directory: Path) -> str | None:
-        return "it is of another format" if quantized_form(directory) != form else damaged_weights(directory)
+        return "it is of another format" if quantized_form(directory) != form else None
 
     if not convert_once(gguf, target, convert, problem=problem):
         return _loading(gguf, lambda: load_quantized_dir(target, dtype))

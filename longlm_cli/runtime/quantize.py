@@ -20,7 +20,6 @@ from pathlib import Path
 
 from ..defaults import QUANTIZE_CHOICES
 from ..errors import LongLMError, ModelError
-from ..paths import file_sha256
 
 QUANT_RECORD = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
@@ -196,28 +195,9 @@ def quantized_form(directory: Path) -> str | None:
 
 
 def write_record(directory: Path, form: str, source: dict) -> None:
-    """The directory's record, with the digest of its weights file as written (damaged_weights checks it)."""
-    record = {"format": FORMAT, "form": form, "source": source, "sha256": weights_digest(directory)}
+    """The directory's record: its format, form and source (converted.write_marker digests every file)."""
+    record = {"format": FORMAT, "form": form, "source": source}
     (directory / QUANT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-
-
-def weights_digest(directory: Path) -> str:
-    """The sha256 of the directory's weights file: one more read of it at each load (94 MiB for the embedded
-    model, about 5 GiB for an 8B model in int4)."""
-    return file_sha256(directory / QUANT_WEIGHTS)
-
-
-def damaged_weights(directory: Path) -> str | None:
-    """Why the directory's weights cannot be trusted (none recorded, or other than recorded), or None. Sizes and
-    headers alone miss a file overwritten inside, which would give wrong answers with no error."""
-    try:
-        recorded = json.loads((directory / QUANT_RECORD).read_text(encoding="utf-8")).get("sha256")
-        found = weights_digest(directory)
-    except (OSError, ValueError, AttributeError) as exc:
-        return f"its weights or record cannot be read ({type(exc).__name__})"
-    if not isinstance(recorded, str):
-        return "no digest of its weights was recorded (converted by an earlier longlm)"
-    return None if found == recorded else "its weights do not match the digest taken when it was converted"
 
 
 def load_quantized_dir(directory: Path, dtype) -> tuple[object, object]:
