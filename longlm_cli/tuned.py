@@ -62,14 +62,14 @@ def _read(path: Path) -> dict:
     """The stored entries: {} (and one warning) for a file that is not a regular file of at most MAX_FILE_BYTES
     (a link to /dev/zero would never end), not JSON, nested too deep, or not an object."""
     try:
-        text = read_own_file(path, MAX_FILE_BYTES).decode("utf-8")
+        raw = read_own_file(path, MAX_FILE_BYTES)
     except OSError as exc:
         if exc.errno in _NO_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
             return {}
         _warn(path, exc.strerror or str(exc))
         return {}
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError too
         _warn(path, "it is not JSON" if isinstance(exc, RecursionError) else str(exc))
         return {}
@@ -134,18 +134,26 @@ def find_tuned(model: str, length: int) -> Tuned | None:
     entries = _read(tuned_path()).get(model)
     if not isinstance(entries, dict) or length <= 0:
         return None
-    best = None
+    best, skipped = None, 0
     for raw in entries.values():
-        try:
-            entry = Tuned(**raw)
-        except TypeError:
-            continue  # an entry of another shape: not ours to use
-        if not _valid(entry):
+        entry = _entry(raw)
+        if entry is None:
+            skipped += 1  # of another shape, or values longlm never writes: not ours to use
             continue
         distance = abs(math.log(length / entry.length)) if entry.length > 0 else math.inf
         if distance <= math.log(TUNED_REACH) and (best is None or distance < best[0]):
             best = (distance, entry)
+    if skipped:
+        _warn(tuned_path(), f"{skipped} entr{'y' if skipped == 1 else 'ies'} for this model longlm did not write")
     return best[1] if best else None
+
+
+def _entry(raw) -> Tuned | None:
+    try:
+        entry = Tuned(**raw)
+    except TypeError:
+        return None
+    return entry if _valid(entry) else None
 
 
 def tuned_plan(model: str, L: int, length: int) -> tuple[Plan, Tuned] | None:

@@ -145,3 +145,15 @@ def test_a_lying_tuned_file_is_ignored_and_later_runs_work(tiny_dir, tmp_path, c
     assert run(*args).stdout == expected + "\n"
     untouched = json.loads(run("plan", "--model", tiny_dir, "--length", N, "--json").stdout)
     assert untouched["tuned"] is None
+
+
+@pytest.mark.parametrize("case", ["wrong types", "not a mapping", "huge lengths", "infinite scale base"])
+def test_entries_longlm_did_not_write_are_skipped_with_one_warning(tiny_dir, capsys, case):
+    key = model_key(str(tiny_dir))
+    path = Path(os.environ["LONGLM_CACHE_DIR"]) / "tuned.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_lying_files(key, 1000)[case]))
+    assert find_tuned(key, 1000) is None
+    assert capsys.readouterr().err == (
+        f"Warning: ignoring the tuned settings in {path}: 1 entry for this model longlm did not write\n"
+    )

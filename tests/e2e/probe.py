@@ -18,12 +18,14 @@ message) and a follow-up: a normal command run afterwards in the same cache dire
 (and, for document-cache damage, print the same answer as a clean run).
 
 One line per scenario: verdict, name, exit code, traceback yes/no, first line of stderr, and why it failed.
-Then `probe: N scenarios, T tracebacks, B bad inputs accepted with exit 0, S states broken for later runs`,
-where B counts `error`/`flag` scenarios that exited 0 silently and output checks that failed on exit 0, and S
-counts failed follow-ups. Timeouts, crashes, wrong message shapes and `ok` scenarios that failed are counted
-on the line before it as other failures. The exit status is 1 when any of these is non-zero.
+Then the totals by class: `probe: N scenarios, T tracebacks, S inconsistent states, B bad inputs accepted, X
+security findings, O other failures, K skipped`, where B counts `error`/`flag` scenarios that exited 0 silently
+and output checks that failed on exit 0, S counts failed follow-ups, X counts failed scenarios marked
+`security` (hostile.py), and O the rest: timeouts, crashes, wrong message shapes, `ok` scenarios that failed.
+The exit status is 1 when any class but N and K is non-zero. `python -m pytest tests/e2e -m e2e` runs the same
+scenarios as tests (test_probe.py) and prints the same totals line.
 
-Usage (from the repository root): python scripts/probe.py [--fast] [--only SUBSTRING] [--jobs N] [--keep]
+Usage (from the repository root): python tests/e2e/probe.py [--fast] [--only SUBSTRING] [--jobs N] [--keep]
 The caller's environment passes through, so PYTHONPATH=<an exported checkout> probes that tree with the same
 console script; a warning is printed when the package's sources change during the run (results may then come
 from a half-edited tree) or when a clean run no longer passes at the end.
@@ -52,6 +54,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the suite's tiny models, when run alone
+from helpers import CHAT_TEMPLATE, CORPUS, corpus_tokenizer, pdf_file, save_tiny_llama  # noqa: E402
+
 TRACEBACK = "Traceback (most recent call last)"
 TIMEOUT = 120  # seconds, every subprocess
 EMBEDDED_TIMEOUT = 600  # the embedded model's first conversion takes about a minute, longer under load
@@ -59,12 +64,7 @@ GIB = 1 << 30
 MEMORY = 6 * GIB  # RLIMIT_AS of every run unless a scenario sets its own: nothing may eat the machine
 EMBEDDED_MEMORY = 16 * GIB
 WINDOW = 256  # the tiny model's pretraining window L
-CORPUS = (
-    "The lighthouse keeper counted the ships every evening. Each ship carried salt, timber or wool to the "
-    "northern harbour, and the keeper wrote its name in a green ledger. "
-) * 3
 QUESTION = "What colour is the ledger?"
-CHAT_TEMPLATE = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
 IS_ROOT = os.geteuid() == 0
 
 
@@ -154,45 +154,6 @@ def finish(proc: subprocess.Popen, *, stdin=None, timeout: float = TIMEOUT, star
 # Fixtures: a tiny tokenizer and models, a tiny GGUF, a document, and clean runs to compare against
 
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([CORPUS], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def save_tiny_llama(path: Path, tokenizer) -> Path:
-    import torch
-    import transformers
-
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=WINDOW,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def save_tiny_gpt2(path: Path, tokenizer) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -268,8 +229,8 @@ class Fixtures:
 
         logging.disable_progress_bar()
         logging.set_verbosity_error()
-        tokenizer = tiny_tokenizer()
-        self.tiny = save_tiny_llama(root / "tiny-llama", tokenizer)
+        tokenizer = corpus_tokenizer()
+        self.tiny = save_tiny_llama(root / "tiny-llama", tokenizer, window=WINDOW)
         self.gpt2 = save_tiny_gpt2(root / "tiny-gpt2", tokenizer)
         self.gguf = save_tiny_gguf(root / "tiny.gguf", self.tiny)
         self.doc = root / "ledger.txt"
@@ -279,14 +240,17 @@ class Fixtures:
     def clean_runs(self) -> None:
         """A clean ask on the tiny model (its answer and document-cache entry) and a converted tiny GGUF."""
         first = self._seed_run("seed-kv", ask_args(self.doc, self.tiny))
-        self.answer = first.stdout
+        self.answer, self.ask_seconds = first.stdout, first.seconds
         self.seed_kv = self.root / "seed-kv" / "kv"
-        self._seed_run("seed-gguf", ask_args(self.doc, self.gguf, "--no-cache"))
+        self.gguf_answer = self._seed_run("seed-gguf", ask_args(self.doc, self.gguf, "--no-cache")).stdout
         self.seed_gguf_models = self.root / "seed-gguf" / "models"
+        self._seed_run("seed-gguf16", ask_args(self.doc, self.gguf, "--no-cache", "--quantize", "none"))
+        self.seed_gguf16_models = self.root / "seed-gguf16" / "models"
 
     def _seed_run(self, name: str, args: list) -> Result:
         cache = self.root / name
         cache.mkdir()
+        self.share_machine_record(cache)
         env = base_env(cache, self.root / name)
         res = finish(spawn([self.command, *map(str, args)], env=env, cwd=self.root, mem=MEMORY))
         if res.rc != 0 or not list(cache.rglob("*.safetensors")):
@@ -296,9 +260,18 @@ class Fixtures:
             )
         return res
 
+    def share_machine_record(self, cache: Path) -> None:
+        """Give ``cache`` the first seed run's machine.json: on a CPU with native bf16 the dtype is otherwise measured
+        afresh in every cache, and a close measurement could pick another dtype (and so another document-cache key)
+        than the seed entries were made with."""
+        record = self.root / "seed-kv" / "machine.json"
+        if record.is_file() and cache != record.parent:
+            shutil.copy2(record, cache / "machine.json")
+
     def canary(self) -> str | None:
         """Run the clean ask again: a failure means the installed package changed or broke during the probe."""
         cache = Path(tempfile.mkdtemp(prefix="canary-", dir=self.root))
+        self.share_machine_record(cache)
         proc = spawn([self.command, *ask_args(self.doc, self.tiny)], env=base_env(cache, cache), cwd=self.root)
         res = finish(proc)
         if res.rc == 0 and res.stdout == self.answer:
@@ -346,7 +319,8 @@ def ask_args(doc, model, *extra) -> list:
 def base_env(cache: Path, home: Path) -> dict:
     """The environment of every run: its own cache, XDG and HF homes, offline, one CPU thread."""
     env = dict(os.environ)
-    env.pop("LONGLM_CACHE_MAX_BYTES", None)
+    for inherited in ("LONGLM_CACHE_MAX_BYTES", "LONGLM_CACHE_MIN_TOKENS", "LONGLM_MODEL"):  # the defaults, always
+        env.pop(inherited, None)
     env.update(
         LONGLM_CACHE_DIR=str(cache),
         XDG_CACHE_HOME=str(home / "xdg"),
@@ -381,6 +355,7 @@ class Scenario:
     embedded: bool = False  # loads the embedded model: skipped with --fast
     skip: str | None = None  # a reason not to run it here
     run: Callable | None = None  # a custom runner(box) -> Result (concurrency, kills)
+    security: bool = False  # a failure here is a security finding (counted apart from the other classes)
 
 
 class Box:
@@ -391,6 +366,7 @@ class Box:
         self.root = Path(tempfile.mkdtemp(prefix="case-", dir=fx.root))
         self.cache, self.work = self.root / "cache", self.root / "work"
         self.cache.mkdir(), self.work.mkdir()
+        fx.share_machine_record(self.cache)
         self.vars = {
             "tiny": fx.tiny,
             "gpt2": fx.gpt2,
@@ -504,15 +480,7 @@ def pdf_bytes(text: str, *, cyclic: bool = False) -> bytes:
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_file(objects)
 
 
 def zip_bytes(members: dict) -> bytes:
@@ -683,9 +651,9 @@ def seeded_embedded(mutate: Callable[[Path], None]) -> Callable:
 
 def tensor_digest(tensors: dict) -> str:
     """The document cache's checksum of an entry's tensors: the package's own, so crafted entries stay valid."""
-    from longlm_cli.doccache import _tensor_digest
+    from longlm_cli.entrycheck import tensor_digest as digest
 
-    return _tensor_digest(tensors)
+    return digest(tensors)
 
 
 def seeded_entry(box: Box) -> Path:
@@ -1555,7 +1523,9 @@ def all_scenarios() -> list[Scenario]:
         passkey_scenarios,
         embedded_scenarios,
     )
-    scenarios = [sc for group in groups for sc in group()]
+    from hostile import hostile_scenarios  # round three; it builds on this module's catalogue
+
+    scenarios = [sc for group in (*groups, hostile_scenarios) for sc in group()]
     names = [sc.name for sc in scenarios]
     assert len(names) == len(set(names)), "duplicate scenario names"
     return scenarios
@@ -1610,10 +1580,15 @@ class Outcome:
     skipped: str | None = None
 
     @property
+    def security(self) -> bool:
+        return self.sc.security and not self.skipped and (self.tb or self.accepted or self.broken or self.other)
+
+    @property
     def verdict(self) -> str:
         if self.skipped:
             return "SKIP"
         for flag, word in (
+            (self.security, "SECURITY"),
             (self.tb, "TRACEBACK"),
             (self.accepted, "ACCEPTED"),
             (self.broken, "BROKEN"),
@@ -1722,26 +1697,43 @@ def line_for(out: Outcome) -> str:
     )
 
 
+def totals(outcomes: list[Outcome]) -> dict[str, int]:
+    """The count of each class of failure among the scenarios that ran (a scenario may be in several)."""
+    ran = [o for o in outcomes if not o.skipped]
+    found = {
+        "scenarios": len(ran),
+        "tracebacks": sum(o.tb for o in ran),
+        "inconsistent states": sum(o.broken for o in ran),
+        "bad inputs accepted": sum(o.accepted for o in ran),
+        "security findings": sum(o.security for o in ran),
+    }
+    found["other failures"] = sum(o.other and not (o.tb or o.accepted or o.broken or o.security) for o in ran)
+    found["skipped"] = len(outcomes) - len(ran)
+    return found
+
+
+def totals_line(found: dict[str, int]) -> str:
+    return "probe: " + ", ".join(f"{count} {name}" for name, count in found.items())
+
+
 def report(outcomes: list[Outcome]) -> int:
     ran = [o for o in outcomes if not o.skipped]
     failing = [o for o in ran if o.verdict != "pass"]
     for o in failing + [o for o in ran if o.verdict == "pass"] + [o for o in outcomes if o.skipped]:
         print(line_for(o))
-    t, b, s = (sum(getattr(o, f) for o in ran) for f in ("tb", "accepted", "broken"))
-    others = sum(o.other and not (o.tb or o.accepted or o.broken) for o in ran)
-    skipped = len(outcomes) - len(ran)
-    print(f"probe: {others} other failures (timeouts, crashes, message shape, expected ok), {skipped} skipped")
-    print(
-        f"probe: {len(ran)} scenarios, {t} tracebacks, {b} bad inputs accepted with exit 0, "
-        f"{s} states broken for later runs"
-    )
-    return 1 if t + b + s + others else 0
+    found = totals(outcomes)
+    print(totals_line(found))
+    return 1 if any(count for name, count in found.items() if name not in ("scenarios", "skipped")) else 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="skip the scenarios that load the embedded model")
-    parser.add_argument("--only", metavar="SUBSTRING", help="run only scenarios whose name contains SUBSTRING")
+    parser.add_argument(
+        "--only",
+        metavar="SUBSTRING",
+        help="run only scenarios whose name contains SUBSTRING (or any of several, comma-separated)",
+    )
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="scenarios run at once (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories (printed) for a look")
     args = parser.parse_args(argv)
@@ -1753,7 +1745,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def select(args) -> tuple[list[Scenario], list[Outcome]]:
     chosen, skipped = [], []
     for sc in all_scenarios():
-        if args.only and args.only not in sc.name:
+        if args.only and not any(part in sc.name for part in args.only.split(",")):
             continue
         reason = sc.skip or ("--fast" if args.fast and sc.embedded else None)
         (skipped.append(Outcome(sc, skipped=reason)) if reason else chosen.append(sc))
@@ -1809,4 +1801,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("probe", sys.modules["__main__"])  # hostile.py imports this module by name: one copy
     sys.exit(main())
