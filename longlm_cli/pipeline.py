@@ -128,7 +128,7 @@ def prepare(
     load_seconds = time.perf_counter() - start
     ids = chat_token_ids(loaded.tokenizer, user_message(template, document.text, question))
     try:
-        plan, extension, tuned = _plan(loaded, model.model, len(ids) + reserve, extension)
+        plan, extension, tuned = plan_for_length(loaded, model.model, len(ids) + reserve, extension)
     except PlanError as exc:
         if reserve <= len(ids) or not _plannable(loaded, model.model, len(ids) + 1, extension):
             raise
@@ -152,7 +152,7 @@ def prepare(
     return prepared
 
 
-def _plan(loaded: LoadedModel, requested: str, length: int, extension: ExtensionSettings):
+def plan_for_length(loaded: LoadedModel, requested: str, length: int, extension: ExtensionSettings):
     """(plan, extension settings, tuned entry or None): `longlm tune`'s winner for this model near ``length``
     when the user chose no extension setting and the input needs extension, else the plan's own choice."""
     L = loaded.context_window
@@ -179,7 +179,7 @@ def _plan(loaded: LoadedModel, requested: str, length: int, extension: Extension
 
 def _plannable(loaded, requested: str, length: int, extension: ExtensionSettings) -> bool:
     try:
-        _plan(loaded, requested, length, extension)
+        plan_for_length(loaded, requested, length, extension)
     except PlanError:
         return False
     return True

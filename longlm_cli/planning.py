@@ -94,6 +94,19 @@ def make_plan(
     return _build(L, N, W, G, reason=f"{needed}; {window_reason}; {reason}.")
 
 
+def longest_length(context_window: int, *, window: int | None = None, group_size: int | None = None) -> int:
+    """The largest N that make_plan accepts with these settings: what a model of window L can read with them."""
+    lo, hi = context_window, context_window * (MAX_GROUP_SIZE + 1)  # lo is accepted, hi is not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            make_plan(context_window=context_window, length=mid, window=window, group_size=group_size)
+            lo = mid
+        except PlanError:
+            hi = mid
+    return lo
+
+
 def _check_extend_from(fraction: float) -> None:
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise PlanError(f"--extend-from {fraction!r} is not valid; it must be a fraction of L above 0, at most 1")

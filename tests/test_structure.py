@@ -32,6 +32,7 @@ LAYERS = [
     ("longlm_cli.cachekeys", "longlm_cli.cachemac", "longlm_cli.doccache", "longlm_cli.entrycheck", "longlm_cli.tuned"),
     ("longlm_cli.pipeline", "longlm_cli.contract"),
     ("longlm_cli.answer", "longlm_cli.chat", "longlm_cli.evaluation"),
+    ("longlm_cli.serve",),  # the OpenAI-compatible server: renders conversations as chat does
     ("longlm_cli.cli",),
 ]
 

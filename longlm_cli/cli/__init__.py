@@ -5,7 +5,7 @@ app.py holds the group and the error handling, options.py the options several co
 module holds one command (or command group).
 """
 
-from . import cache, evaluate, models, passkey, plan, run, tune  # noqa: F401  (each registers its commands on the group)
+from . import cache, evaluate, models, passkey, plan, run, serve, tune  # noqa: F401  (each registers its commands on the group)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -11,6 +11,7 @@ from ..defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_EVAL_SEED,
+    DEFAULT_EXTENSION,
     DEFAULT_KV_DTYPE,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
@@ -23,6 +24,7 @@ from ..defaults import (
     DEFAULT_WINDOW_FRACTION,
     DEVICES,
     DTYPES,
+    EXTENSION_METHODS,
     KV_DTYPES,
     MAX_GROUP_SIZE,
     MAX_NEW_TOKENS_LIMIT,
@@ -100,6 +102,13 @@ extend_from_option = click.option(
 log_scale_option = click.option(
     "--log-scale", "log_scale", type=FiniteFloat(min=1.0, min_open=True), metavar="BASE", help=LOG_SCALE_HELP
 )
+
+
+def extension_method_option(help: str):
+    """--extension: SelfExtend or Dual Chunk Attention beyond the model's window (``help`` says where it acts)."""
+    return click.option(
+        "--extension", type=click.Choice(EXTENSION_METHODS), default=DEFAULT_EXTENSION, show_default=True, help=help
+    )
 
 
 def apply_options(options):

@@ -8,9 +8,8 @@ import sys
 
 import click
 
-from ..defaults import DEFAULT_EXTENSION, EXTENSION_METHODS
 from .app import cli
-from .options import apply, extension_options, loading_options, sampling_options, shape_options
+from .options import apply, extension_method_option, extension_options, loading_options, sampling_options, shape_options
 from .output import check_output, write_output
 from .progress import Progress
 from .questions import questions
@@ -95,13 +94,9 @@ def _run_options(command):
             click.option(
                 "--json", "as_json", is_flag=True, help="Print one JSON object: answer, plan, token counts and timings."
             ),
-            click.option(
-                "--extension",
-                type=click.Choice(EXTENSION_METHODS),
-                default=DEFAULT_EXTENSION,
-                show_default=True,
-                help="What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
-                "or Dual Chunk Attention (ChunkLlama; no settings to choose).",
+            extension_method_option(
+                "What runs when the document exceeds the model's window: SelfExtend (-w, -g, --log-scale), "
+                "or Dual Chunk Attention (ChunkLlama; no settings to choose)."
             ),
             click.option(
                 "--no-tuned",

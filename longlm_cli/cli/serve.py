@@ -1,0 +1,101 @@
+"""`longlm serve`: the OpenAI-compatible server (longlm_cli/serve). Parses its options, checks the optional extra
+and the exposure, and runs the server until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import click
+
+from .app import cli
+from .options import FiniteFloat, apply_options, extension_method_option, extension_options, loading_options
+
+SERVE_OPTIONS = [
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port."),
+    click.option(
+        "--api-key",
+        envvar="LONGLM_API_KEY",
+        metavar="KEY",
+        help="Answer only requests with `Authorization: Bearer KEY` (also from $LONGLM_API_KEY).",
+    ),
+    click.option(
+        "--insecure", is_flag=True, help="Allow a non-loopback --host without --api-key (anyone who reaches it)."
+    ),
+    extension_method_option(
+        "What runs when a prompt exceeds the model's window (a request's `longlm` object may choose)."
+    ),
+    click.option("--no-tuned", is_flag=True, help="Ignore the settings `longlm tune` saved for this model."),
+    click.option(
+        "--max-queue",
+        type=click.IntRange(min=0),
+        default=8,
+        show_default=True,
+        help="Requests that may wait behind the running one; more get 503.",
+    ),
+    click.option(
+        "--max-body", type=click.IntRange(min=1), default=64, show_default=True, metavar="MIB", help="Largest request."
+    ),
+    click.option(
+        "--request-timeout",
+        type=FiniteFloat(min=0.0, min_open=True),
+        default=3600.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Longest a request may take, waiting included.",
+    ),
+    click.option("--cors", multiple=True, metavar="ORIGIN", help="Allow browser requests from ORIGIN (repeatable)."),
+    click.option("--model-name", metavar="NAME", help="The model's name in the API.  [default: its own]"),
+]
+
+
+@cli.command()
+@loading_options
+@extension_options
+@apply_options(SERVE_OPTIONS)
+def serve(model, loading, window, group_size, extend_from, log_scale=None, **options) -> None:
+    """Serve the model over OpenAI's API (chat completions, completions, models), reading past its window.
+
+    Point any OpenAI client at the printed address, e.g. OpenAI(base_url="http://127.0.0.1:8000/v1",
+    api_key="unused"). Documents go in the messages; a request may choose the extension with
+    extra_body={"longlm": {"extension": "dca", "window": 1024, "group_size": 8}}. Ctrl-C stops.
+    """
+    from ..serve.server import missing_extra
+
+    hint = missing_extra()
+    if hint:
+        raise click.ClickException(hint)
+    selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
+    _serve(model, loading, selfextend, **options)
+
+
+def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, max_body, **rest) -> None:
+    from ..pipeline import ExtensionSettings, ModelSettings
+    from ..serve.server import Address, check_exposure
+    from ..serve.server import serve as run_server
+    from ..serve.settings import ServeSettings
+
+    check_exposure(host, rest["api_key"], rest.pop("insecure"))
+    if extension != "selfextend" and any(v is not None for v in selfextend.values()):
+        raise click.UsageError(
+            f"-w, -g, --extend-from and --log-scale set SelfExtend; --extension {extension} has no such setting"
+        )
+    settings = ServeSettings(
+        api_key=rest["api_key"],
+        max_queue=rest["max_queue"],
+        max_body_bytes=max_body << 20,
+        request_timeout=rest["request_timeout"],
+        cors_origins=tuple(rest["cors"]),
+        model_name=rest["model_name"],
+    )
+
+    def ready(url: str, engine) -> None:
+        reach = f"up to {engine.capacity():,} tokens with {engine.extension.method}"
+        click.echo(f"Serving {engine.loaded.name} (L={engine.context_window:,}; {reach}) at {url}", err=True)
+        click.echo("Ctrl-C stops.", err=True)
+
+    run_server(
+        model=ModelSettings(model=model, **loading),
+        extension=ExtensionSettings(method=extension, use_tuned=not no_tuned, **selfextend),
+        settings=settings,
+        address=Address(host, port),
+        on_ready=ready,
+    )

@@ -1,0 +1,218 @@
+"""The model side of `longlm serve`: one loaded model answering requests one at a time, the KV cache kept between
+them.
+
+A request's messages are rendered with the model's chat template, every content as text (a document in a
+message cannot forge turns: templates.apply_chat_template). It is planned as `ask` plans: the prompt plus the
+answer's room, beyond L through SelfExtend or DCA, never truncated. Beyond L the plan is made for that length
+rounded up to L / PLAN_STEP_FRACTION tokens, so that the next question over the same document usually gets the
+same W and G, and with them the same cache: a request whose prompt begins with the tokens the cache holds
+prefills only the rest (``cached_tokens``). The HTTP side is app.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+from ..cachekeys import common_prefix_length
+from ..chat import render_conversation
+from ..errors import PlanError
+from ..pipeline import ExtensionSettings, configure, plan_for_length
+from ..planning import Plan, longest_length
+from ..runtime.generate import Session, decode, prefill
+from ..runtime.models import LoadedModel
+from ..runtime.sampling import SamplingSettings
+
+PLAN_STEP_FRACTION = 8  # beyond L, plans are made for the prompt and answer rounded up to L / 8 tokens
+
+
+class Cancelled(Exception):
+    """The client went away, or the server is stopping: the request ends at the next token."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """A request's own extension settings (its "longlm" object); None: the server's."""
+
+    extension: str | None = None
+    window: int | None = None
+    group_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to answer: chat ``messages`` (role and text content), or a plain ``prompt`` to continue."""
+
+    messages: tuple[dict, ...] | None
+    prompt: str | None
+    sampling: SamplingSettings
+    overrides: Overrides = Overrides()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A request with its prompt's token ids and the plan it will run with (Engine.plan)."""
+
+    request: Request
+    ids: list[int]
+    plan: Plan
+    extension: ExtensionSettings
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # OpenAI's: "stop" (the model ended, or a stop string) or "length"
+    prompt_tokens: int
+    cached_tokens: int  # of the prompt, reused from the previous request's KV cache
+    completion_tokens: int
+    plan: dict
+    extension: str | None  # "selfextend", "dca", or None when the prompt and answer fit L
+    timings: dict  # seconds: prefill, decode
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Engine:
+    """One model, one KV cache; ``run`` is called by one thread at a time (app.py holds the slot)."""
+
+    def __init__(self, loaded: LoadedModel, *, requested: str, extension: ExtensionSettings = ExtensionSettings()):
+        self.loaded = loaded
+        self.requested = requested  # the name the model was asked for (the tuned settings are keyed by it)
+        self.extension = extension
+        self.session: Session | None = None
+        self.state: tuple | None = None  # (method, W, G, scale base) the session's cache was made with
+        self.cached_ids: list[int] = []
+        self.lock = threading.Lock()
+
+    @property
+    def context_window(self) -> int:
+        return self.loaded.context_window
+
+    def capacity(self) -> int:
+        """The longest prompt plus answer the server's extension settings reach."""
+        return longest_length(self.context_window, window=self.extension.window, group_size=self.extension.group_size)
+
+    def token_ids(self, request: Request) -> list[int]:
+        tokenizer = self.loaded.tokenizer
+        if request.messages is not None:
+            return render_conversation(tokenizer, list(request.messages))
+        return list(tokenizer(request.prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"])
+
+    def plan(self, request: Request) -> Planned:
+        """The request's prompt ids and plan; PlanError when even the extension cannot hold the prompt and the
+        answer (checked before the request waits for the model, so a stream can still answer 400)."""
+        ids = self.token_ids(request)
+        plan, extension = self._plan(len(ids), request)
+        return Planned(request, ids, plan, extension)
+
+    def run(
+        self,
+        planned: Planned,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+        progress: ProgressFn | None = None,
+    ) -> Completion:
+        """Answer a planned request; Cancelled when ``cancelled()`` turns true (checked at each chunk and piece
+        of text)."""
+        ids, plan, extension = planned.ids, planned.plan, planned.extension
+        with self.lock:
+            keep = self._reuse(plan, extension, ids)
+            start = time.perf_counter()
+            try:
+                logits = self._prefill(ids, keep, extension, cancelled, progress)
+                prefilled = time.perf_counter()
+                decoded = decode(
+                    self.session,
+                    self.loaded.tokenizer,
+                    logits,
+                    settings=planned.request.sampling,
+                    on_text=_checked(on_text, cancelled),
+                )
+            except BaseException:
+                self._keep_prompt_only(ids)
+                raise
+            self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
+        return Completion(
+            text=decoded.text,
+            finish_reason="length" if decoded.finish_reason == "length" else "stop",
+            prompt_tokens=len(ids),
+            cached_tokens=keep,
+            completion_tokens=len(decoded.token_ids),
+            plan=asdict(plan),
+            extension=extension.method_on(plan),
+            timings={"prefill": round(prefilled - start, 3), "decode": round(decoded.seconds, 3)},
+        )
+
+    def _plan(self, prompt_tokens: int, request: Request) -> tuple[Plan, ExtensionSettings]:
+        extension = _overridden(self.extension, request.overrides)
+        needed = prompt_tokens + request.sampling.max_new_tokens
+        step = max(1, self.context_window // PLAN_STEP_FRACTION)
+        rounded = needed if needed <= self.context_window else -(-needed // step) * step
+        try:
+            plan, chosen, _ = plan_for_length(self.loaded, self.requested, rounded, extension)
+        except PlanError:
+            plan, chosen, _ = plan_for_length(self.loaded, self.requested, needed, extension)
+        return plan, chosen
+
+    def _reuse(self, plan: Plan, extension: ExtensionSettings, ids: Sequence[int]) -> int:
+        """How many of ``ids`` the cache already holds under this plan (the cache is cut back to them); a new
+        session when the plan's attention differs from the cache's."""
+        state = (extension.method_on(plan), plan.W, plan.G, extension.scale_base)
+        if self.session is None or state != self.state or self.session.length > plan.capacity:
+            configure(self.loaded.model, plan, extension)
+            self.session = Session.start(self.loaded.model, reserve=plan.N)
+            self.state, self.cached_ids = state, []
+        keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
+        if keep < self.session.length:
+            self.session.cache.crop(keep - self.session.length)
+        return keep
+
+    def _prefill(self, ids, keep: int, extension: ExtensionSettings, cancelled, progress):
+        import torch
+
+        def step(done: int, total: int) -> None:
+            if cancelled():
+                raise Cancelled()
+            if progress is not None:
+                progress(keep + done, keep + total)
+
+        new = torch.tensor([list(ids[keep:])], device=self.loaded.device)
+        return prefill(self.session, new, chunk=extension.prefill_chunk, progress=step)
+
+    def _keep_prompt_only(self, ids: Sequence[int]) -> None:
+        """After a request ended early: what the cache holds of ``ids`` stays usable; anything beyond is cut."""
+        if self.session is None:
+            return
+        held = min(self.session.length, len(ids))
+        try:
+            if held < self.session.length:
+                self.session.cache.crop(held - self.session.length)
+            self.cached_ids = list(ids[:held])
+        except Exception:  # a cache that cannot be cut back: start afresh next time
+            self.session, self.state, self.cached_ids = None, None, []
+
+
+def _checked(on_text, cancelled):
+    def show(piece: str) -> None:
+        if cancelled():
+            raise Cancelled()
+        if on_text is not None:
+            on_text(piece)
+
+    return show
+
+
+def _overridden(extension: ExtensionSettings, overrides: Overrides) -> ExtensionSettings:
+    changes = {}
+    if overrides.extension is not None:
+        changes["method"] = overrides.extension
+    if overrides.window is not None:
+        changes["window"] = overrides.window
+    if overrides.group_size is not None:
+        changes["group_size"] = overrides.group_size
+    return replace(extension, **changes) if changes else extension
