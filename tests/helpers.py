@@ -339,3 +339,22 @@ def blank_pdf(*, password: str | None = None) -> bytes:
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
+
+
+def start_serve(*args, env=None):
+    """`longlm serve --port 0 ARGS` as a process of the installed command: (process, the API's base URL)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "longlm"
+    proc = subprocess.Popen(
+        [str(command), "serve", "--port", "0", *map(str, args)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    first = proc.stderr.readline()
+    found = re.search(r"at (http://127\.0\.0\.1:\d+/v1)$", first.strip())
+    if not found:
+        proc.kill()
+        raise AssertionError(f"longlm serve did not start: {first}{proc.stderr.read()}")
+    return proc, found.group(1)

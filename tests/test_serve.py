@@ -17,7 +17,7 @@ from longlm_cli.serve.app import create_app  # noqa: E402
 from longlm_cli.serve.engine import Engine  # noqa: E402
 from longlm_cli.serve.settings import ServeSettings  # noqa: E402
 
-from helpers import CORPUS, run  # noqa: E402
+from helpers import CORPUS, run, start_serve  # noqa: E402
 
 QUESTION = "What colour is the ledger?"
 
@@ -269,22 +269,11 @@ def test_a_stream_beyond_the_capacity_is_refused_before_it_starts(start):
 def test_the_command_serves_until_sigterm_and_exits_0(tiny_dir, tmp_path):
     """The installed command: the address on stderr, a request answered, SIGTERM, exit 0 without an error."""
     import os
-    import re
     import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    command = Path(sys.executable).parent / "longlm"
-    env = {**os.environ, "LONGLM_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen(
-        [str(command), "serve", "-m", str(tiny_dir), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc, url = start_serve("-m", tiny_dir, env={**os.environ, "LONGLM_CACHE_DIR": str(tmp_path / "cache")})
     try:
-        first = proc.stderr.readline()
-        url = re.search(r"at (http://127\.0\.0\.1:\d+/v1)$", first.strip())
-        assert url, first
-        client = openai.OpenAI(base_url=url.group(1), api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         assert client.chat.completions.create(model="m", messages=_document_message(), max_tokens=2).choices
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=30)[1]
