@@ -20,7 +20,7 @@ from ..cachekeys import common_prefix_length
 from ..chat import render_conversation
 from ..errors import PlanError
 from ..pipeline import ExtensionSettings, configure, plan_for_length
-from ..planning import Plan, longest_length
+from ..planning import Plan, longest_length, make_plan
 from ..runtime.generate import Session, decode, prefill
 from ..runtime.models import LoadedModel
 from ..runtime.sampling import SamplingSettings
@@ -84,7 +84,8 @@ class Engine:
         self.requested = requested  # the name the model was asked for (the tuned settings are keyed by it)
         self.extension = extension
         self.session: Session | None = None
-        self.state: tuple | None = None  # (method, W, G, scale base) the session's cache was made with
+        self.state: tuple | None = None  # the attention the session's cache was made with (_attention)
+        self.current: tuple[Plan, ExtensionSettings] | None = None  # the plan that made it, and its settings
         self.cached_ids: list[int] = []
         self.lock = threading.Lock()
 
@@ -149,8 +150,13 @@ class Engine:
         )
 
     def _plan(self, prompt_tokens: int, request: Request) -> tuple[Plan, ExtensionSettings]:
+        """The plan the cache was made with when it still suits (so the cache stays usable), else a new one for
+        the prompt and answer, rounded up beyond L."""
         extension = _overridden(self.extension, request.overrides)
         needed = prompt_tokens + request.sampling.max_new_tokens
+        kept = self._current_plan_for(needed, extension)
+        if kept is not None:
+            return kept, self.current[1]
         step = max(1, self.context_window // PLAN_STEP_FRACTION)
         rounded = needed if needed <= self.context_window else -(-needed // step) * step
         try:
@@ -159,14 +165,29 @@ class Engine:
             plan, chosen, _ = plan_for_length(self.loaded, self.requested, needed, extension)
         return plan, chosen
 
+    def _current_plan_for(self, needed: int, extension: ExtensionSettings) -> Plan | None:
+        """The cache's plan for ``needed`` tokens when the request chose nothing of its own and the plan's W and G
+        keep the farthest grouped position within the paper's bound (2L/3) at that length; else None."""
+        current = self.current
+        if current is None or extension != self.extension or not current[0].needs_extension:
+            return None
+        plan = current[0]
+        if needed <= plan.L or plan.W + (needed - plan.W) / plan.G > plan.high:
+            return None
+        try:
+            return make_plan(context_window=plan.L, length=needed, window=plan.W, group_size=plan.G)
+        except PlanError:
+            return None
+
     def _reuse(self, plan: Plan, extension: ExtensionSettings, ids: Sequence[int]) -> int:
         """How many of ``ids`` the cache already holds under this plan (the cache is cut back to them); a new
         session when the plan's attention differs from the cache's."""
-        state = (extension.method_on(plan), plan.W, plan.G, extension.scale_base)
+        state = _attention(plan, extension)
         if self.session is None or state != self.state or self.session.length > plan.capacity:
             configure(self.loaded.model, plan, extension)
             self.session = Session.start(self.loaded.model, reserve=plan.N)
             self.state, self.cached_ids = state, []
+        self.current = (plan, extension)
         keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
         if keep < self.session.length:
             self.session.cache.crop(keep - self.session.length)
@@ -194,7 +215,7 @@ class Engine:
                 self.session.cache.crop(held - self.session.length)
             self.cached_ids = list(ids[:held])
         except Exception:  # a cache that cannot be cut back: start afresh next time
-            self.session, self.state, self.cached_ids = None, None, []
+            self.session, self.state, self.current, self.cached_ids = None, None, None, []
 
 
 def _checked(on_text, cancelled):
@@ -205,6 +226,15 @@ def _checked(on_text, cancelled):
             on_text(piece)
 
     return show
+
+
+def _attention(plan: Plan, extension: ExtensionSettings) -> tuple:
+    """What the KV cache's contents depend on: DCA's settings come from L alone, SelfExtend's from W, G and the
+    query scaling, and without extension from nothing."""
+    method = extension.method_on(plan)
+    if method == "selfextend":
+        return (method, plan.W, plan.G, extension.scale_base)
+    return (method,)
 
 
 def _overridden(extension: ExtensionSettings, overrides: Overrides) -> ExtensionSettings:
