@@ -141,6 +141,14 @@ def test_completions_continue_a_prompt(start):
     assert done.object == "text_completion" and done.usage.completion_tokens <= 5 and done.choices[0].text
 
 
+def test_streamed_completions_give_the_same_text(start):
+    server, _ = start()
+    client = server.client()
+    whole = client.completions.create(model="m", prompt=CORPUS, max_tokens=6)
+    pieces = [c.choices[0].text for c in client.completions.create(model="m", prompt=CORPUS, max_tokens=6, stream=True)]
+    assert "".join(pieces) == whole.choices[0].text
+
+
 def test_a_second_question_on_the_same_document_reuses_its_tokens(start, loaded):
     server, engine = start()
     client = server.client()
