@@ -290,3 +290,12 @@ def test_the_command_serves_until_sigterm_and_exits_0(tiny_dir, tmp_path):
         proc.kill()
     assert proc.returncode == 0  # not 130: a stop asked for
     assert not any(word in rest for word in ("Error", "Traceback", "Interrupted")), rest
+
+
+@pytest.mark.parametrize("origins", [(), ("http://app.example",)], ids=["cors off", "cors on"])
+def test_browsers_may_call_only_from_the_origins_given(start, origins):
+    server, _ = start(cors_origins=origins)
+    headers = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    response = httpx.options(f"{server.url}/chat/completions", headers=headers)
+    allowed = response.headers.get("access-control-allow-origin")
+    assert allowed == ("http://app.example" if origins else None)
