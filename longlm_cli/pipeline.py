@@ -313,7 +313,7 @@ def prefill_cached(
     input_ids = torch.tensor([list(ids)], device=device)
     reason = cache_unsupported_reason(session.cache) if settings.enabled and key is not None else None
     if reason is None and settings.enabled and key is not None:
-        reason = _unusable_directory(settings.resolved_directory())
+        reason = unusable_directory(settings.resolved_directory())
     if reason is not None:
         print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
     if reason is not None or not _worth_caching(settings, key, prefix_len, len(ids)):
@@ -331,14 +331,14 @@ def prefill_cached(
     else:
         prefill(session, input_ids[:, :prefix_len], chunk=chunk, progress=_offset_progress(progress, 0, total))
         status = "miss"
-        _save_entry(directory, key, session, prefix, sources, limit)
+        save_within_limit(directory, key, session, prefix, sources, limit)
     logits = prefill(
         session, input_ids[:, prefix_len:], chunk=chunk, progress=_offset_progress(progress, prefix_len, total)
     )
     return logits, status
 
 
-def _unusable_directory(directory) -> str | None:
+def unusable_directory(directory) -> str | None:
     """Why the document cache cannot use ``directory`` (a symbolic link: paths.own_directory), or None."""
     try:
         own_directory(directory)
@@ -347,7 +347,7 @@ def _unusable_directory(directory) -> str | None:
     return None
 
 
-def _save_entry(directory, key: str, session, prefix: list[int], sources: Sequence[str], limit: int) -> None:
+def save_within_limit(directory, key: str, session, prefix: list[int], sources: Sequence[str], limit: int) -> None:
     """Save the document's entry and prune the cache to ``limit``. An entry above the limit is not written (kept,
     it would evict every other entry and still be over the limit); a failure to write is one warning."""
     size = entry_size(session.cache, len(prefix))

@@ -299,3 +299,27 @@ def test_browsers_may_call_only_from_the_origins_given(start, origins):
     response = httpx.options(f"{server.url}/chat/completions", headers=headers)
     allowed = response.headers.get("access-control-allow-origin")
     assert allowed == ("http://app.example" if origins else None)
+
+
+def test_a_saved_prompt_is_reused_after_a_restart_with_the_same_answer(loaded, tiny_dir, tmp_path):
+    """A second engine (a restarted server) finds the first one's prompt in the document cache, loads it, cuts it
+    to the shared prefix and answers as an engine that prefilled everything."""
+    from longlm_cli.doccache import DocCacheSettings
+    from longlm_cli.serve.store import PromptStore
+
+    def engine(with_store: bool) -> Engine:
+        store = PromptStore(loaded, str(tiny_dir), DocCacheSettings(directory=tmp_path / "kv")) if with_store else None
+        return Engine(loaded, requested=str(tiny_dir), extension=ExtensionSettings(use_tuned=False), store=store)
+
+    first_question, second_question = _requests(_document_message(), _document_message("Who wrote the names?"))
+    before = engine(True)
+    assert before.run(before.plan(first_question)).cached_tokens == 0
+    assert len(list((tmp_path / "kv").glob("*.safetensors"))) == 1
+    after = engine(True)
+    again = after.run(after.plan(second_question))
+    fresh = engine(False)
+    expected = fresh.run(fresh.plan(second_question))
+    ids = [before.token_ids(r) for r in (first_question, second_question)]
+    common = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)
+    assert again.cached_tokens == common > 1000
+    assert again.text == expected.text and again.completion_tokens == expected.completion_tokens

@@ -25,6 +25,11 @@ SERVE_OPTIONS = [
     ),
     click.option("--no-tuned", is_flag=True, help="Ignore the settings `longlm tune` saved for this model."),
     click.option(
+        "--no-cache",
+        is_flag=True,
+        help="Keep prompts in memory only, not in the document cache (where long ones outlive a restart).",
+    ),
+    click.option(
         "--max-queue",
         type=click.IntRange(min=0),
         default=8,
@@ -67,7 +72,8 @@ def serve(model, loading, window, group_size, extend_from, log_scale=None, **opt
     _serve(model, loading, selfextend, **options)
 
 
-def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, max_body, **rest) -> None:
+def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, no_cache, max_body, **rest) -> None:
+    from ..doccache import DocCacheSettings
     from ..pipeline import ExtensionSettings, ModelSettings
     from ..serve.server import Address, check_exposure
     from ..serve.server import serve as run_server
@@ -97,5 +103,6 @@ def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, max_b
         extension=ExtensionSettings(method=extension, use_tuned=not no_tuned, **selfextend),
         settings=settings,
         address=Address(host, port),
+        cache=DocCacheSettings(enabled=not no_cache),
         on_ready=ready,
     )

@@ -24,6 +24,7 @@ from ..planning import Plan, longest_length, make_plan
 from ..runtime.generate import Session, decode, prefill
 from ..runtime.models import LoadedModel
 from ..runtime.sampling import SamplingSettings
+from .store import MIN_NEW_TOKENS, PromptStore
 
 PLAN_STEP_FRACTION = 8  # beyond L, plans are made for the prompt and answer rounded up to L / 8 tokens
 
@@ -79,8 +80,16 @@ ProgressFn = Callable[[int, int], None]
 class Engine:
     """One model, one KV cache; ``run`` is called by one thread at a time (app.py holds the slot)."""
 
-    def __init__(self, loaded: LoadedModel, *, requested: str, extension: ExtensionSettings = ExtensionSettings()):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        requested: str,
+        extension: ExtensionSettings = ExtensionSettings(),
+        store: PromptStore | None = None,
+    ):
         self.loaded = loaded
+        self.store = store  # prompts kept across restarts (store.py); None: in memory only
         self.requested = requested  # the name the model was asked for (the tuned settings are keyed by it)
         self.extension = extension
         self.session: Session | None = None
@@ -138,6 +147,8 @@ class Engine:
                 self._keep_prompt_only(ids)
                 raise
             self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
+            if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
+                self.store.save(self.session, self.state, ids)
         return Completion(
             text=decoded.text,
             finish_reason="length" if decoded.finish_reason == "length" else "stop",
@@ -191,7 +202,20 @@ class Engine:
         keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
         if keep < self.session.length:
             self.session.cache.crop(keep - self.session.length)
+        if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
+            keep = self._from_store(plan, ids, keep)
         return keep
+
+    def _from_store(self, plan: Plan, ids: Sequence[int], keep: int) -> int:
+        """A saved prompt sharing more than ``keep`` tokens with ``ids`` replaces the session; the tokens kept."""
+        found = self.store.longest(self.state, ids, at_least=keep)
+        if found is None:
+            return keep
+        session = Session.start(self.loaded.model, reserve=plan.N)
+        if not self.store.load(session, found):
+            return keep
+        self.session, self.cached_ids = session, list(ids[: session.length])
+        return session.length
 
     def _prefill(self, ids, keep: int, extension: ExtensionSettings, cancelled, progress):
         import torch

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..doccache import DocCacheSettings
 from ..errors import InputError
 from ..pipeline import ExtensionSettings, ModelSettings
 from .settings import ServeSettings
@@ -69,6 +70,7 @@ def serve(
     settings: ServeSettings,
     address: Address = Address(),
     grace: float = DEFAULT_GRACE_SECONDS,
+    cache: DocCacheSettings = DocCacheSettings(),
     on_ready: Callable[[str, object], None] | None = None,
 ) -> None:
     """Load the model, bind ``address`` and answer until stopped. ``on_ready(url, engine)`` once listening."""
@@ -76,10 +78,12 @@ def serve(
 
     from .app import create_app
     from .engine import Engine
+    from .store import PromptStore
 
     sock = bind(address)
     loaded = model.load()
-    engine = Engine(loaded, requested=model.model, extension=extension)
+    store = PromptStore(loaded, model.model, cache) if cache.enabled else None
+    engine = Engine(loaded, requested=model.model, extension=extension, store=store)
     app = create_app(engine, settings)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=grace, lifespan="off")
     server = uvicorn.Server(config)
