@@ -323,3 +323,14 @@ def test_a_saved_prompt_is_reused_after_a_restart_with_the_same_answer(loaded, t
     common = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)
     assert again.cached_tokens == common > 1000
     assert again.text == expected.text and again.completion_tokens == expected.completion_tokens
+
+
+def test_a_request_past_its_time_limit_is_504_and_frees_the_slot(start):
+    server, engine = start(GatedEngine, max_queue=0, request_timeout=2.0)
+    body = {"messages": [{"role": "user", "content": "Who kept the ledger?"}], "max_tokens": 2}
+    engine.gate.clear()  # the request waits at the gate past its limit
+    response = httpx.post(f"{server.url}/chat/completions", json=body)
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+    engine.gate.set()
+    again = httpx.post(f"{server.url}/chat/completions", json=body)
+    assert again.status_code == 200, again.text
