@@ -132,12 +132,12 @@ def own_directory(directory: Path) -> Path:
     writable by others (as ssh treats ``~/.ssh``). longlm reads, writes and deletes its own files only: a link
     would take it into a folder of someone else's (a cache folder linked to a models folder once lost a model's
     weights to the cache's pruning), and others' files in its folder are not its own."""
-    if directory.is_symlink():
-        raise CacheError(f"{directory} is a symbolic link; longlm keeps its files only in a real folder there")
     try:
-        info = directory.stat()
-    except OSError:  # absent (created later, private) or unusable (its users say so)
+        info = directory.lstat()
+    except OSError:  # absent (created later, private) or unusable, a name too long for instance (its users say so)
         return directory
+    if stat.S_ISLNK(info.st_mode):
+        raise CacheError(f"{directory} is a symbolic link; longlm keeps its files only in a real folder there")
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise CacheError(f"{directory} belongs to another user; longlm keeps its files only in a folder of yours")
     if info.st_mode & 0o022:

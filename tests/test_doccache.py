@@ -864,3 +864,13 @@ def test_cache_list_shows_unfinished_saves_and_clear_removes_them():
     )
     assert run("cache", "clear").exit_code == 0 and not partial.exists()
     assert "unfinished" not in run("cache", "list").stderr
+
+
+def test_a_cache_folder_whose_name_is_too_long_is_answered_without_the_cache(tiny_dir, tmp_path, monkeypatch):
+    """Its path cannot even be looked at (ENAMETOOLONG): the answer comes, without the cache, not an error."""
+    monkeypatch.setenv("LONGLM_CACHE_DIR", str(tmp_path / ("x" * 300)))
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    result = run("ask", doc, "Who?", "--model", tiny_dir, "--max-new-tokens", 2)
+    assert result.exit_code == 0, result.output
+    assert "Error" not in result.stderr
