@@ -1501,7 +1501,7 @@ def embedded_scenarios() -> list[Scenario]:
             "truncated-safetensors-with-marker",
             "flag",
             followup=ASK_EMBEDDED,
-            setup=seeded_embedded(lambda d: truncate_half(d / "model.safetensors")),
+            setup=seeded_embedded(lambda d: [truncate_half(w) for w in d.glob("*.safetensors")]),  # any form
         ),
         e("killed-during-first-conversion", run=kill_during_conversion, followup=ASK_EMBEDDED),
     ]
