@@ -145,12 +145,16 @@ def test_html_declared_charset_is_used_when_not_utf8(tmp_path):
     assert (document.text, document.encodings) == ("“Año” 20 €", ("cp1252",))
 
 
-@pytest.mark.parametrize("charset", ["rot13", "zlib", "base64", "undefined", "hex", "bz2", "uu", "no-such-codec"])
+@pytest.mark.parametrize(
+    "charset",
+    ["rot13", "zlib", "base64", "undefined", "hex", "bz2", "uu", "no-such-codec", "utf-7", "unicode_escape", "idna"],
+)
 def test_a_declared_charset_that_is_no_text_encoding_is_ignored(tmp_path, charset):
-    """A <meta charset> naming a codec that is no text encoding is not believed: the bytes are guessed at."""
-    page = f'<html><head><meta charset="{charset}"></head><body><p>“Año” 20 €</p></body></html>'
+    """A <meta charset> naming anything but one of the web's encodings (WHATWG) is not believed: the bytes are
+    guessed at. utf-7 and unicode_escape are text codecs to Python, and would turn "+ADw-" or "\\u003c" into "<"."""
+    page = f'<html><head><meta charset="{charset}"></head><body><p>“Año” 20 € +ADw- \\u003c</p></body></html>'
     document = read_documents([write(tmp_path, "odd.html", page.encode("cp1252"))])
-    assert document.text == "“Año” 20 €"
+    assert document.text == "“Año” 20 € +ADw- \\u003c"
 
 
 def test_a_page_banner_with_the_title_is_kept_without_its_nav(tmp_path):

@@ -26,6 +26,15 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-z0-9_:.-]+)"
 # WHATWG: these labels mean windows-1252, which is what pages labelled so are really written in.
 _AS_CP1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "iso-ir-100"}
 _BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# The WHATWG Encoding Standard's single- and multi-byte encodings, as Python's codecs name them: the only ones a
+# declared charset may choose. Labels Python does not know by the standard's name are mapped first.
+_WHATWG_CODECS = frozenset(
+    ["utf-8", "cp866", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "cp874", "gbk", "gb18030", "big5"]
+    + [f"iso8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)]
+    + [f"cp{n}" for n in range(1250, 1259)]
+    + ["euc_jp", "iso2022_jp", "shift_jis", "euc_kr"]
+)
+_WHATWG_LABELS = {"windows-874": "cp874", "x-mac-cyrillic": "mac-cyrillic", "gb2312": "gbk", "x-gbk": "gbk"}
 
 
 def is_html_name(name: str) -> bool:
@@ -105,14 +114,13 @@ def _declared_codec(data: bytes) -> str | None:
     if name in _AS_CP1252:
         return "cp1252"
     try:
-        info = codecs.lookup(name)
+        info = codecs.lookup(_WHATWG_LABELS.get(name, name))
     except LookupError:
         return None
-    # Only a text encoding: Python's codec registry also names transforms (rot13, base64, zlib) and "undefined",
-    # which always fails; a page declaring one is guessed at like any text.
-    if not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
-        return None
-    return None if info.name.startswith(("utf-16", "utf-32")) else info.name  # a <meta> is not read from UTF-16
+    # Only an encoding of the web's: Python's codec registry also names transforms (rot13, base64, zlib),
+    # "undefined", and text codecs no page is written in (utf-7, unicode_escape, idna); a page declaring one is
+    # guessed at like any text. UTF-16 and UTF-32 are not in the list: a <meta> is not read from them.
+    return info.name if info.name in _WHATWG_CODECS else None
 
 
 def _is_utf8(data: bytes) -> bool:
