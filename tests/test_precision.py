@@ -69,13 +69,17 @@ def test_the_choice_is_measured_once_and_kept(flags, measured, tmp_path):
     "content",
     ['{"machine": "other", "dtype": "bfloat16", "reason": "x"}', '{"dtype": "float16"}', "[1, 2]", "not json"],
 )
-def test_a_foreign_or_crafted_record_is_measured_again(flags, measured, content):
+def test_a_foreign_or_crafted_record_is_measured_again(flags, measured, content, monkeypatch):
+    """Another machine's record is measured again quietly; one longlm did not write, with one warning."""
     flags("avx512_bf16")
     calls = measured(0.5, 0.5)
+    said = []
+    monkeypatch.setattr(precision, "_ignored", lambda path, why: said.append(why))
     path = precision._record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
     assert precision.cpu_dtype().dtype == "float32" and len(calls) == 1
+    assert len(said) == (0 if '"other"' in content else 1)
 
 
 def test_an_unwritable_cache_still_gives_a_choice(flags, measured, tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ product is about half the speed of float32, while torch's own bf16 matrix-vector
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +31,7 @@ from ..paths import cache_dir, read_own_file
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 PREFILL_MIN_SPEEDUP = 1.2  # bf16 must beat float32 clearly on prefill...
 DECODE_MIN_SPEEDUP = 1.0  # ...and be no slower at decoding
+_log = logging.getLogger(__name__)
 _RECORD = "machine.json"
 _MAX_RECORD_BYTES = 64 * 1024  # larger than longlm writes it: not read
 DTYPES_CHOSEN = ("float32", "bfloat16")
@@ -136,15 +139,33 @@ def _record_path() -> Path:
 
 
 def _read_record(key: str) -> CpuChoice | None:
-    """The stored choice for this machine; None when absent, for another machine, or not a record we wrote."""
+    """The stored choice for this machine; None when absent or for another machine. One that longlm did not
+    write (not JSON, of other types, a link, a fifo, too large) is one warning, and is measured and written
+    again."""
+    path = _record_path()
     try:
-        data = json.loads(read_own_file(_record_path(), _MAX_RECORD_BYTES).decode("utf-8"))
-        if not isinstance(data, dict) or data.get("machine") != key or data.get("dtype") not in DTYPES_CHOSEN:
-            return None
-        speedups = _number(data.get("prefill_speedup")), _number(data.get("decode_speedup"))
-        return CpuChoice(data["dtype"], _one_line(data.get("reason")), *speedups)
-    except (OSError, ValueError, RecursionError):  # none, not ours to read, not JSON: measured again
+        data = json.loads(read_own_file(path, _MAX_RECORD_BYTES).decode("utf-8"))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            _ignored(path, exc.strerror or str(exc))
         return None
+    except (ValueError, RecursionError):
+        _ignored(path, "it is not JSON")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("machine"), str):
+        _ignored(path, "it is not a record longlm writes")
+        return None
+    if data["machine"] != key:
+        return None  # another machine's (a cache directory moved or shared): measured for this one
+    if data.get("dtype") not in DTYPES_CHOSEN:
+        _ignored(path, f"its dtype {str(data.get('dtype'))[:40]!r} is not one longlm chooses")
+        return None
+    speedups = _number(data.get("prefill_speedup")), _number(data.get("decode_speedup"))
+    return CpuChoice(data["dtype"], _one_line(data.get("reason")), *speedups)
+
+
+def _ignored(path: Path, why: str) -> None:
+    _log.warning(f"ignoring the CPU dtype record {path}: {why}; measuring again")
 
 
 def _one_line(value) -> str:
