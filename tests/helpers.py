@@ -352,9 +352,11 @@ def start_serve(*args, env=None):
     proc = subprocess.Popen(
         [str(command), "serve", "--port", "0", *map(str, args)], stderr=subprocess.PIPE, text=True, env=env
     )
-    first = proc.stderr.readline()
-    found = re.search(r"at (http://127\.0\.0\.1:\d+/v1)$", first.strip())
-    if not found:
-        proc.kill()
-        raise AssertionError(f"longlm serve did not start: {first}{proc.stderr.read()}")
-    return proc, found.group(1)
+    said = []
+    for line in proc.stderr:  # a first run converts the model first and says so
+        said.append(line)
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/v1)$", line.strip())
+        if found:
+            return proc, found.group(1)
+    proc.kill()
+    raise AssertionError(f"longlm serve did not start: {''.join(said)}")

@@ -334,3 +334,33 @@ def test_a_request_past_its_time_limit_is_504_and_frees_the_slot(start):
     engine.gate.set()
     again = httpx.post(f"{server.url}/chat/completions", json=body)
     assert again.status_code == 200, again.text
+
+
+def test_the_engine_reads_asks_prompt_into_asks_logits(loaded, tiny_dir, tmp_path):
+    """Past L, with ask's W and G, the server's prefill of ask's prompt gives ask's last logits."""
+    import torch
+
+    from longlm_cli.doccache import DocCacheSettings
+    from longlm_cli.pipeline import prefill_prompt, prepare
+    from longlm_cli.runtime.generate import Session
+    from longlm_cli.runtime.sampling import SamplingSettings
+    from longlm_cli.serve.engine import Request
+    from longlm_cli.templates import user_message
+
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(CORPUS * 6)
+    model = ModelSettings(model=str(tiny_dir), dtype="float32")
+    none = ExtensionSettings(use_tuned=False)
+    prepared = prepare("ask", [str(doc)], question=QUESTION, reserve=8, model=model, extension=none, loaded=loaded)
+    session = Session.start(loaded.model, reserve=prepared.plan.N)
+    expected, _ = prefill_prompt(session, prepared, prepared.ids, cache=DocCacheSettings(enabled=False))
+    plan = prepared.plan
+    settings = ExtensionSettings(use_tuned=False, window=plan.W, group_size=plan.G)
+    engine = Engine(loaded, requested=str(tiny_dir), extension=settings)
+    content = user_message(prepared.template, prepared.document.text, QUESTION)
+    planned = engine.plan(Request(({"role": "user", "content": content},), None, SamplingSettings(max_new_tokens=8)))
+    assert planned.ids == prepared.ids and plan.needs_extension
+    assert (planned.plan.W, planned.plan.G) == (plan.W, plan.G)
+    logits, reused = engine.prefill(planned)
+    assert reused == 0
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)

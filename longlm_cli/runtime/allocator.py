@@ -14,12 +14,24 @@ from __future__ import annotations
 import ctypes
 import sys
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 1 << 20  # bytes: a block this large or larger is mapped on its own
+SERVER_ARENAS = 2  # heaps for a server's threads (glibc's default: up to 8 per core, each keeping what it freed)
 
 
 def give_back_freed_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
     """Hold glibc's mmap threshold at ``threshold`` bytes for this process; whether it was set."""
+    return _mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def share_heaps(arenas: int = SERVER_ARENAS) -> bool:
+    """At most ``arenas`` malloc heaps for the process's threads (a server runs requests on a pool of worker
+    threads, and each new one would get a heap of its own that keeps what it freed); whether it was set."""
+    return _mallopt(M_ARENA_MAX, arenas)
+
+
+def _mallopt(parameter: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -27,4 +39,4 @@ def give_back_freed_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
     except (OSError, AttributeError):  # no glibc (musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+    return mallopt(parameter, value) == 1

@@ -131,11 +131,10 @@ class Engine:
         of text)."""
         ids, plan, extension = planned.ids, planned.plan, planned.extension
         with self.lock:
-            keep = self._reuse(plan, extension, ids)
             start = time.perf_counter()
+            logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
+            prefilled = time.perf_counter()
             try:
-                logits = self._prefill(ids, keep, extension, cancelled, progress)
-                prefilled = time.perf_counter()
                 decoded = decode(
                     self.session,
                     self.loaded.tokenizer,
@@ -159,6 +158,17 @@ class Engine:
             extension=extension.method_on(plan),
             timings={"prefill": round(prefilled - start, 3), "decode": round(decoded.seconds, 3)},
         )
+
+    def prefill(self, planned: Planned, *, cancelled: Callable[[], bool] = lambda: False, progress=None):
+        """Bring the KV cache to ``planned``'s prompt, reading only what it lacks: (the last token's logits [1, V],
+        the tokens reused). run holds the engine's lock around it."""
+        ids = planned.ids
+        keep = self._reuse(planned.plan, planned.extension, ids)
+        try:
+            return self._prefill(ids, keep, planned.extension, cancelled, progress), keep
+        except BaseException:
+            self._keep_prompt_only(ids)
+            raise
 
     def _plan(self, prompt_tokens: int, request: Request) -> tuple[Plan, ExtensionSettings]:
         """The plan the cache was made with when it still suits (so the cache stays usable), else a new one for

@@ -76,11 +76,13 @@ def serve(
     """Load the model, bind ``address`` and answer until stopped. ``on_ready(url, engine)`` once listening."""
     import uvicorn
 
+    from ..runtime.allocator import share_heaps
     from .app import create_app
     from .engine import Engine
     from .store import PromptStore
 
     sock = bind(address)
+    share_heaps()  # before any worker thread exists
     loaded = model.load()
     store = PromptStore(loaded, model.model, cache) if cache.enabled else None
     engine = Engine(loaded, requested=model.model, extension=extension, store=store)
