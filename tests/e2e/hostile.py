@@ -24,7 +24,6 @@ from probe import (
     CORPUS,
     MEMORY,
     QUESTION,
-    ROOT_SKIP,
     TINY,
     W_NS,
     Box,
@@ -225,8 +224,7 @@ def cache_folder_scenarios() -> list[Scenario]:
             env=KEEP_DOCS,
             check=cache_off_said,
             followup=ASK,
-            security=True,
-            skip=ROOT_SKIP,
+            security=True,  # the folder's mode is checked, which holds for root too
         )
     )
     return found
