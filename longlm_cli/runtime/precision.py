@@ -33,6 +33,9 @@ PREFILL_MIN_SPEEDUP = 1.2  # bf16 must beat float32 clearly on prefill...
 DECODE_MIN_SPEEDUP = 1.0  # ...and be no slower at decoding
 _log = logging.getLogger(__name__)
 _RECORD = "machine.json"
+# None there, or a cache directory that cannot be used (a loop, a name too long: reported where it is used), or
+# a link in the record's place (O_NOFOLLOW): measured and written again without a word, as an absent record.
+_NO_RECORD = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES)
 _MAX_RECORD_BYTES = 64 * 1024  # larger than longlm writes it: not read
 DTYPES_CHOSEN = ("float32", "bfloat16")
 
@@ -146,7 +149,7 @@ def _read_record(key: str) -> CpuChoice | None:
     try:
         data = json.loads(read_own_file(path, _MAX_RECORD_BYTES).decode("utf-8"))
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+        if exc.errno not in _NO_RECORD:
             _ignored(path, exc.strerror or str(exc))
         return None
     except (ValueError, RecursionError):
