@@ -1,6 +1,7 @@
 """Every probe scenario (probe.py and hostile.py) as one test, marked `e2e`; the fast subset below is marked `ci`
-too and runs with the suite. `python -m pytest tests/e2e -m e2e` runs them all (about 30 minutes on 2 cores);
-`-m "e2e and not slow"` leaves out the embedded model's."""
+too and runs with the suite. `python -m pytest tests/e2e -m e2e` runs them all, one at a time (`python
+tests/e2e/probe.py --jobs 2` runs them two at a time: 28 minutes on 2 cores, with a CI run beside it for 17 of
+them); `-m "e2e and not slow"` leaves out the embedded model's."""
 
 import pytest
 
