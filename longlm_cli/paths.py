@@ -148,6 +148,11 @@ def own_directory(directory: Path) -> Path:
     return directory
 
 
+# What read_own_file raises when there is simply no state file to read there: none, a folder in the way, a link in
+# its place (O_NOFOLLOW), or a cache directory that cannot be used at all (reported where it is used).
+NO_STATE_FILE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
+
+
 def read_own_file(path: Path, max_bytes: int, *, private: bool = False) -> bytes:
     """The bytes of one of longlm's small state files, read without following a link and only from a regular
     file of at most ``max_bytes`` (a link to /dev/zero, a fifo or a huge file would never end or fill memory);

@@ -8,7 +8,6 @@ pipeline.prepare and `longlm plan` read it.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -20,11 +19,10 @@ from pathlib import Path
 from .catalogue import resolve_model
 from .defaults import EXTENSION_METHODS
 from .errors import CacheError, ModelError, PlanError
-from .paths import cache_dir, ensure_cache_dir, file_lock, read_own_file
+from .paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
 from .planning import Plan, PlanReport, make_plan, plan_for
 
 TUNED_FILE = "tuned.json"
-_NO_FILE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens
 MAX_FILE_BYTES = 4 * 1024**2  # larger than longlm writes it: not read
 MAX_TOKENS = 1 << 30  # the most tokens a stored length, window or group size may say
@@ -64,7 +62,7 @@ def _read(path: Path) -> dict:
     try:
         raw = read_own_file(path, MAX_FILE_BYTES)
     except OSError as exc:
-        if exc.errno in _NO_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
+        if exc.errno in NO_STATE_FILE:  # no tuned file there (an unusable cache directory is reported elsewhere)
             return {}
         _warn(path, exc.strerror or str(exc))
         return {}

@@ -171,13 +171,14 @@ def damage(directory: Path) -> str | None:
         files = {} if text == _LEGACY_MARKER else json.loads(text)["files"]
         if not files or any("sha256" not in record for record in files.values()):
             return NO_DIGEST
-        stamps = _verified(directory)
+        stamps, read_in_full = _verified(directory), False
         for name, record in files.items():
             path = directory / name
             if not path.is_file():
                 return f"{name} is missing"
             if stamps.get(name) == _fingerprint(path):
                 continue
+            read_in_full = True
             found = _file_record(path)
             if found["size"] != record["size"]:
                 return f"{name} is {found['size']} bytes, {record['size']} were written"
@@ -189,7 +190,7 @@ def damage(directory: Path) -> str | None:
         found = next(filter(None, map(_safetensors_damage, weights)), None)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"it cannot be checked: {describe(exc)}"
-    if found is None and any(stamps.get(name) != _fingerprint(directory / name) for name in files):
+    if found is None and read_in_full:  # digests matched again: the files' new fingerprints are checked ones
         _write_verified(directory, files)
     return found
 

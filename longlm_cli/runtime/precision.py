@@ -26,16 +26,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..paths import cache_dir, read_own_file
+from ..paths import NO_STATE_FILE, cache_dir, read_own_file
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 PREFILL_MIN_SPEEDUP = 1.2  # bf16 must beat float32 clearly on prefill...
 DECODE_MIN_SPEEDUP = 1.0  # ...and be no slower at decoding
 _log = logging.getLogger(__name__)
 _RECORD = "machine.json"
-# None there, or a cache directory that cannot be used (a loop, a name too long: reported where it is used), or
-# a link in the record's place (O_NOFOLLOW): measured and written again without a word, as an absent record.
-_NO_RECORD = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES)
+# Read as no record, measured and written again without a word: no state file there, or one not readable.
+_NO_RECORD = (*NO_STATE_FILE, errno.EACCES)
 _MAX_RECORD_BYTES = 64 * 1024  # larger than longlm writes it: not read
 DTYPES_CHOSEN = ("float32", "bfloat16")
 

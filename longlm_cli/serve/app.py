@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import threading
 from collections.abc import Callable
 
@@ -219,8 +220,6 @@ async def _cancel_on_disconnect(request: HttpRequest, scope) -> None:
 
 
 def _json(value) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 

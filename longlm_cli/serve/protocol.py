@@ -37,7 +37,7 @@ class RequestError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        kind = {401: "authentication_error", 413: "invalid_request_error", 503: "server_error"}.get(self.status)
+        kind = {401: "authentication_error", 503: "server_error"}.get(self.status)
         return error_body(self.message, kind or "invalid_request_error", param=self.param, code=self.code)
 
 
