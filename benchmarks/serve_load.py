@@ -210,8 +210,10 @@ def run_all(args, cache: Path) -> list[str]:
             f"{_met(overhead <= 0.03)}"
         )
         lost = False
+        print(f"server RSS after the medium prompt {rss_gib(proc.pid):.2f} GiB")
         for clients in (1, 4, 16):
             lost |= not report_clients(clients, concurrent(url, clients, args.requests, args.timeout))
+            print(f"server RSS after {clients} clients {rss_gib(proc.pid):.2f} GiB")
         targets.append(f"target no request lost (completed or a clean 503): {_met(not lost)}")
         end = rss_gib(proc.pid)
         growth = end / after_first - 1

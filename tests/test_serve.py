@@ -364,3 +364,17 @@ def test_the_engine_reads_asks_prompt_into_asks_logits(loaded, tiny_dir, tmp_pat
     logits, reused = engine.prefill(planned)
     assert reused == 0
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_a_short_request_after_a_long_one_gives_the_long_ones_memory_back(loaded, tiny_dir):
+    """The session of a long prompt is not kept for a short request that shares little with it: the short one
+    gets a session of its own size (the long one is in the prompt store when there is one)."""
+    engine = Engine(loaded, requested=str(tiny_dir), extension=ExtensionSettings(use_tuned=False))
+    long_request, short_request = _requests(_document_message(), [{"role": "user", "content": "Who kept it?"}])
+    engine.run(engine.plan(long_request))
+    long_room = engine.session.room
+    done = engine.run(engine.plan(short_request))
+    assert long_room > 1024 and engine.session.room < long_room // 2
+    assert done.cached_tokens == 0
+    again = engine.run(engine.plan(_requests([{"role": "user", "content": "Who kept it? And why?"}])[0]))
+    assert again.cached_tokens > 0  # a short prompt's session is kept for the next one that shares it

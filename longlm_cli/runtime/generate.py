@@ -15,6 +15,7 @@ from ..errors import ModelError, PlanError
 from ..paths import human_size
 from . import models
 from .kvcache import growing_cache, kv_dtype_of, reserved_bytes
+from .kvcache import room as buffer_room
 from .precision import decode_kernels
 from .sampling import SamplingSettings, TextStream, logits_processors, next_token
 
@@ -51,6 +52,11 @@ class Session:
     @property
     def length(self) -> int:
         return self.cache.get_seq_length()
+
+    @property
+    def room(self) -> int:
+        """The tokens its KV cache's buffers have room for now (at least ``length``)."""
+        return buffer_room(self.cache)
 
     @property
     def rotates_in_place(self) -> bool:

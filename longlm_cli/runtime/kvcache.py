@@ -87,6 +87,11 @@ def growing_cache(config, reserve: int = 0, dtype: torch.dtype | None = None) ->
     return cache
 
 
+def room(cache: DynamicCache) -> int:
+    """The most tokens any layer's buffer of ``cache`` has room for now (0 before the first token)."""
+    return max((layer._k.shape[-2] for layer in cache.layers if getattr(layer, "_k", None) is not None), default=0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Which type a model's KV cache is kept in
 

@@ -21,10 +21,13 @@ from ..chat import render_conversation
 from ..errors import PlanError
 from ..pipeline import ExtensionSettings, configure, plan_for_length
 from ..planning import Plan, longest_length, make_plan
+from ..runtime.allocator import give_back_free_heap
 from ..runtime.generate import Session, decode, prefill
 from ..runtime.models import LoadedModel
 from ..runtime.sampling import SamplingSettings
 from .store import MIN_NEW_TOKENS, PromptStore
+
+OVERSIZED = 2  # a session with more than this many times the room a request plans is replaced (_oversized)
 
 PLAN_STEP_FRACTION = 8  # beyond L, plans are made for the prompt and answer rounded up to L / 8 tokens
 
@@ -129,25 +132,31 @@ class Engine:
     ) -> Completion:
         """Answer a planned request; Cancelled when ``cancelled()`` turns true (checked at each chunk and piece
         of text)."""
-        ids, plan, extension = planned.ids, planned.plan, planned.extension
         with self.lock:
-            start = time.perf_counter()
-            logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
-            prefilled = time.perf_counter()
             try:
-                decoded = decode(
-                    self.session,
-                    self.loaded.tokenizer,
-                    logits,
-                    settings=planned.request.sampling,
-                    on_text=_checked(on_text, cancelled),
-                )
-            except BaseException:
-                self._keep_prompt_only(ids)
-                raise
-            self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
-            if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
-                self.store.save(self.session, self.state, ids)
+                return self._run(planned, on_text, cancelled, progress)
+            finally:
+                give_back_free_heap()  # what this request's prefill freed, so the server's memory does not creep
+
+    def _run(self, planned: Planned, on_text, cancelled, progress) -> Completion:
+        ids, plan, extension = planned.ids, planned.plan, planned.extension
+        start = time.perf_counter()
+        logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
+        prefilled = time.perf_counter()
+        try:
+            decoded = decode(
+                self.session,
+                self.loaded.tokenizer,
+                logits,
+                settings=planned.request.sampling,
+                on_text=_checked(on_text, cancelled),
+            )
+        except BaseException:
+            self._keep_prompt_only(ids)
+            raise
+        self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
+        if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
+            self.store.save(self.session, self.state, ids)
         return Completion(
             text=decoded.text,
             finish_reason="length" if decoded.finish_reason == "length" else "stop",
@@ -204,7 +213,12 @@ class Engine:
         """How many of ``ids`` the cache already holds under this plan (the cache is cut back to them); a new
         session when the plan's attention differs from the cache's."""
         state = _attention(plan, extension)
-        if self.session is None or state != self.state or self.session.length > plan.capacity:
+        if (
+            self.session is None
+            or state != self.state
+            or self.session.length > plan.capacity
+            or self._oversized(plan, ids)
+        ):
             configure(self.loaded.model, plan, extension)
             self.session = Session.start(self.loaded.model, reserve=plan.N)
             self.state, self.cached_ids = state, []
@@ -215,6 +229,14 @@ class Engine:
         if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
             keep = self._from_store(plan, ids, keep)
         return keep
+
+    def _oversized(self, plan: Plan, ids: Sequence[int]) -> bool:
+        """Whether the session's buffers hold more than twice the room ``plan`` needs while it shares too little
+        with ``ids`` to be worth keeping: a short request after a long one then starts a session of its size, and
+        the long prompt's memory goes back to the system (a long one is in the prompt store, on disk)."""
+        if self.session.room <= max(OVERSIZED * plan.N, MIN_NEW_TOKENS):  # small buffers cost little to keep
+            return False
+        return common_prefix_length(self.cached_ids, ids) < MIN_NEW_TOKENS
 
     def _from_store(self, plan: Plan, ids: Sequence[int], keep: int) -> int:
         """A saved prompt sharing more than ``keep`` tokens with ``ids`` replaces the session; the tokens kept."""
