@@ -29,7 +29,8 @@ from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
 from . import switch
 from .blocks import Accumulator, _attend, neighbour_blocks
-from .keycache import RotatedKeyCache, keys_at_method_positions
+from .evidence import capped, causal_fill, expand_heads, plain_scores
+from .keycache import RotatedKeyCache, keys_at_method_positions, keys_for_scores
 from .rope import rotate
 from .switch import Call, LayerSpec
 
@@ -103,15 +104,22 @@ def inter_query_delta(pos: torch.Tensor, config: DcaConfig) -> torch.Tensor:
     return min(2 * config.chunk_len - 1, config.chunk_size) - pos
 
 
-def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool):
-    """``upto(hi)``: keys [0, hi) rotated at ``j % c`` ([B, Hkv, hi, D]), to call once this call no longer reads
-    keys before ``hi`` at their true positions (see keycache.keys_at_method_positions)."""
-    c = spec.config.chunk_len
+def _key_shift(spec: LayerSpec, offset: int):
+    """``shift(x, lo, hi, sign)``: keys [lo, hi) of x (true position of key 0: ``offset``) rotated to ``j % c``
+    (sign 1) or back (-1)."""
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=x.device) + offset
         return rotate(x[:, :, lo:hi], sign * chunk_key_delta(pos, spec.config), spec.rope)
 
+    return shift
+
+
+def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool):
+    """``upto(hi)``: keys [0, hi) rotated at ``j % c`` ([B, Hkv, hi, D]), to call once this call no longer reads
+    keys before ``hi`` at their true positions (see keycache.keys_at_method_positions)."""
+    c = spec.config.chunk_len
+    shift = _key_shift(spec, offset)
     true_from = max(0, (first_new + offset) // c * c - offset)  # the first query's chunk: read at true positions
     return keys_at_method_positions(
         key, needed, first_new, true_from, cache, layer_idx, (c, offset), shift, in_place=in_place
@@ -202,8 +210,33 @@ def _layer_output(module, spec: LayerSpec, query, key, value, call: Call, *, sof
     return _blocked_dca(query, key, value, chunk_keys, first, offset, spec, scale=call.scale, softcap=softcap)
 
 
+def _row_scores(module, spec: LayerSpec, rows, first_row: int, key, call: Call, *, softcap, sliding_window, cache):
+    """Dual Chunk Attention's logits [B, H, R, K] for query ``rows`` [B, H, R, D] at key indices from
+    ``first_row``: same-chunk keys at true distances, the previous chunk's and older ones against the query at
+    its successive and inter-chunk positions (see switch.register)."""
+    if sliding_window or spec.rope is None:
+        return plain_scores(
+            module, rows, first_row, key, call, softcap=softcap, sliding_window=sliding_window, cache_arguments={}
+        )
+    c, H, R, K = spec.config.chunk_len, rows.shape[1], rows.shape[2], key.shape[2]
+    pos = torch.arange(first_row, first_row + R, device=rows.device) + call.offset  # [R] true positions
+    layer_idx = getattr(module, "layer_idx", id(module))
+    true, chunked = keys_for_scores(key, cache, layer_idx, (c, call.offset), _key_shift(spec, call.offset))
+    true, chunked = expand_heads(true, H).transpose(-1, -2), expand_heads(chunked, H).transpose(-1, -2)
+    q = rows.float()
+    intra = capped(q @ true * call.scale, softcap)
+    succ = capped(rotate(q, successive_query_delta(pos, spec.config), spec.rope) @ chunked * call.scale, softcap)
+    inter = capped(rotate(q, inter_query_delta(pos, spec.config), spec.rope) @ chunked * call.scale, softcap)
+    n_q = (pos // c)[:, None]
+    n_k = ((torch.arange(K, device=rows.device) + call.offset) // c)[None, :]
+    logits = torch.where(n_q == n_k, intra, torch.where(n_q == n_k + 1, succ, inter))
+    return causal_fill(logits, first_row)
+
+
 # Registered as ``longlm_dca``; a forward call's ``longlm_dca_keys=`` (a ChunkKeyCache) reaches it.
-dca_attention = switch.register(ATTN_NAME, "Dual Chunk", _LAYER_ATTR, "longlm_dca_keys", ChunkKeyCache, _layer_output)
+dca_attention = switch.register(
+    ATTN_NAME, "Dual Chunk", _LAYER_ATTR, "longlm_dca_keys", ChunkKeyCache, _layer_output, _row_scores
+)
 
 
 # ---------------------------------------------------------------------------------------------------------

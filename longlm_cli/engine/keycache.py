@@ -165,3 +165,37 @@ def keys_at_method_positions(
         return apart[0][:, :, : max(0, hi)]
 
     return kept
+
+
+def held_in_place(key: torch.Tensor, cache: RotatedKeyCache | None, layer_idx, settings: tuple):
+    """(n, old): the KV cache behind ``key`` holds its first n keys re-rotated in place, as a call finds it before
+    its own re-rotation; ``old`` is the shift that rotated them when that was with other settings than
+    ``settings`` (else None)."""
+    if cache is None or not cache.in_place or not _holds(cache, layer_idx, key):
+        return 0, None
+    entry = cache.layers.get(layer_idx)
+    if entry is None or not entry.get("in_place"):
+        return 0, None
+    B, Hkv, _, D = key.shape
+    signature = (*settings, B, Hkv, D, key.dtype, key.device)
+    other = entry["signature"] is not None and entry["signature"] != signature
+    return entry["n"], entry["shift"] if other else None
+
+
+def keys_for_scores(key: torch.Tensor, cache: RotatedKeyCache | None, layer_idx, settings: tuple, shift):
+    """(true, method): float32 copies of ``key`` [B, Hkv, K, D] at the keys' true positions and at the method's,
+    whatever the KV cache holds in place, for explicit scores (engine/evidence.py) read before the call's own
+    attention. Keys held at the method's positions are taken as they are, so the scores are the ones the
+    attention computes from them."""
+    n, old = held_in_place(key, cache, layer_idx, settings)
+    k = key.float()
+    true = k.clone() if n else k
+    if n:
+        true[:, :, :n] = (old or shift)(k, 0, n, -1)
+    K = k.shape[2]
+    method = torch.empty_like(k)
+    kept = 0 if old is not None else n
+    method[:, :, :kept] = k[:, :, :kept]
+    if kept < K:
+        method[:, :, kept:] = shift(true, kept, K, 1)
+    return true, method

@@ -31,8 +31,9 @@ from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
 from . import switch
 from .blocks import Accumulator, group_blocks, neighbour_blocks
+from .evidence import capped, causal_fill, expand_heads, plain_scores
 from .flex import flex_selfextend
-from .keycache import RotatedKeyCache, keys_at_method_positions
+from .keycache import RotatedKeyCache, keys_at_method_positions, keys_for_scores
 from .rope import grouped_key_delta, grouped_query_delta, rotate
 from .switch import Call, LayerSpec
 
@@ -61,17 +62,25 @@ class GroupedKeyCache(RotatedKeyCache):
 # Grouped keys
 
 
-def _grouped_keys(
-    key, needed: int, first_new: int, band: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool
-):
-    """``upto(hi)``: keys [0, hi) rotated at grouped positions ``j // G`` ([B, Hkv, hi, D]), to call once this
-    call has read the keys at their true positions (the neighbour band); see keycache.keys_at_method_positions."""
+def _key_shift(spec: LayerSpec, offset: int):
+    """``shift(x, lo, hi, sign)``: keys [lo, hi) of x (true position of key 0: ``offset``) rotated to ``j // G``
+    (sign 1) or back (-1)."""
     group = spec.config.group_size
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=x.device) + offset
         return rotate(x[:, :, lo:hi], sign * grouped_key_delta(pos, group), spec.rope)
 
+    return shift
+
+
+def _grouped_keys(
+    key, needed: int, first_new: int, band: int, spec: LayerSpec, offset: int, layer_idx, cache, *, in_place: bool
+):
+    """``upto(hi)``: keys [0, hi) rotated at grouped positions ``j // G`` ([B, Hkv, hi, D]), to call once this
+    call has read the keys at their true positions (the neighbour band); see keycache.keys_at_method_positions."""
+    group = spec.config.group_size
+    shift = _key_shift(spec, offset)
     true_from = max(0, first_new - band + 1)  # the oldest key the first query reads at its true position
     return keys_at_method_positions(
         key, needed, first_new, true_from, cache, layer_idx, (group, offset), shift, in_place=in_place
@@ -158,9 +167,31 @@ def _blocked_selfextend(
     return acc.out
 
 
+def _row_scores(module, spec: LayerSpec, rows, first_row: int, key, call: Call, *, softcap, sliding_window, cache):
+    """SelfExtend's logits [B, H, R, K] for query ``rows`` [B, H, R, D] at key indices from ``first_row``: the
+    true scores inside the window, the grouped ones beyond it (see switch.register)."""
+    if sliding_window or spec.rope is None:
+        band = sliding_window or None
+        return plain_scores(
+            module, rows, first_row, key, call, softcap=softcap, sliding_window=band, cache_arguments={}
+        )
+    W, G = spec.config.window, spec.config.group_size
+    H, R = rows.shape[1], rows.shape[2]
+    pos = torch.arange(first_row, first_row + R, device=rows.device) + call.offset
+    q = _log_scaled(rows, first_row + call.offset, spec.config.scale_base).float()
+    layer_idx = getattr(module, "layer_idx", id(module))
+    true, grouped = keys_for_scores(key, cache, layer_idx, (G, call.offset), _key_shift(spec, call.offset))
+    near = capped(q @ expand_heads(true, H).transpose(-1, -2) * call.scale, softcap)
+    qg = rotate(q, grouped_query_delta(pos, G, W), spec.rope)
+    far = capped(qg @ expand_heads(grouped, H).transpose(-1, -2) * call.scale, softcap)
+    i = pos[:, None] - call.offset
+    j = torch.arange(key.shape[2], device=rows.device)[None, :]
+    return causal_fill(torch.where(i - j < W, near, far), first_row)
+
+
 # Registered as ``longlm_selfextend``; a forward call's ``longlm_grouped_keys=`` (a GroupedKeyCache) reaches it.
 selfextend_attention = switch.register(
-    ATTN_NAME, "SelfExtend", _LAYER_ATTR, "longlm_grouped_keys", GroupedKeyCache, _layer_output
+    ATTN_NAME, "SelfExtend", _LAYER_ATTR, "longlm_grouped_keys", GroupedKeyCache, _layer_output, _row_scores
 )
 
 

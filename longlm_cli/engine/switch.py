@@ -8,6 +8,7 @@ from one method to the other (or back to the plain model) always goes through th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from .rope import LayerRope
 ORIGINAL_ATTR = "_longlm_original_attn_implementation"  # the attention the model had before any method
 _LAYER_ATTRS: set[str] = set()  # every method's per-layer attribute, so switching methods drops the others'
 _KEY_CACHES: dict[str, tuple[str, type]] = {}  # attention name -> (forward keyword, RotatedKeyCache class)
+_SCORERS: dict[str, Callable] = {}  # attention name -> its explicit scores for a few query rows (evidence.py)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def layer_spec(module, layer_attr: str, method: str, attention_mask, dropout):
     return spec
 
 
-def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cache_class: type, attend):
+def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cache_class: type, attend, scores):
     """Register a method's attention function (returned) and mask function under ``attn_name`` in transformers'
     AttentionInterface and AttentionMaskInterface, and its key cache for ``key_cache_arguments``.
 
@@ -68,7 +70,7 @@ def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cac
     the last Q positions of the K keys (full prefill, chunked prefill, cache append and decode are all this one
     case); it returns (output [B, Q, H, D], None). ``attend(module, spec, query, key, value, call, softcap=,
     sliding_window=, cache=)`` computes the method's [B, H, Q, D] output; ``cache`` is the forward call's
-    ``cache_kwarg`` argument.
+    ``cache_kwarg`` argument. ``scores``: the method's explicit scores for evidence (see ``_method_scores``).
     """
 
     def attention(
@@ -107,7 +109,29 @@ def register(attn_name: str, method: str, layer_attr: str, cache_kwarg: str, cac
     AttentionInterface.register(attn_name, attention)
     AttentionMaskInterface.register(attn_name, _causal_inside_mask(method))
     _KEY_CACHES[attn_name] = (cache_kwarg, cache_class)
+    _SCORERS[attn_name] = _method_scores(method, layer_attr, cache_kwarg, scores)
     return attention
+
+
+def _method_scores(method: str, layer_attr: str, cache_kwarg: str, scores):
+    """``scores(module, spec, rows, first_row, key, call, softcap=, sliding_window=, cache=)`` gives the method's
+    logits [B, H, R, K] (-inf where a row does not look) for query ``rows`` [B, H, R, D], the queries at key
+    indices ``first_row``, ``first_row + 1``, ... of a call, before its attention runs (evidence.py). Returned:
+    the same with the layer's settings and the forward call's key cache looked up."""
+
+    def method_scores(module, rows, first_row: int, key, call: Call, *, softcap, sliding_window, cache_arguments):
+        spec = layer_spec(module, layer_attr, method, None, 0.0)
+        cache = cache_arguments.get(cache_kwarg)
+        return scores(
+            module, spec, rows, first_row, key, call, softcap=softcap, sliding_window=sliding_window, cache=cache
+        )
+
+    return method_scores
+
+
+def scorer(attn_name: str) -> Callable | None:
+    """The explicit scores of the method registered as ``attn_name`` (see ``register``), or None."""
+    return _SCORERS.get(attn_name)
 
 
 def key_cache_arguments(model: PreTrainedModel, reserve: int = 0, kv=None) -> dict:
@@ -167,7 +191,7 @@ def _layer_rope(rotary, layer_type: str | None) -> LayerRope:
     return LayerRope(inv_freq=inv_freq.detach().to(torch.float32).clone())
 
 
-def _attention_modules(model: PreTrainedModel) -> list:
+def attention_modules(model: PreTrainedModel) -> list:
     return [m for m in model.modules() if hasattr(m, "layer_idx") and (hasattr(m, "q_proj") or hasattr(m, "qkv_proj"))]
 
 
@@ -201,7 +225,7 @@ def attach(model: PreTrainedModel, attn_name: str, layer_attr: str, settings) ->
     rotary = rotary_modules(model)[0]
     for other in _LAYER_ATTRS - {layer_attr}:
         _drop_layer_attr(model, other)
-    for module in _attention_modules(model):
+    for module in attention_modules(model):
         layer_type = layer_types[module.layer_idx] if layer_types else None
         sliding = layer_type is not None and layer_type != "full_attention"
         setattr(

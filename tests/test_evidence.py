@@ -1,0 +1,152 @@
+"""Attention evidence (engine/evidence.py): the attention a span of query rows gives each key, read from the
+running method, against a straightforward reference that writes out every row's softmax over full score
+matrices, with queries and keys re-rotated by the model's own RoPE code."""
+
+import pytest
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
+
+from longlm_cli.doccache import DocCacheSettings
+from longlm_cli.engine.dca import DcaConfig, apply_dca
+from longlm_cli.engine.evidence import AttentionTap, tapping
+from longlm_cli.engine.selfextend import apply_selfextend
+from longlm_cli.pipeline import prefill_cached
+from longlm_cli.runtime.generate import Session, prefill
+
+from helpers import BASE, VOCAB, _rerotate, tiny_model
+
+L = BASE["max_position_embeddings"]
+N, START = 150, 110  # 110 tokens of "document", then 40 query rows (across DCA's chunk boundary at 120)
+W, G = 16, 4
+DCA = DcaConfig.for_window(L)  # chunks of 40 tokens
+TOL = 1e-4
+_REF: dict = {}
+
+
+def _scores(q, k, scaling, softcap):
+    scores = q @ k.transpose(-1, -2) * scaling
+    return softcap * torch.tanh(scores / softcap) if softcap else scores
+
+
+def _reference_attention(module, query, key, value, mask, scaling=None, softcap=None, sliding_window=None, **kw):
+    """Every row's probabilities, recorded per layer; the output is their weighted values."""
+    model, method = _REF["model"], _REF["method"]
+    Q, K, rep = query.shape[2], key.shape[2], query.shape[1] // key.shape[1]
+    k, v, q = key.repeat_interleave(rep, 1).float(), value.repeat_interleave(rep, 1).float(), query.float()
+    kpos = torch.arange(K)
+    qpos = kpos[K - Q :]
+    i, j = qpos[:, None], kpos[None, :]
+    scores = _scores(q, k, scaling, softcap)
+    keep = j <= i
+    if sliding_window:
+        keep &= i - j < sliding_window
+    elif method == "selfextend":
+        qg = _rerotate(model, module, q, qpos, qpos // G + W - W // G)
+        kg = _rerotate(model, module, k, kpos, kpos // G)
+        scores = torch.where(i - j < W, scores, _scores(qg, kg, scaling, softcap))
+    elif method == "dca":
+        S, c = DCA.chunk_size, DCA.chunk_len
+        kc = _rerotate(model, module, k, kpos, kpos % c)
+        succ = _scores(_rerotate(model, module, q, qpos, torch.clamp(qpos % c + c, max=S)), kc, scaling, softcap)
+        fixed = torch.full_like(qpos, min(2 * c - 1, S))
+        inter = _scores(_rerotate(model, module, q, qpos, fixed), kc, scaling, softcap)
+        same, previous = i // c == j // c, i // c == j // c + 1
+        scores = torch.where(same, scores, torch.where(previous, succ, inter))  # same chunk: true distances
+    probs = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    _REF["probs"][module.layer_idx] = probs[0]
+    return (probs @ v).transpose(1, 2).to(query.dtype), None
+
+
+AttentionInterface.register("longlm_evidence_reference", _reference_attention)
+AttentionMaskInterface.register("longlm_evidence_reference", lambda *a, **k: None)
+
+
+def _expected(model, ids, method: str) -> dict[int, torch.Tensor]:
+    """Per layer, [H, N]: the attention each key receives from rows START..N, summed."""
+    original = model.config._attn_implementation
+    _REF.update(model=model, method=method, probs={})
+    model.set_attn_implementation("longlm_evidence_reference")
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        model.set_attn_implementation(original)
+    return {layer: probs[:, START:].sum(dim=1) for layer, probs in _REF["probs"].items()}
+
+
+def _apply(model, method: str):
+    if method == "selfextend":
+        apply_selfextend(model, group_size=G, window=W)
+    elif method == "dca":
+        apply_dca(model, chunk_size=DCA.chunk_size, local_window=DCA.local_window)
+    return model
+
+
+def _tapped(model, ids, mode: str, directory=None) -> dict[int, torch.Tensor]:
+    tap = AttentionTap(start=START, stop=N)
+    if mode == "full":
+        with tapping(model, tap), torch.no_grad():
+            model(ids)
+        return tap.received
+    session = Session.start(model, reserve=N)
+    if mode == "chunked":
+        with tapping(model, tap):
+            prefill(session, ids, chunk=7)
+    elif mode == "cached":  # the document first, untapped; then the query rows over its KV cache
+        prefill(session, ids[:, :START], chunk=32)
+        with tapping(model, tap):
+            prefill(session, ids[:, START:], chunk=9)
+    else:  # "stored": the document's KV cache saved by one session, loaded by another (keys re-rotated in place)
+        settings = DocCacheSettings(directory=directory, min_tokens=0)
+        arguments = dict(prefix_len=START, key="a" * 64, sources=(), chunk=32, settings=settings)
+        assert prefill_cached(session, ids[0].tolist(), **arguments)[1] == "miss"
+        session = Session.start(model, reserve=N)
+        with tapping(model, tap):
+            assert prefill_cached(session, ids[0].tolist(), **arguments)[1] == "hit"
+        assert session.rotated_in_place() or model.config._attn_implementation == "sdpa"
+    return tap.received
+
+
+def _ids(seed=1):
+    return torch.randint(0, VOCAB, (1, N), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("mode", ["full", "chunked", "cached", "stored"])
+@pytest.mark.parametrize("method", ["selfextend", "dca", "plain"])
+@pytest.mark.parametrize("arch", ["llama", "llama-gqa4", "gemma2"])
+def test_tap_matches_reference(arch, method, mode, tmp_path):
+    if arch == "gemma2" and mode == "stored":
+        pytest.skip("the document cache does not keep sliding-window layers (gemma2): nothing to load")
+    model = tiny_model(arch)
+    ids = _ids()
+    expected = _expected(model, ids, method)
+    got = _tapped(_apply(model, method), ids, mode, tmp_path)
+    assert sorted(got) == sorted(expected)
+    for layer, mass in got.items():
+        assert mass.shape == expected[layer].shape
+        assert (mass - expected[layer]).abs().max().item() <= TOL, (layer, mode)
+
+
+def test_tap_reads_only_the_layers_asked_and_leaves_the_attention_as_it_was():
+    model = _apply(tiny_model("llama"), "selfextend")
+    ids = _ids()
+    with torch.no_grad():
+        plain_logits = model(ids).logits
+    tap = AttentionTap(start=START, stop=N, layers=frozenset({1}))
+    with tapping(model, tap), torch.no_grad():
+        tapped_logits = model(ids).logits
+    assert sorted(tap.received) == [1]
+    assert torch.equal(plain_logits, tapped_logits)
+    assert model.config._attn_implementation == "longlm_selfextend"
+    rows = N - START
+    assert torch.allclose(tap.received[1].sum(dim=1), torch.full((BASE["num_attention_heads"],), float(rows)))
+
+
+def test_tap_in_bfloat16_follows_float32():
+    ids = _ids()
+    wide = _tapped(_apply(tiny_model("llama"), "selfextend"), ids, "cached")
+    narrow = _tapped(_apply(tiny_model("llama").to(torch.bfloat16), "selfextend"), ids, "cached")
+    for layer, mass in wide.items():
+        share = mass / mass.sum(dim=1, keepdim=True)
+        assert (narrow[layer] / narrow[layer].sum(dim=1, keepdim=True) - share).abs().max().item() < 0.02
