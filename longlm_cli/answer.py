@@ -8,11 +8,25 @@ from dataclasses import dataclass, field
 
 from .citations import Citation, check_citations
 from .contract import failure_dict, response_dict
+from .defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT_EVIDENCE_UNIT
 from .doccache import DocCacheSettings
 from .errors import InputError, PlanError
-from .pipeline import ModelSettings, prefill_prompt, prepare
+from .evidence import Found, evidence_text, prefill_with_evidence
+from .pipeline import ModelSettings, configure, plan_for_length, prefill_prompt, prepare
 from .planning import Plan
-from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
+from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
+from .templates import chat_token_ids, user_message
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Answer from the ``passages`` (N) passages of the document the question attends to most, cut into
+    ``unit``s ("sentence" or "paragraph") and scored in the model's ``heads`` best retrieval heads; 0 passages:
+    answer from the whole document."""
+
+    passages: int = DEFAULT_EVIDENCE_PASSAGES
+    unit: str = DEFAULT_EVIDENCE_UNIT
+    heads: int = DEFAULT_EVIDENCE_HEADS
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,7 @@ class Answer:
     timings: dict = field(default_factory=dict)  # seconds: load, prefill, decode
     cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
     citations: tuple[Citation, ...] | None = None  # with --cite: each quote of the answer, checked
+    evidence: tuple[Found, ...] | None = None  # with --evidence: the passages the answer was written from
 
     def to_dict(self) -> dict:
         """The versioned JSON object of contract.py."""
@@ -55,6 +70,8 @@ def answer_documents(
     on_text: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
     cache: DocCacheSettings = DocCacheSettings(),
+    evidence: EvidenceSettings = EvidenceSettings(),
+    on_note: Callable[[str], None] | None = None,
     **inputs,
 ) -> Answer:
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
@@ -62,14 +79,13 @@ def answer_documents(
     ``inputs`` are pipeline.prepare's: prompt_file, model, extension, stdin, on_plan, loaded. The whole
     document goes through one forward context: it is never truncated or chunked. The extension method runs only
     when the prompt plus the answer exceed the model's pretraining window. With ``cache.enabled`` the document
-    part of the prompt goes through the document cache (see pipeline.prefill_prompt).
+    part of the prompt goes through the document cache (see pipeline.prefill_prompt). With
+    ``evidence.passages``, the answer is written from the passages the question attends to most (evidence.py);
+    ``on_note`` hears when the model's retrieval heads are measured.
     """
     sampling = sampling.for_task(task)
     prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
-    session = Session.start(prepared.loaded.model, reserve=prepared.plan.N)  # prompt + answer: allocated once
-    start = time.perf_counter()
-    logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
-    timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
+    session, logits, status, timings, found = _read(prepared, question, sampling, cache, progress, evidence, on_note)
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds
     plan = prepared.plan
@@ -87,13 +103,67 @@ def answer_documents(
         sources=prepared.document.sources,
         timings=timings,
         cache=status,
-        citations=_citations(prepared, decoded.text),
+        citations=_citations(prepared, decoded.text, found),
+        evidence=None if found is None else tuple(found),
     )
 
 
-def _citations(prepared, text: str) -> tuple[Citation, ...] | None:
-    """The answer's quotes checked against the document when --cite asked for them."""
-    return tuple(check_citations(text, prepared.document.text)) if prepared.shape.cite else None
+def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSettings, on_note):
+    """Prefill the prompt (through the document cache): (session, last logits, cache status, timings, None); with
+    evidence, then the prompt of the best passages instead: (its session, its logits, ..., the passages)."""
+    heads = _evidence_heads(prepared, evidence, on_note) if evidence.passages else None
+    session = Session.start(prepared.loaded.model, reserve=prepared.plan.N)  # prompt + answer: allocated once
+    start = time.perf_counter()
+    if not heads:
+        logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
+        return session, logits, status, {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}, None
+    logits, status, ranked = prefill_with_evidence(
+        session, prepared, heads, evidence.unit, cache=cache, progress=progress
+    )
+    timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
+    if not ranked:
+        if on_note is not None:
+            on_note("the document's tokens could not be found in the prompt: answering from the whole document")
+        return session, logits, status, timings, None
+    start = time.perf_counter()
+    found, text = evidence_text(ranked, evidence.passages)
+    del session  # the document's KV cache: the answer reads only the passages
+    session, logits = _second_prompt(prepared, text, question, sampling.max_new_tokens)
+    timings["evidence"] = time.perf_counter() - start
+    return session, logits, status, timings, found
+
+
+def _evidence_heads(prepared, evidence: EvidenceSettings, on_note) -> list | None:
+    """The best ``evidence.heads`` retrieval heads (measured now when they never were; the plan's method is
+    switched back on afterwards)."""
+    from .evaluation.heads import heads_for
+
+    heads = heads_for(prepared.loaded, prepared.requested_model, on_note=on_note)[: evidence.heads]
+    configure(prepared.loaded.model, prepared.plan, prepared.extension)
+    return heads
+
+
+def _second_prompt(prepared, text: str, question: str | None, reserve: int):
+    """(session, last logits) of the template filled with the evidence ``text`` instead of the document: short,
+    so the model runs plainly unless the passages themselves exceed its window."""
+    import torch
+
+    loaded = prepared.loaded
+    ids = chat_token_ids(loaded.tokenizer, user_message(prepared.template, text, question))
+    plan, extension, _ = plan_for_length(loaded, prepared.requested_model, len(ids) + reserve, prepared.extension)
+    configure(loaded.model, plan, extension)
+    session = Session.start(loaded.model, reserve=plan.N)
+    input_ids = torch.tensor([ids], device=loaded.device)
+    return session, prefill(session, input_ids, chunk=extension.prefill_chunk)
+
+
+def _citations(prepared, text: str, found) -> tuple[Citation, ...] | None:
+    """The answer's quotes checked against the document, or against the evidence it was written from, when
+    --cite asked for them."""
+    if not prepared.shape.cite:
+        return None
+    source = prepared.document.text if found is None else evidence_text(found, len(found))[1]
+    return tuple(check_citations(text, source))
 
 
 @dataclass(frozen=True)

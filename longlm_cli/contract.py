@@ -5,7 +5,9 @@ summarize), answer, finish_reason ("eos": the model ended; "stop": a --stop stri
 reached), model, sources, extension ("selfextend", "dca" or null when the input fit the window), plan (the plan
 as `longlm plan --json` gives it), usage (prompt_tokens, answer_tokens, total_tokens), timings (seconds: load,
 prefill, decode), cache ("hit", "miss", "off", or "conversation" for a chat turn after the first) and
-citations (null unless --cite; else each quote of the answer with found true/false and its page). A
+citations (null unless --cite; else each quote of the answer with found true/false and its page) and evidence
+(null unless --evidence; else the passages the answer was written from, in document order: text, page, score
+and rank among all passages). A
 change that renames or removes a key raises the version; new keys may be added within a version.
 
 In a batch (`--each`), a document that cannot be answered gives {version, command, sources, error} instead.
@@ -43,7 +45,13 @@ def response_dict(answer, *, command: str, turn: int | None = None) -> dict:
         "timings": {key: round(float(value), 3) for key, value in answer.timings.items()},
         "cache": answer.cache,
         "citations": None if answer.citations is None else [c.to_dict() for c in answer.citations],
+        "evidence": _evidence(answer),
     }
+
+
+def _evidence(answer) -> list[dict] | None:
+    found = getattr(answer, "evidence", None)
+    return None if found is None else [item.to_dict() for item in found]
 
 
 def failure_dict(*, command: str, source: str, error: str) -> dict:

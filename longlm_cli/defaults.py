@@ -18,6 +18,9 @@ DEFAULT_EXTEND_FROM = 1.0  # SelfExtend switches on once prompt + answer exceed 
 DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; the band uses min(this, W - 1))
 EXTENSION_METHODS = ("selfextend", "dca")  # what runs beyond L: SelfExtend, or Dual Chunk Attention (ChunkLlama)
 DEFAULT_EXTENSION = "selfextend"
+DEFAULT_EVIDENCE_PASSAGES = 0  # ask --evidence N: answer from the N most attended passages (0: the whole document)
+DEFAULT_EVIDENCE_UNIT = "sentence"  # passages for --evidence: "sentence" or "paragraph"
+DEFAULT_EVIDENCE_HEADS = 8  # the measured retrieval heads whose attention ranks the passages
 DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds activation memory)
 
 # Generation

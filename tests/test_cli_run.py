@@ -381,6 +381,7 @@ CONTRACT_KEYS = {
     "timings",
     "cache",
     "citations",
+    "evidence",
 }
 
 

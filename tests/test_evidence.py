@@ -2,6 +2,10 @@
 running method, against a straightforward reference that writes out every row's softmax over full score
 matrices, with queries and keys re-rotated by the model's own RoPE code."""
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AttentionInterface
@@ -14,7 +18,7 @@ from longlm_cli.engine.selfextend import apply_selfextend
 from longlm_cli.pipeline import prefill_cached
 from longlm_cli.runtime.generate import Session, prefill
 
-from helpers import BASE, VOCAB, _rerotate, tiny_model
+from helpers import BASE, CORPUS, VOCAB, _rerotate, reference_answer, run, tiny_model
 
 L = BASE["max_position_embeddings"]
 N, START = 150, 110  # 110 tokens of "document", then 40 query rows (across DCA's chunk boundary at 120)
@@ -150,3 +154,57 @@ def test_tap_in_bfloat16_follows_float32():
     for layer, mass in wide.items():
         share = mass / mass.sum(dim=1, keepdim=True)
         assert (narrow[layer] / narrow[layer].sum(dim=1, keepdim=True) - share).abs().max().item() < 0.02
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ask --evidence, end to end on the tiny model
+
+
+def _ledger(tmp_path):
+    doc = tmp_path / "ledger.txt"
+    doc.write_text(CORPUS * 2 + "The ledger itself was bound in red leather. " + CORPUS)
+    return doc
+
+
+def test_ask_with_evidence_answers_from_the_passages_as_ask_would_from_them(tiny_dir, tmp_path):
+    doc = _ledger(tmp_path)
+    question = "What was the ledger bound in?"
+    result = run("ask", doc, question, "-m", tiny_dir, "--max-new-tokens", 6, "--evidence", 2, "--json")
+    assert result.exit_code == 0, result.output
+    assert "Note: measuring which attention heads find facts in this model" in result.stderr
+    record = json.loads(result.stdout)
+    passages = [e["text"] for e in record["evidence"]]
+    assert len(passages) == 2 and all(p in doc.read_text() for p in passages)
+    starts = [doc.read_text().index(p) for p in passages]
+    assert starts == sorted(starts)  # in document order
+    assert sorted(e["rank"] for e in record["evidence"]) == [1, 2]
+    expected, _, _ = reference_answer(tiny_dir, "ask", "\n\n".join(passages), question, max_new_tokens=6)
+    assert record["answer"] == expected
+    assert record["plan"]["needs_extension"] and record["timings"]["evidence"] > 0
+    stored = json.loads((Path(os.environ["LONGLM_CACHE_DIR"]) / "heads.json").read_text())
+    assert len(stored) == 1 and len(next(iter(stored.values()))["heads"]) == 2 * BASE["num_attention_heads"]
+
+
+def test_the_measured_heads_are_kept_and_verbose_shows_the_passages(tiny_dir, tmp_path):
+    doc = _ledger(tmp_path)
+    first = run("ask", doc, "Who counted?", "-m", tiny_dir, "--max-new-tokens", 2, "--evidence", 1)
+    assert first.exit_code == 0 and "Note: measuring" in first.stderr, first.output
+    again = run("ask", doc, "Who counted?", "-m", tiny_dir, "--max-new-tokens", 2, "--evidence", 1, "-v")
+    assert again.exit_code == 0, again.output
+    assert "Note: measuring" not in again.stderr
+    shown = [line for line in again.stderr.splitlines() if line.startswith("  [rank ")]
+    assert again.stderr.count("Evidence: 1 passage;") == 1 and len(shown) == 1
+    assert shown[0].split("] ", 1)[1] in " ".join(doc.read_text().split())
+
+
+def test_measured_heads_rank_passages_by_the_attention_they_receive(tiny_dir):
+    from longlm_cli.evaluation.heads import measure_heads
+    from longlm_cli.pipeline import ModelSettings
+
+    loaded = ModelSettings(model=str(tiny_dir), dtype="float32").load()
+    scores = measure_heads(loaded, length=512, samples=2)
+    flat = [s for row in scores.scores for s in row]
+    assert len(scores.scores) == BASE["num_hidden_layers"] and len(flat) == 2 * BASE["num_attention_heads"]
+    assert all(0.0 <= s <= 1.0 for s in flat) and max(flat) > 0
+    best = scores.best(3)
+    assert [scores.scores[layer][head] for layer, head in best] == sorted(flat, reverse=True)[:3]

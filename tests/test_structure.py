@@ -26,11 +26,19 @@ LAYERS = [
         "longlm_cli.planning",
         "longlm_cli.templates",
         "longlm_cli.documents",
+        "longlm_cli.passages",  # sentences and paragraphs of a document, for evidence
     ),
     ("longlm_cli.engine",),
     ("longlm_cli.runtime",),
-    ("longlm_cli.cachekeys", "longlm_cli.cachemac", "longlm_cli.doccache", "longlm_cli.entrycheck", "longlm_cli.tuned"),
-    ("longlm_cli.pipeline", "longlm_cli.contract"),
+    (
+        "longlm_cli.cachekeys",
+        "longlm_cli.cachemac",
+        "longlm_cli.doccache",
+        "longlm_cli.entrycheck",
+        "longlm_cli.tuned",
+        "longlm_cli.headstore",
+    ),
+    ("longlm_cli.pipeline", "longlm_cli.contract", "longlm_cli.evidence"),
     ("longlm_cli.answer", "longlm_cli.chat", "longlm_cli.evaluation"),
     ("longlm_cli.serve",),  # the OpenAI-compatible server: renders conversations as chat does
     ("longlm_cli.cli",),

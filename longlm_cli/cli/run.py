@@ -9,6 +9,7 @@ import sys
 import click
 
 from .app import cli
+from .evidence import echo_evidence, evidence_options, evidence_settings, note
 from .options import apply, extension_method_option, extension_options, loading_options, sampling_options, shape_options
 from .output import check_output, write_output
 from .progress import Progress
@@ -197,7 +198,9 @@ def _as_text(answer) -> str:
     return answer.text + _checked_quotes(answer)
 
 
-def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, each=False, **options) -> None:
+def _run(
+    task: str, files, question, *, prompt_file, as_json, verbose, output, each=False, evidence=None, **options
+) -> None:
     from ..answer import answer_documents
     from ..templates import check_question
 
@@ -206,8 +209,9 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
     if question is not None:
         check_question(question)
     check_output(output, (*files, *([prompt_file] if prompt_file else [])))
+    more = {} if evidence is None else {"evidence": evidence, "on_note": note}
     if each:
-        _run_each(task, files, question, prompt_file=prompt_file, as_json=as_json, output=output, **options)
+        _run_each(task, files, question, prompt_file=prompt_file, as_json=as_json, output=output, **more, **options)
         return
     with Progress(enabled=sys.stderr.isatty()) as progress:
         answer = answer_documents(
@@ -219,6 +223,7 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
             on_text=None if as_json or output else _stream,
             progress=progress,
             on_plan=_plan_echo(verbose, "prompt and answer"),
+            **more,
         )
     if output:
         write_output(output, (json.dumps(answer.to_dict(), indent=2) if as_json else _as_text(answer)) + "\n")
@@ -236,9 +241,11 @@ def _run(task: str, files, question, *, prompt_file, as_json, verbose, output, e
             f"prefill {t['prefill']:.1f}s, decode {t['decode']:.1f}s; document cache {answer.cache}",
             err=True,
         )
+        if answer.evidence is not None:
+            echo_evidence(answer)
 
 
-def _run_each(task: str, files, question, *, prompt_file, as_json, output, **options) -> None:
+def _run_each(task: str, files, question, *, prompt_file, as_json, output, evidence=None, on_note=None, **options):
     """--each: one answer per document, the model loaded once. Text: each answer under a `### FILE` line;
     --json: one JSON line per document. A document that cannot be answered is one `Error:` line (and, with
     --json, a JSON line with its error); the others still run, and the exit status is then 1."""
@@ -246,8 +253,9 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, **opt
 
     pieces, failures = [], 0
     with Progress(enabled=sys.stderr.isatty()) as progress:
+        more = {} if evidence is None else {"evidence": evidence, "on_note": on_note}
         for result in answer_each(
-            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(**options)
+            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(**options), **more
         ):
             if isinstance(result, Failed):
                 failures += 1
@@ -318,7 +326,8 @@ def summarize(files, **options) -> None:
 @click.argument("args", nargs=-1, type=DOCUMENT, metavar="FILE... QUESTION")
 @_run_options
 @EACH_OPTION
-def ask(args, **options) -> None:
+@evidence_options
+def ask(args, evidence_passages, evidence_unit, **options) -> None:
     """Answer QUESTION about one or more documents (PDF, text, Markdown, or '-' for stdin).
 
     Example: longlm ask book.txt "Who is the narrator's brother?"
@@ -326,7 +335,7 @@ def ask(args, **options) -> None:
     With only QUESTION, a document piped to stdin is read: cat book.txt | longlm ask "Who is the narrator?"
     """
     files, question = _ask_arguments(args)
-    _run("ask", files, question, **options)
+    _run("ask", files, question, evidence=evidence_settings(evidence_passages, evidence_unit), **options)
 
 
 @cli.command()
