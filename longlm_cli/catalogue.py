@@ -84,6 +84,7 @@ LISTED_ALIASES = ("default",)  # shown with the family names when a name is unkn
 _WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _ROPE_KEYS = ("rope_scaling", "rope_parameters")
 _ORIGINAL_KEY = "original_max_position_embeddings"
+DUAL_CHUNK_KEY = "dual_chunk_attention_config"
 _SAFETENSORS_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 _PICKLE_PATTERNS = ("pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
 
@@ -276,10 +277,57 @@ def window_from_config(config: dict) -> tuple[int, str] | None:
     return None
 
 
+_RECURRENT_LAYERS = ("linear_attention", "mamba", "mamba2", "recurrent", "conv", "ssm")
+_HYBRID_TYPES = ("jamba", "zamba", "zamba2", "falcon_h1", "bamba", "nemotron_h", "granitemoehybrid", "recurrent_gemma")
+
+
+def extension_refusal(config: dict) -> str | None:
+    """Why SelfExtend and Dual Chunk Attention cannot serve a model exactly, from its config (a dict), or None:
+    layers with a recurrent state (linear attention, state-space, convolution), or rotary positions with several
+    axes (M-RoPE)."""
+    for section in (config.get("text_config"), config):
+        if not isinstance(section, dict):
+            continue
+        kinds = [k for key in ("layer_types", "layers_block_type", "block_types") for k in section.get(key) or ()]
+        if section.get("model_type") in _HYBRID_TYPES or any(str(k) in _RECURRENT_LAYERS for k in kinds):
+            return (
+                "has recurrent layers (linear attention, state-space or convolution) whose memory of the text is not "
+                "made of positions: SelfExtend and Dual Chunk Attention regroup positions and cannot extend them"
+            )
+        rope = [section.get(key) for key in _ROPE_KEYS if isinstance(section.get(key), dict)]
+        if any("mrope_section" in r or r.get("type") == "mrope" or r.get("rope_type") == "mrope" for r in rope):
+            return (
+                "uses multimodal rotary positions (M-RoPE: several position axes per token): SelfExtend and Dual "
+                "Chunk Attention regroup a single axis"
+            )
+    return None
+
+
+def dual_chunk_settings(config: dict) -> tuple[int, int] | None:
+    """(chunk_size, local_size) of a config's ``dual_chunk_attention_config`` (Qwen2.5-7B/14B-Instruct-1M: the
+    Dual Chunk Attention the model was released to run with beyond its window), looking in text_config too;
+    None when it has none, or one with values that cannot be chunk settings."""
+    for section in (config, config.get("text_config")):
+        dca = section.get(DUAL_CHUNK_KEY) if isinstance(section, dict) else None
+        if isinstance(dca, dict):
+            chunk, local = dca.get("chunk_size"), dca.get("local_size")
+            if (
+                _is_positive_int(chunk)
+                and isinstance(local, int)
+                and not isinstance(local, bool)
+                and 0 <= local < chunk
+            ):
+                return chunk, local
+    return None
+
+
 def _original_window(section: dict) -> tuple[int, str] | None:
     """Return (original_max_position_embeddings, where it was found) if the config records one."""
     if _is_positive_int(section.get(_ORIGINAL_KEY)):
         return section[_ORIGINAL_KEY], _ORIGINAL_KEY
+    dca = section.get(DUAL_CHUNK_KEY)
+    if isinstance(dca, dict) and _is_positive_int(dca.get(_ORIGINAL_KEY)):  # max_position_embeddings is DCA's reach
+        return dca[_ORIGINAL_KEY], f"{DUAL_CHUNK_KEY}.{_ORIGINAL_KEY}"
     for rope_key in _ROPE_KEYS:
         rope = section.get(rope_key)
         if not isinstance(rope, dict):

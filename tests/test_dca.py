@@ -439,3 +439,33 @@ def test_eval_dca_method_answers_like_the_reference(tiny_dir, tmp_path, monkeypa
             break
         out.append(token)
     assert record["answer"] == tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_a_model_whose_config_carries_dual_chunk_settings_runs_them_beyond_its_window():
+    """Qwen2.5-7B/14B-Instruct-1M ship `dual_chunk_attention_config`: their window is its original length (not
+    max_position_embeddings, DCA's reach), and beyond it they run DCA with its chunk and local sizes, exactly,
+    unless the user chooses SelfExtend."""
+    from types import SimpleNamespace
+
+    from longlm_cli import catalogue
+    from longlm_cli.pipeline import ExtensionSettings, configure, default_method, plan_for_length
+
+    model = tiny_model("qwen2")
+    model.config.max_position_embeddings = 1_000_000
+    model.config.dual_chunk_attention_config = {"chunk_size": 40, "local_size": 6, "original_max_position_embeddings": L}
+    assert catalogue.context_window(model.config) == L
+    own = DcaConfig(chunk_size=40, local_window=6)
+    assert DcaConfig.for_model(model.config, L) == own != DEFAULT
+    assert default_method(model.config, ExtensionSettings()) == "dca"
+    assert default_method(model.config, ExtensionSettings(window=16)) == "selfextend"
+    assert default_method(model.config, ExtensionSettings(method="selfextend")) == "selfextend"
+    loaded = SimpleNamespace(model=model, context_window=L)
+    plan, chosen, _ = plan_for_length(loaded, "tiny", N, ExtensionSettings(use_tuned=False))
+    assert chosen.method_on(plan) == "dca"
+    configure(model, plan, chosen)
+    assert dca_settings(model) == own
+    ids = _ids(N)
+    assert _err(_logits(model, ids), reference_logits(model, ids, own)) < TOL
+    plain = tiny_model("qwen2")
+    assert default_method(plain.config, ExtensionSettings()) == "selfextend"
+    assert DcaConfig.for_model(plain.config, L) == DEFAULT

@@ -381,3 +381,40 @@ def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():
     got = torch.cat(pieces, 1)
     assert torch.backends.mkldnn.enabled
     assert (got - expected).abs().max().item() <= 5e-2 * expected.abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "config, refused",
+    [
+        ({"model_type": "llama", "rope_parameters": {"rope_type": "default"}}, None),
+        ({"model_type": "qwen3_next", "layer_types": ["linear_attention", "full_attention"]}, "recurrent layers"),
+        ({"model_type": "zamba2", "layers_block_type": ["mamba", "hybrid"]}, "recurrent layers"),
+        ({"model_type": "jamba"}, "recurrent layers"),
+        ({"model_type": "recurrent_gemma", "block_types": ["recurrent", "attention"]}, "recurrent layers"),
+        ({"model_type": "qwen2_vl", "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}, "M-RoPE"),
+        ({"text_config": {"model_type": "x", "rope_parameters": {"mrope_section": [8, 12, 12]}}}, "M-RoPE"),
+    ],
+)
+def test_models_the_methods_cannot_serve_exactly_are_named(config, refused):
+    from longlm_cli.catalogue import extension_refusal
+
+    found = extension_refusal(config)
+    assert (found is None) if refused is None else (refused in found)
+
+
+def test_mrope_and_sliding_only_models_are_refused_in_one_line():
+    from longlm_cli.errors import UnsupportedModelError as Refused
+    from longlm_cli.pipeline import ExtensionSettings, configure
+    from longlm_cli.planning import make_plan
+
+    model = tiny_model("qwen2")
+    model.config.rope_parameters = {**model.config.rope_parameters, "mrope_section": [2, 3, 3]}
+    with pytest.raises(Refused, match=r"Qwen2ForCausalLM \(model_type 'qwen2'\) uses multimodal rotary positions"):
+        apply_selfextend(model, group_size=G, window=W)
+    sliding = tiny_model("mistral-sliding")
+    plan = make_plan(context_window=64, length=200)
+    with pytest.raises(Refused, match="every layer of this model attends only to its last 40 tokens") as refused:
+        configure(sliding, plan, ExtensionSettings())
+    assert "\n" not in str(refused.value)
+    configure(sliding, make_plan(context_window=64, length=50), ExtensionSettings())  # inside L: as it is
+    configure(tiny_model("gemma2"), plan, ExtensionSettings())  # a full-attention layer among sliding ones

@@ -107,7 +107,11 @@ log_scale_option = click.option(
 def extension_method_option(help: str):
     """--extension: SelfExtend or Dual Chunk Attention beyond the model's window (``help`` says where it acts)."""
     return click.option(
-        "--extension", type=click.Choice(EXTENSION_METHODS), default=DEFAULT_EXTENSION, show_default=True, help=help
+        "--extension",
+        type=click.Choice(EXTENSION_METHODS),
+        default=None,
+        show_default=f"{DEFAULT_EXTENSION}; dca for a model whose config carries Dual Chunk settings",
+        help=help,
     )
 
 

@@ -44,7 +44,7 @@ def _plan_echo(verbose: bool, counted: str):
         if method == "dca":
             click.echo(
                 f"Model {loaded.name} ({loaded.setup}), L={plan.L:,}; {counted} "
-                f"N={plan.N:,} tokens; {_dca_mode(plan.L)}",
+                f"N={plan.N:,} tokens; {_dca_mode(loaded.model.config, plan.L)}",
                 err=True,
             )
             _echo_weights(loaded)
@@ -70,10 +70,10 @@ def _echo_weights(loaded) -> None:
         click.echo(loaded.memory, err=True)
 
 
-def _dca_mode(L: int) -> str:
+def _dca_mode(config, L: int) -> str:
     from ..engine.dca import DcaConfig
 
-    dca = DcaConfig.for_window(L)
+    dca = DcaConfig.for_model(config, L)
     return (
         f"Dual Chunk Attention, chunks of {dca.chunk_len:,} tokens "
         f"(chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
@@ -176,7 +176,7 @@ def _settings(
 def _extension(method: str, *, use_tuned: bool, **selfextend):
     from ..pipeline import ExtensionSettings
 
-    if method != "selfextend":
+    if method not in (None, "selfextend"):
         given = [f"--{name.replace('_', '-')}" for name, value in selfextend.items() if value is not None]
         if given:
             raise click.UsageError(

@@ -94,7 +94,7 @@ def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, no_ca
     )
 
     def ready(url: str, engine) -> None:
-        reach = f"up to {engine.capacity():,} tokens with {engine.extension.method}"
+        reach = f"up to {engine.capacity():,} tokens with {engine.method}"
         click.echo(f"Serving {engine.loaded.name} (L={engine.context_window:,}; {reach}) at {url}", err=True)
         click.echo("Ctrl-C stops.", err=True)
 

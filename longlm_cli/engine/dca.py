@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from ..catalogue import dual_chunk_settings, text_config
 from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
 from . import switch
@@ -75,6 +76,15 @@ class DcaConfig:
         return cls(
             chunk_size=pretraining_window * 3 // 4, local_window=pretraining_window // 8, query_chunk=query_chunk
         )
+
+    @classmethod
+    def for_model(cls, config, pretraining_window: int, *, query_chunk: int = DEFAULT_QUERY_CHUNK) -> DcaConfig:
+        """The settings a model's config carries (``dual_chunk_attention_config``: chunk_size, local_size), else
+        the official defaults for its window L."""
+        found = dual_chunk_settings(text_config(config).to_dict())
+        if found is None:
+            return cls.for_window(pretraining_window, query_chunk=query_chunk)
+        return cls(chunk_size=found[0], local_window=found[1], query_chunk=query_chunk)
 
 
 class ChunkKeyCache(RotatedKeyCache):

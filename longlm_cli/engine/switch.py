@@ -15,7 +15,7 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
-from ..catalogue import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES, text_config
+from ..catalogue import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES, extension_refusal, text_config
 from ..errors import LongLMError, UnsupportedModelError
 from .rope import LayerRope
 
@@ -196,8 +196,12 @@ def attention_modules(model: PreTrainedModel) -> list:
 
 
 def check_supported(model: PreTrainedModel, method: str) -> None:
-    """Refuse a model without RoPE, of an unsupported type, or with a rope type that does not compose."""
+    """Refuse a model without RoPE, with recurrent layers or M-RoPE, of an unsupported type, or with a rope type
+    that does not compose."""
     config = text_config(model.config)
+    refusal = extension_refusal(model.config.to_dict())
+    if refusal is not None:
+        raise UnsupportedModelError(f"{architecture(model)} {refusal}")
     rotaries = rotary_modules(model)
     if not rotaries:
         raise UnsupportedModelError(
@@ -214,6 +218,18 @@ def check_supported(model: PreTrainedModel, method: str) -> None:
                 f"{architecture(model)} uses rope type {kind!r}, whose rotation depends on the sequence "
                 f"length and does not compose; supported rope types: {', '.join(COMPOSABLE_ROPE_TYPES)}"
             )
+
+
+def sliding_only(model: PreTrainedModel) -> int | None:
+    """The sliding window every attention layer keeps to, when none attends to the whole text; else None."""
+    config = text_config(model.config)
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not window or (layer_types and "full_attention" in layer_types):
+        return None
+    if not layer_types and getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
 
 
 def attach(model: PreTrainedModel, attn_name: str, layer_attr: str, settings) -> PreTrainedModel:

@@ -120,7 +120,7 @@ def running(loaded, spec: str, setup: Setup):
             yield False  # the CLI's chunked prefill, as `ask` runs it
             return
         if name == "dca" and setup.extended:
-            dca = DcaConfig.for_window(loaded.context_window)
+            dca = DcaConfig.for_model(model.config, loaded.context_window)
             apply_dca(model, chunk_size=dca.chunk_size, local_window=dca.local_window)
             yield False
             return

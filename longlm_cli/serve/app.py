@@ -112,7 +112,7 @@ class _Handlers:
             "owned_by": "longlm",
             "context_window": self.engine.context_window,
             "max_context_length": self.engine.capacity(),
-            "extension": self.engine.extension.method,
+            "extension": self.engine.method,
         }
         return JSONResponse({"object": "list", "data": [entry]})
 

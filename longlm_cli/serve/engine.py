@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from ..cachekeys import common_prefix_length
 from ..chat import render_conversation
 from ..errors import PlanError
-from ..pipeline import ExtensionSettings, configure, plan_for_length
+from ..pipeline import ExtensionSettings, configure, default_method, plan_for_length
 from ..planning import Plan, longest_length, make_plan
 from ..runtime.allocator import give_back_free_heap
 from ..runtime.generate import Session, decode, prefill
@@ -100,6 +100,11 @@ class Engine:
         self.current: tuple[Plan, ExtensionSettings] | None = None  # the plan that made it, and its settings
         self.cached_ids: list[int] = []
         self.lock = threading.Lock()
+
+    @property
+    def method(self) -> str:
+        """What runs beyond L unless a request says otherwise."""
+        return default_method(self.loaded.model.config, self.extension)
 
     @property
     def context_window(self) -> int:
