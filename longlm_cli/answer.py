@@ -12,7 +12,7 @@ from .defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT
 from .doccache import DocCacheSettings
 from .errors import InputError, PlanError
 from .evidence import Found, evidence_text, prefill_with_evidence
-from .pipeline import ModelSettings, configure, plan_for_length, prefill_prompt, prepare
+from .pipeline import ModelSettings, configure, method_settings, plan_for_length, prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .templates import chat_token_ids, user_message
@@ -46,6 +46,7 @@ class Answer:
     cache: str = "off"  # the document cache: "hit" (prefix loaded), "miss" (prefilled and saved) or "off"
     citations: tuple[Citation, ...] | None = None  # with --cite: each quote of the answer, checked
     evidence: tuple[Found, ...] | None = None  # with --evidence: the passages the answer was written from
+    extension_settings: dict | None = None  # what the method beyond L ran with (pipeline.method_settings)
 
     def to_dict(self) -> dict:
         """The versioned JSON object of contract.py."""
@@ -98,6 +99,7 @@ def answer_documents(
         plan=plan,
         extended=plan.needs_extension,
         extension=prepared.extension.method_on(plan),
+        extension_settings=method_settings(prepared.loaded.model, plan, prepared.extension),
         prompt_tokens=len(prepared.ids),
         new_tokens=len(decoded.token_ids),
         sources=prepared.document.sources,

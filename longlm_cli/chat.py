@@ -20,7 +20,7 @@ from .contract import response_dict
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings
 from .errors import ConversationTooLongError
-from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, prefill_prompt, prepare
+from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, method_settings, prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .runtime.models import LoadedModel
@@ -49,6 +49,7 @@ class Turn:
     plan: Plan
     extension: str | None
     citations: tuple | None = None  # with --cite: each quote of the answer, checked (citations.py)
+    extension_settings: dict | None = None  # what the method beyond L runs with (pipeline.method_settings)
 
     @property
     def seconds(self) -> float:
@@ -131,6 +132,7 @@ class Chat:
             sources=prepared.document.sources,
             plan=self.plan,
             extension=prepared.extension.method_on(self.plan),
+            extension_settings=method_settings(self.loaded.model, self.plan, prepared.extension),
             citations=tuple(check_citations(decoded.text, prepared.document.text)) if prepared.shape.cite else None,
         )
 

@@ -2,7 +2,9 @@
 
 Version JSON_VERSION. Keys: version, command, turn (1, 2, ... in chat; null otherwise), question (null for
 summarize), answer, finish_reason ("eos": the model ended; "stop": a --stop string; "length": --max-new-tokens
-reached), model, sources, extension ("selfextend", "dca" or null when the input fit the window), plan (the plan
+reached), model, sources, extension ("selfextend", "dca" or null when the input fit the window),
+extension_settings (null inside the window; SelfExtend's window, group_size and scale_base, or DCA's chunk_size,
+local_window and chunk_len), plan (the plan
 as `longlm plan --json` gives it), usage (prompt_tokens, answer_tokens, total_tokens), timings (seconds: load,
 prefill, decode), cache ("hit", "miss", "off", or "conversation" for a chat turn after the first) and
 citations (null unless --cite; else each quote of the answer with found true/false and its page) and evidence
@@ -36,6 +38,7 @@ def response_dict(answer, *, command: str, turn: int | None = None) -> dict:
         "model": answer.model,
         "sources": list(answer.sources),
         "extension": answer.extension,
+        "extension_settings": getattr(answer, "extension_settings", None),
         "plan": asdict(answer.plan),
         "usage": {
             "prompt_tokens": answer.prompt_tokens,

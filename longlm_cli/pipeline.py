@@ -200,6 +200,20 @@ def _plannable(loaded, requested: str, length: int, extension: ExtensionSettings
     return True
 
 
+def method_settings(model, plan: Plan, extension: ExtensionSettings) -> dict | None:
+    """The settings the method beyond L runs with, for -v and --json: SelfExtend's window, group size and query
+    scaling, or Dual Chunk Attention's chunk size, local window and chunk length; None inside L."""
+    method = extension.method_on(plan)
+    if method == "dca":
+        from .engine.dca import DcaConfig
+
+        dca = DcaConfig.for_model(model.config, plan.L)
+        return {"chunk_size": dca.chunk_size, "local_window": dca.local_window, "chunk_len": dca.chunk_len}
+    if method is not None:
+        return {"window": plan.W, "group_size": plan.G, "scale_base": extension.scale_base}
+    return None
+
+
 def configure(model, plan: Plan, extension: ExtensionSettings = ExtensionSettings()) -> None:
     """The extension method with the plan's settings when the plan needs extension, else the model's own
     attention: SelfExtend with the plan's W and G (and query log-scaling at ``extension.scale_base`` unless

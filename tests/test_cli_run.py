@@ -382,6 +382,7 @@ CONTRACT_KEYS = {
     "cache",
     "citations",
     "evidence",
+    "extension_settings",
 }
 
 

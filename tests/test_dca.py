@@ -398,6 +398,9 @@ def test_dca_and_selfextend_never_share_a_cache_entry(tiny_dir, tmp_path):
         ("dca", "miss"),
         ("selfextend", "hit"),
     ]
+    plan = runs[0]["plan"]
+    assert runs[0]["extension_settings"] == {"window": plan["W"], "group_size": plan["G"], "scale_base": None}
+    assert runs[1]["extension_settings"] == {"chunk_size": 48, "local_window": 8, "chunk_len": 40}
 
 
 def test_dca_verbose_line_and_selfextend_settings_refused(tiny_dir, tmp_path):
