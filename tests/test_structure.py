@@ -38,6 +38,7 @@ LAYERS = [
         "longlm_cli.tuned",
         "longlm_cli.headstore",
     ),
+    ("longlm_cli.methods",),  # the extension method beyond L: settings, the model's default, the switch
     ("longlm_cli.pipeline", "longlm_cli.contract", "longlm_cli.evidence"),
     ("longlm_cli.answer", "longlm_cli.chat", "longlm_cli.evaluation"),
     ("longlm_cli.serve",),  # the OpenAI-compatible server: renders conversations as chat does
