@@ -455,7 +455,11 @@ def test_a_model_whose_config_carries_dual_chunk_settings_runs_them_beyond_its_w
 
     model = tiny_model("qwen2")
     model.config.max_position_embeddings = 1_000_000
-    model.config.dual_chunk_attention_config = {"chunk_size": 40, "local_size": 6, "original_max_position_embeddings": L}
+    model.config.dual_chunk_attention_config = {
+        "chunk_size": 40,
+        "local_size": 6,
+        "original_max_position_embeddings": L,
+    }
     assert catalogue.context_window(model.config) == L
     own = DcaConfig(chunk_size=40, local_window=6)
     assert DcaConfig.for_model(model.config, L) == own != DEFAULT

@@ -6,7 +6,7 @@ import pytest
 from longlm_cli.passages import MAX_CHARS, Passage, passage_scores, place_tokens, split_passages
 
 DOCUMENT = (
-    "[page 1]\nThe keeper counted ships. He wrote \"Salt!\" in a ledger? Yes.\n\n"
+    '[page 1]\nThe keeper counted ships. He wrote "Salt!" in a ledger? Yes.\n\n'
     "A new paragraph starts here. It ends here.\n[page ii]\nOn the second page, one sentence."
 )
 
