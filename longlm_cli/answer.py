@@ -8,25 +8,12 @@ from dataclasses import dataclass, field
 
 from .citations import Citation, check_citations
 from .contract import failure_dict, response_dict
-from .defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT_EVIDENCE_UNIT
 from .doccache import DocCacheSettings
 from .errors import InputError, PlanError
-from .evidence import Found, evidence_text, prefill_with_evidence
-from .pipeline import ModelSettings, configure, method_settings, plan_for_length, prefill_prompt, prepare
+from .evidence import EvidenceSettings, Found, evidence_prompt, evidence_text, prefill_with_evidence
+from .pipeline import ModelSettings, configure, method_settings, prefill_prompt, prepare
 from .planning import Plan
-from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
-from .templates import chat_token_ids, user_message
-
-
-@dataclass(frozen=True)
-class EvidenceSettings:
-    """Answer from the ``passages`` (N) passages of the document the question attends to most, cut into
-    ``unit``s ("sentence" or "paragraph") and scored in the model's ``heads`` best retrieval heads; 0 passages:
-    answer from the whole document."""
-
-    passages: int = DEFAULT_EVIDENCE_PASSAGES
-    unit: str = DEFAULT_EVIDENCE_UNIT
-    heads: int = DEFAULT_EVIDENCE_HEADS
+from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
 
 
 @dataclass(frozen=True)
@@ -130,7 +117,7 @@ def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSetti
     start = time.perf_counter()
     found, text = evidence_text(ranked, evidence.passages)
     del session  # the document's KV cache: the answer reads only the passages
-    session, logits = _second_prompt(prepared, text, question, sampling.max_new_tokens)
+    session, logits = evidence_prompt(prepared, text, question, sampling.max_new_tokens)
     timings["evidence"] = time.perf_counter() - start
     return session, logits, status, timings, found
 
@@ -143,20 +130,6 @@ def _evidence_heads(prepared, evidence: EvidenceSettings, on_note) -> list | Non
     heads = heads_for(prepared.loaded, prepared.requested_model, on_note=on_note)[: evidence.heads]
     configure(prepared.loaded.model, prepared.plan, prepared.extension)
     return heads
-
-
-def _second_prompt(prepared, text: str, question: str | None, reserve: int):
-    """(session, last logits) of the template filled with the evidence ``text`` instead of the document: short,
-    so the model runs plainly unless the passages themselves exceed its window."""
-    import torch
-
-    loaded = prepared.loaded
-    ids = chat_token_ids(loaded.tokenizer, user_message(prepared.template, text, question))
-    plan, extension, _ = plan_for_length(loaded, prepared.requested_model, len(ids) + reserve, prepared.extension)
-    configure(loaded.model, plan, extension)
-    session = Session.start(loaded.model, reserve=plan.N)
-    input_ids = torch.tensor([ids], device=loaded.device)
-    return session, prefill(session, input_ids, chunk=extension.prefill_chunk)
 
 
 def _citations(prepared, text: str, found) -> tuple[Citation, ...] | None:

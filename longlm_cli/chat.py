@@ -20,7 +20,27 @@ from .contract import response_dict
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings
 from .errors import ConversationTooLongError
-from .pipeline import ExtensionSettings, ModelSettings, PlanFn, Prepared, method_settings, prefill_prompt, prepare
+from .evaluation.heads import heads_for
+from .evidence import (
+    EvidenceSettings,
+    document_tokens,
+    evidence_prompt,
+    evidence_text,
+    question_start,
+    rank,
+    tapped,
+    token_scores,
+)
+from .pipeline import (
+    ExtensionSettings,
+    ModelSettings,
+    PlanFn,
+    Prepared,
+    configure,
+    method_settings,
+    prefill_prompt,
+    prepare,
+)
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .runtime.models import LoadedModel
@@ -49,6 +69,7 @@ class Turn:
     plan: Plan
     extension: str | None
     citations: tuple | None = None  # with --cite: each quote of the answer, checked (citations.py)
+    evidence: tuple | None = None  # with --evidence: the passages the answer was written from (evidence.Found)
     extension_settings: dict | None = None  # what the method beyond L runs with (pipeline.method_settings)
 
     @property
@@ -86,7 +107,12 @@ class Chat:
         sampling: SamplingSettings,
         cache: DocCacheSettings,
         progress: ProgressFn | None = None,
+        evidence: EvidenceSettings = EvidenceSettings(),
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
+        self.evidence = evidence  # with passages: each answer is written from the passages its question reads
+        self.on_note = on_note
+        self.heads: list | None = None  # the retrieval heads, once known
         self.prepared = prepared
         self.loaded = prepared.loaded
         self.plan = prepared.plan
@@ -106,12 +132,22 @@ class Chat:
         messages = [*self.messages, {"role": "user", "content": content}]
         ids = render_conversation(self.loaded.tokenizer, messages)
         self._check_room(ids)
-        if first:
+        found = None
+        if self.evidence.passages:
+            logits, status, found = self._read_tapped(ids, question, first)
+        elif first:
             logits, status = prefill_prompt(self.session, prepared, ids, cache=self.cache, progress=self.progress)
         else:
             logits, status = self._append(ids), "conversation"
         prefilled = time.perf_counter()
-        decoded = decode(self.session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
+        session = self.session
+        if found is not None:  # the answer is written from the passages, in a short prompt of its own
+            session, logits = evidence_prompt(
+                prepared, evidence_text(found, len(found))[1], question, self.sampling.max_new_tokens
+            )
+        decoded = decode(session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
+        if found is not None:
+            configure(self.loaded.model, self.plan, prepared.extension)  # back to the conversation's method
         # What the KV cache holds: a token that ended the answer (a stop string) was never run through the model.
         self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
         self.messages = [*messages, {"role": "assistant", "content": decoded.text}]
@@ -133,8 +169,47 @@ class Chat:
             plan=self.plan,
             extension=prepared.extension.method_on(self.plan),
             extension_settings=method_settings(self.loaded.model, self.plan, prepared.extension),
-            citations=tuple(check_citations(decoded.text, prepared.document.text)) if prepared.shape.cite else None,
+            citations=self._citations(decoded.text, found),
+            evidence=None if found is None else tuple(found),
         )
+
+    def _citations(self, text: str, found) -> tuple | None:
+        if not self.prepared.shape.cite:
+            return None
+        source = self.prepared.document.text if found is None else evidence_text(found, len(found))[1]
+        return tuple(check_citations(text, source))
+
+    def _read_tapped(self, ids: list[int], question: str, first: bool):
+        """Prefill as ``ask`` does, the question's rows tapped: (logits, cache status, the best passages in document
+        order, or None when the document's tokens cannot be placed and the answer comes from the conversation)."""
+        heads = self._evidence_heads()
+        tokenizer, document = self.loaded.tokenizer, self.prepared.document.text
+        tokens = document_tokens(tokenizer, document, ids)
+        keep = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)
+        rows_from = (tokens.rows_from if first else question_start(tokenizer, question, ids, keep)) if tokens else 0
+        with tapped(self.loaded.model, rows_from, len(ids), {layer for layer, _ in heads}) as tap:
+            if first:
+                logits, status = prefill_prompt(
+                    self.session, self.prepared, ids, cache=self.cache, progress=self.progress
+                )
+            else:
+                logits, status = self._append(ids), "conversation"
+        if tokens is None:
+            if self.on_note is not None:
+                self.on_note(
+                    "the document's tokens could not be found in the prompt: answering from the whole document"
+                )
+            return logits, status, None
+        ranked = rank(document, tokens, token_scores(tap.received, heads), self.evidence.unit)
+        return logits, status, evidence_text(ranked, self.evidence.passages)[0]
+
+    def _evidence_heads(self) -> list:
+        if self.heads is None:
+            self.heads = heads_for(self.loaded, self.prepared.requested_model, on_note=self.on_note)[
+                : self.evidence.heads
+            ]
+            configure(self.loaded.model, self.plan, self.prepared.extension)  # measuring ran the model plainly
+        return self.heads
 
     def _check_room(self, ids: list[int]) -> None:
         needed = len(ids) + self.sampling.max_new_tokens
@@ -171,6 +246,8 @@ def start_chat(
     progress: ProgressFn | None = None,
     on_plan: PlanFn | None = None,
     loaded: LoadedModel | None = None,
+    evidence: EvidenceSettings = EvidenceSettings(),
+    on_note: Callable[[str], None] | None = None,
 ) -> Chat:
     """Read the documents, load the model and plan W, G for the document plus the conversation budget.
 
@@ -190,4 +267,4 @@ def start_chat(
         on_plan=on_plan,
         loaded=loaded,
     )
-    return Chat(prepared, sampling=sampling, cache=cache, progress=progress)
+    return Chat(prepared, sampling=sampling, cache=cache, progress=progress, evidence=evidence, on_note=on_note)

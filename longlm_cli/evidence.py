@@ -14,9 +14,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT_EVIDENCE_UNIT
 from .passages import Passage, passage_scores, place_tokens, split_passages
 
 Head = tuple[int, int]  # (layer, query head)
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Answer from the ``passages`` (N) passages of the document the question attends to most, cut into
+    ``unit``s ("sentence" or "paragraph") and scored in the model's ``heads`` best retrieval heads; 0 passages:
+    answer from the whole document."""
+
+    passages: int = DEFAULT_EVIDENCE_PASSAGES
+    unit: str = DEFAULT_EVIDENCE_UNIT
+    heads: int = DEFAULT_EVIDENCE_HEADS
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,25 @@ def rank(document: str, tokens: DocumentTokens, scores: Sequence[float], unit: s
 
 
 @contextmanager
-def tapped(model, tokens: DocumentTokens, total: int, layers: set[int] | None) -> Iterator:
-    """An AttentionTap on the rows after the document, up to ``total`` prompt tokens, while the block runs."""
+def tapped(model, rows_from: int, total: int, layers: set[int] | None) -> Iterator:
+    """An AttentionTap on the prompt rows [rows_from, total) while the block runs."""
     from .engine.evidence import AttentionTap, tapping
 
-    tap = AttentionTap(start=tokens.rows_from, stop=total, layers=None if layers is None else frozenset(layers))
+    tap = AttentionTap(start=rows_from, stop=total, layers=None if layers is None else frozenset(layers))
     with tapping(model, tap):
         yield tap
+
+
+def question_start(tokenizer, question: str, ids: Sequence[int], default: int) -> int:
+    """Where the last occurrence of ``question``'s tokens begins in ``ids`` (its first token may merge with what
+    precedes it), else ``default``."""
+    run = list(tokenizer(question, add_special_tokens=False, split_special_tokens=True)["input_ids"])[1:]
+    if not run:
+        return default
+    for at in range(len(ids) - len(run), -1, -1):
+        if list(ids[at : at + len(run)]) == run:
+            return max(0, at - 1)
+    return default
 
 
 def prefill_with_evidence(session, prepared, heads: Sequence[Head], unit: str, *, cache, progress=None):
@@ -99,7 +123,7 @@ def prefill_with_evidence(session, prepared, heads: Sequence[Head], unit: str, *
     if tokens is None or tokens.rows_from >= len(prepared.ids):
         logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
         return logits, status, []
-    with tapped(session.model, tokens, len(prepared.ids), {layer for layer, _ in heads}) as tap:
+    with tapped(session.model, tokens.rows_from, len(prepared.ids), {layer for layer, _ in heads}) as tap:
         logits, status = prefill_prompt(session, prepared, prepared.ids, cache=cache, progress=progress)
     return logits, status, rank(document, tokens, token_scores(tap.received, heads), unit)
 
@@ -116,3 +140,21 @@ def evidence_text(found: Sequence[Found], count: int) -> tuple[list[Found], str]
         else:
             parts.append(item.passage.text)
     return chosen, "\n\n".join(parts)
+
+
+def evidence_prompt(prepared, text: str, question: str | None, reserve: int):
+    """(session, last logits) of the template filled with the evidence ``text`` instead of the document: short,
+    so the model runs plainly unless the passages themselves exceed its window."""
+    import torch
+
+    from .pipeline import configure, plan_for_length
+    from .runtime.generate import Session, prefill
+    from .templates import chat_token_ids, user_message
+
+    loaded = prepared.loaded
+    ids = chat_token_ids(loaded.tokenizer, user_message(prepared.template, text, question))
+    plan, extension, _ = plan_for_length(loaded, prepared.requested_model, len(ids) + reserve, prepared.extension)
+    configure(loaded.model, plan, extension)
+    session = Session.start(loaded.model, reserve=plan.N)
+    input_ids = torch.tensor([ids], device=loaded.device)
+    return session, prefill(session, input_ids, chunk=extension.prefill_chunk)

@@ -208,3 +208,19 @@ def test_measured_heads_rank_passages_by_the_attention_they_receive(tiny_dir):
     assert all(0.0 <= s <= 1.0 for s in flat) and max(flat) > 0
     best = scores.best(3)
     assert [scores.scores[layer][head] for layer, head in best] == sorted(flat, reverse=True)[:3]
+
+
+def test_chat_with_evidence_answers_each_question_from_its_own_passages(tiny_dir, tmp_path):
+    doc = _ledger(tmp_path)
+    questions = ["What was the ledger bound in?", "Who counted the ships?"]
+    result = run(
+        "chat", doc, "-m", tiny_dir, "--max-new-tokens", 5, "--evidence", 2, "--json", input="\n".join(questions)
+    )
+    assert result.exit_code == 0, result.output
+    turns = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [t["turn"] for t in turns] == [1, 2] and [t["cache"] for t in turns] == ["miss", "conversation"]
+    for turn, question in zip(turns, questions):
+        passages = [e["text"] for e in turn["evidence"]]
+        assert len(passages) == 2
+        expected, _, _ = reference_answer(tiny_dir, "ask", "\n\n".join(passages), question, max_new_tokens=5)
+        assert turn["answer"] == expected

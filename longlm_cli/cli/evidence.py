@@ -33,7 +33,7 @@ def evidence_options(command):
 
 
 def evidence_settings(passages: int, unit: str):
-    from ..answer import EvidenceSettings
+    from ..evidence import EvidenceSettings
 
     return EvidenceSettings(passages=passages, unit=unit)
 

@@ -347,7 +347,8 @@ def ask(args, evidence_passages, evidence_unit, **options) -> None:
     metavar="TOKENS",
     help="Tokens to plan for the conversation beyond the document.  [default: 4 x --max-new-tokens]",
 )
-def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> None:
+@evidence_options
+def chat(files, budget, evidence_passages, evidence_unit, *, prompt_file, as_json, verbose, output, **options):
     """Ask questions about documents, one after another, reading them only once.
 
     Each question is answered from the document and the conversation so far. Type a question per line;
@@ -364,6 +365,8 @@ def chat(files, budget, *, prompt_file, as_json, verbose, output, **options) -> 
             prompt_file=prompt_file,
             **_settings(**options),
             chat=ChatSettings(budget=budget),
+            evidence=evidence_settings(evidence_passages, evidence_unit),
+            on_note=note,
             progress=progress,
             on_plan=_plan_echo(verbose, "document and conversation"),
         )
@@ -388,3 +391,5 @@ def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> N
                 f"{turn.seconds:.1f}s; document cache {turn.cache}",
                 err=True,
             )
+            if turn.evidence is not None:
+                echo_evidence(turn)
