@@ -19,14 +19,14 @@ def _embedded_cache(tmp_path_factory):
 def _isolated_longlm_cache(request, tmp_path_factory, monkeypatch):
     """Every test gets its own LONGLM_CACHE_DIR (the embedded-model tests share one): the suite never reads or
     writes the user's ~/.cache/longlm."""
-    embedded = request.module.__name__.rsplit(".", 1)[-1] == "test_embedded_model"
+    embedded = request.node.get_closest_marker("slow") is not None  # the embedded model, converted once
     cache = request.getfixturevalue("_embedded_cache") if embedded else tmp_path_factory.mktemp("longlm-cache")
     monkeypatch.setenv("LONGLM_CACHE_DIR", str(cache))
     monkeypatch.delenv("LONGLM_CACHE_MAX_BYTES", raising=False)
     # The tiny test documents are far below the default minimum; the default itself is tested in test_doccache.
     monkeypatch.setenv("LONGLM_CACHE_MIN_TOKENS", "0")
     monkeypatch.delenv("LONGLM_MODEL", raising=False)  # the tests assume the built-in default model
-    if request.module.__name__.rsplit(".", 1)[-1] != "test_precision":
+    if request.node.get_closest_marker("dtype_choice") is None:
         _pin_cpu_auto_dtype_to_float32()
 
 

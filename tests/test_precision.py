@@ -8,6 +8,8 @@ import torch
 from longlm_cli.runtime import precision
 from longlm_cli.runtime.models import pick_dtype
 
+pytestmark = pytest.mark.dtype_choice  # these tests make the CPU dtype choice themselves: nothing pinned
+
 
 @pytest.fixture
 def flags(monkeypatch):
