@@ -145,16 +145,23 @@ def evidence_text(found: Sequence[Found], count: int) -> tuple[list[Found], str]
 def evidence_prompt(prepared, text: str, question: str | None, reserve: int):
     """(session, last logits) of the template filled with the evidence ``text`` instead of the document: short,
     so the model runs plainly unless the passages themselves exceed its window."""
-    import torch
-
-    from .pipeline import configure, plan_for_length
-    from .runtime.generate import Session, prefill
     from .templates import chat_token_ids, user_message
 
     loaded = prepared.loaded
     ids = chat_token_ids(loaded.tokenizer, user_message(prepared.template, text, question))
-    plan, extension, _ = plan_for_length(loaded, prepared.requested_model, len(ids) + reserve, prepared.extension)
-    configure(loaded.model, plan, extension)
+    return prompt_session(loaded, prepared.requested_model, prepared.extension, ids, reserve)
+
+
+def prompt_session(loaded, requested: str, extension, ids: Sequence[int], reserve: int):
+    """(session, last logits) of a new session prefilled with ``ids``, the model switched to what their plan
+    needs (the caller switches it back for its own session)."""
+    import torch
+
+    from .pipeline import configure, plan_for_length
+    from .runtime.generate import Session, prefill
+
+    plan, chosen, _ = plan_for_length(loaded, requested, len(ids) + reserve, extension)
+    configure(loaded.model, plan, chosen)
     session = Session.start(loaded.model, reserve=plan.N)
-    input_ids = torch.tensor([ids], device=loaded.device)
-    return session, prefill(session, input_ids, chunk=extension.prefill_chunk)
+    input_ids = torch.tensor([list(ids)], device=loaded.device)
+    return session, prefill(session, input_ids, chunk=chosen.prefill_chunk)

@@ -378,3 +378,26 @@ def test_a_short_request_after_a_long_one_gives_the_long_ones_memory_back(loaded
     assert done.cached_tokens == 0
     again = engine.run(engine.plan(_requests([{"role": "user", "content": "Who kept it? And why?"}])[0]))
     assert again.cached_tokens > 0  # a short prompt's session is kept for the next one that shares it
+
+
+def test_a_request_may_ask_for_an_answer_from_evidence(start, tmp_path):
+    """longlm.evidence: the last user message's last paragraph is the question, the rest its document; the answer
+    is the one the same model gives to the best passages and the question alone."""
+    server, _ = start()
+    document = CORPUS * 2 + "The ledger itself was bound in red leather. " + CORPUS
+    question = "What was the ledger bound in?"
+    body = {"messages": [{"role": "user", "content": f"{document}\n\n{question}"}], "max_tokens": 4}
+    answer = httpx.post(f"{server.url}/chat/completions", json={**body, "longlm": {"evidence": 1}}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()["longlm"]["evidence"]
+    assert len(found) == 1 and found[0]["text"] in document and found[0]["rank"] == 1
+    alone = {"messages": [{"role": "user", "content": f"{found[0]['text']}\n\n{question}"}], "max_tokens": 4}
+    direct = httpx.post(f"{server.url}/chat/completions", json=alone, timeout=120).json()
+    assert "evidence" not in direct["longlm"]
+    assert answer.json()["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+    again = httpx.post(f"{server.url}/chat/completions", json={**body, "longlm": {"evidence": 1}}, timeout=120)
+    repeated = again.json()["longlm"]["evidence"]  # the question's rows read again over the cached document
+    assert [(e["text"], e["rank"]) for e in repeated] == [(e["text"], e["rank"]) for e in found]
+    assert repeated[0]["score"] == pytest.approx(found[0]["score"], rel=1e-2)
+    bad = httpx.post(f"{server.url}/chat/completions", json={**body, "longlm": {"evidence_unit": "page"}})
+    assert bad.status_code == 400 and "evidence_unit" in bad.json()["error"]["message"]

@@ -63,7 +63,8 @@ class AttentionTap:
 
 @contextmanager
 def tapping(model: PreTrainedModel, tap: AttentionTap) -> Iterator[AttentionTap]:
-    """Within the block, the model's forward calls report to ``tap``; the attention itself is unchanged."""
+    """Within the block, the model's forward calls report to ``tap``; the attention itself is unchanged. A block
+    that switches the model's attention (to another method) ends the tap there."""
     inner = model.config._attn_implementation
     if inner.startswith(TAP_PREFIX):
         raise LongLMError("an attention tap is already on for this model")
@@ -75,7 +76,8 @@ def tapping(model: PreTrainedModel, tap: AttentionTap) -> Iterator[AttentionTap]
     try:
         yield tap
     finally:
-        model.set_attn_implementation(inner)
+        if model.config._attn_implementation == name:  # else the block switched the method itself: keep that
+            model.set_attn_implementation(inner)
         for module in modules:
             if hasattr(module, _TAP_ATTR):
                 delattr(module, _TAP_ATTR)

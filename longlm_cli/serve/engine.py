@@ -11,6 +11,7 @@ prefills only the rest (``cached_tokens``). The HTTP side is app.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,19 @@ from dataclasses import asdict, dataclass, replace
 
 from ..cachekeys import common_prefix_length
 from ..chat import render_conversation
+from ..defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_UNIT
 from ..errors import PlanError
+from ..evaluation.heads import heads_for
+from ..evidence import (
+    DocumentTokens,
+    document_tokens,
+    evidence_text,
+    prompt_session,
+    question_start,
+    rank,
+    tapped,
+    token_scores,
+)
 from ..pipeline import ExtensionSettings, configure, default_method, plan_for_length
 from ..planning import Plan, longest_length, make_plan
 from ..runtime.allocator import give_back_free_heap
@@ -27,6 +40,7 @@ from ..runtime.models import LoadedModel
 from ..runtime.sampling import SamplingSettings
 from .store import MIN_NEW_TOKENS, PromptStore
 
+_log = logging.getLogger(__name__)
 OVERSIZED = 2  # a session with more than this many times the room a request plans is replaced (_oversized)
 
 PLAN_STEP_FRACTION = 8  # beyond L, plans are made for the prompt and answer rounded up to L / 8 tokens
@@ -43,6 +57,8 @@ class Overrides:
     extension: str | None = None
     window: int | None = None
     group_size: int | None = None
+    evidence: int = 0  # answer from this many passages the last question reads (0: from the whole prompt)
+    evidence_unit: str = DEFAULT_EVIDENCE_UNIT
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,16 @@ class Request:
     prompt: str | None
     sampling: SamplingSettings
     overrides: Overrides = Overrides()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A request read for evidence: the document (the last user message but its last paragraph), the question
+    (that paragraph) and where the document's tokens are in the prompt."""
+
+    document: str
+    question: str
+    tokens: DocumentTokens
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,7 @@ class Completion:
     plan: dict
     extension: str | None  # "selfextend", "dca", or None when the prompt and answer fit L
     timings: dict  # seconds: prefill, decode
+    evidence: tuple[dict, ...] | None = None  # with longlm.evidence: the passages the answer was written from
 
 
 ProgressFn = Callable[[int, int], None]
@@ -96,6 +123,7 @@ class Engine:
         self.requested = requested  # the name the model was asked for (the tuned settings are keyed by it)
         self.extension = extension
         self.session: Session | None = None
+        self.heads: list | None = None  # the model's retrieval heads, once a request asked for evidence
         self.state: tuple | None = None  # the attention the session's cache was made with (_attention)
         self.current: tuple[Plan, ExtensionSettings] | None = None  # the plan that made it, and its settings
         self.cached_ids: list[int] = []
@@ -146,11 +174,22 @@ class Engine:
     def _run(self, planned: Planned, on_text, cancelled, progress) -> Completion:
         ids, plan, extension = planned.ids, planned.plan, planned.extension
         start = time.perf_counter()
-        logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
+        reading = self._evidence_reading(planned)
+        found = None
+        if reading is None:
+            logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
+        else:
+            logits, keep, found = self._prefill_tapped(planned, reading, cancelled, progress)
         prefilled = time.perf_counter()
+        session = self.session
         try:
+            if found is not None:  # the answer is written from the passages, in a short prompt of its own
+                content = evidence_text(found, len(found))[1] + "\n\n" + reading.question
+                evidence_ids = render_conversation(self.loaded.tokenizer, [{"role": "user", "content": content}])
+                reserve = planned.request.sampling.max_new_tokens
+                session, logits = prompt_session(self.loaded, self.requested, extension, evidence_ids, reserve)
             decoded = decode(
-                self.session,
+                session,
                 self.loaded.tokenizer,
                 logits,
                 settings=planned.request.sampling,
@@ -159,6 +198,9 @@ class Engine:
         except BaseException:
             self._keep_prompt_only(ids)
             raise
+        finally:
+            if found is not None:
+                configure(self.loaded.model, plan, extension)  # back to what the session's cache was made with
         self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
         if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
             self.store.save(self.session, self.state, ids)
@@ -171,17 +213,51 @@ class Engine:
             plan=asdict(plan),
             extension=extension.method_on(plan),
             timings={"prefill": round(prefilled - start, 3), "decode": round(decoded.seconds, 3)},
+            evidence=None if found is None else tuple(f.to_dict() for f in found),
         )
+
+    def _evidence_reading(self, planned: Planned) -> Reading | None:
+        """With longlm.evidence, the last user message as a document and its last paragraph as the question; None
+        without, or when that message has a single paragraph or its document's tokens cannot be placed."""
+        wanted = planned.request.overrides
+        users = [m for m in planned.request.messages or () if m["role"] == "user"]
+        parts = users[-1]["content"].rsplit("\n\n", 1) if wanted.evidence and users else []
+        if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+            return None
+        tokens = document_tokens(self.loaded.tokenizer, parts[0], planned.ids)
+        if tokens is None:
+            return None
+        if self.heads is None:
+            self.heads = heads_for(self.loaded, self.requested, on_note=_log.info)
+            configure(self.loaded.model, planned.plan, planned.extension)  # measuring ran the model plainly
+        return Reading(parts[0], parts[1].strip(), tokens)
+
+    def _prefill_tapped(self, planned: Planned, reading: Reading, cancelled, progress):
+        """``prefill`` with the question's rows tapped (read again when the cache held them): (logits, tokens
+        reused, the best passages in document order)."""
+        wanted = planned.request.overrides
+        heads = self.heads[:DEFAULT_EVIDENCE_HEADS]
+        rows = question_start(self.loaded.tokenizer, reading.question, planned.ids, reading.tokens.rows_from)
+        keep = self._reuse(planned.plan, planned.extension, planned.ids)  # may switch the method: before the tap
+        if keep > rows:  # the rows must be read again to be seen
+            self.session.cache.crop(rows - self.session.length)
+            keep = rows
+        with tapped(self.loaded.model, rows, len(planned.ids), {layer for layer, _ in heads}) as tap:
+            logits = self._read(planned, keep, cancelled, progress)
+        ranked = rank(reading.document, reading.tokens, token_scores(tap.received, heads), wanted.evidence_unit)
+        return logits, keep, evidence_text(ranked, wanted.evidence)[0]
 
     def prefill(self, planned: Planned, *, cancelled: Callable[[], bool] = lambda: False, progress=None):
         """Bring the KV cache to ``planned``'s prompt, reading only what it lacks: (the last token's logits [1, V],
         the tokens reused). run holds the engine's lock around it."""
-        ids = planned.ids
-        keep = self._reuse(planned.plan, planned.extension, ids)
+        keep = self._reuse(planned.plan, planned.extension, planned.ids)
+        return self._read(planned, keep, cancelled, progress), keep
+
+    def _read(self, planned: Planned, keep: int, cancelled, progress):
         try:
-            return self._prefill(ids, keep, planned.extension, cancelled, progress), keep
+            return self._prefill(planned.ids, keep, planned.extension, cancelled, progress)
         except BaseException:
-            self._keep_prompt_only(ids)
+            self._keep_prompt_only(planned.ids)
             raise
 
     def _plan(self, prompt_tokens: int, request: Request) -> tuple[Plan, ExtensionSettings]:

@@ -13,13 +13,22 @@ import math
 import secrets
 import time
 
-from ..defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, EXTENSION_METHODS, MAX_NEW_TOKENS_LIMIT
+from ..defaults import (
+    DEFAULT_EVIDENCE_UNIT,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPERATURE,
+    EXTENSION_METHODS,
+    MAX_NEW_TOKENS_LIMIT,
+)
 from ..errors import InputError
+from ..passages import UNITS
 from ..runtime.sampling import SamplingSettings
 from .engine import Completion, Overrides, Request
 
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI: up to four stop strings
+LONGLM_KEYS = ("extension", "window", "group_size", "evidence", "evidence_unit")  # the request's "longlm" object
+MAX_EVIDENCE = 1000  # passages an answer may be written from
 UNSUPPORTED = {  # field: (the value that is fine, why another is refused)
     "n": (1, "n must be 1: this server returns one choice"),
     "logprobs": (False, "log probabilities are not returned by this server"),
@@ -136,20 +145,26 @@ def _stops(stop) -> tuple[str, ...]:
 
 
 def overrides(body: dict) -> Overrides:
-    """The request's "longlm" object: extension ("selfextend" or "dca"), window and group_size."""
+    """The request's "longlm" object: extension ("selfextend" or "dca"), window and group_size; evidence (answer
+    from that many passages) and evidence_unit ("sentence" or "paragraph")."""
     extra = body.get("longlm")
     if extra is None:
         return Overrides()
-    if not isinstance(extra, dict) or set(extra) - {"extension", "window", "group_size"}:
-        raise RequestError(400, "longlm may hold extension, window and group_size only", param="longlm")
+    if not isinstance(extra, dict) or set(extra) - set(LONGLM_KEYS):
+        raise RequestError(400, f"longlm may hold {', '.join(LONGLM_KEYS)} only", param="longlm")
     method = extra.get("extension")
     if method is not None and method not in EXTENSION_METHODS:
         raise RequestError(400, f"longlm.extension must be one of {', '.join(EXTENSION_METHODS)}", param="longlm")
-    window, group = extra.get("window"), extra.get("group_size")
+    unit = extra.get("evidence_unit", DEFAULT_EVIDENCE_UNIT)
+    if unit not in UNITS:
+        raise RequestError(400, f"longlm.evidence_unit must be one of {', '.join(UNITS)}", param="longlm")
+    window, group, evidence = extra.get("window"), extra.get("group_size"), extra.get("evidence")
     return Overrides(
         extension=method,
         window=None if window is None else _whole(window, "longlm.window", 1, 1 << 30),
         group_size=None if group is None else _whole(group, "longlm.group_size", 1, 1 << 30),
+        evidence=0 if evidence is None else _whole(evidence, "longlm.evidence", 0, MAX_EVIDENCE),
+        evidence_unit=unit,
     )
 
 
@@ -198,8 +213,10 @@ def usage(done: Completion) -> dict:
 
 
 def details(done: Completion) -> dict:
-    """What longlm adds to an answer: the plan it ran with, the extension and timings."""
-    return {"plan": done.plan, "extension": done.extension, "timings": done.timings}
+    """What longlm adds to an answer: the plan it ran with, the extension, timings, and with longlm.evidence the
+    passages the answer was written from."""
+    found = {} if done.evidence is None else {"evidence": list(done.evidence)}
+    return {"plan": done.plan, "extension": done.extension, "timings": done.timings, **found}
 
 
 def chat_completion(done: Completion, *, model: str, ident: str) -> dict:
