@@ -264,6 +264,7 @@ def answers_one(loaded, task: str, index: int, args, best_heads) -> dict:
         "seconds": prefill_seconds + decode_seconds,
     }
     record["seconds"] = {"prefill": round(prefill_seconds, 1), "decode": round(decode_seconds, 1)}
+    record["seconds"]["tap"] = round(tap.seconds, 2)  # of the prefill: the question's rows' probabilities
     for unit, n in EVIDENCE_SETTINGS:
         start = time.perf_counter()
         found = in_document(rank(sample.context, tokens, scores, unit), len(head))
@@ -302,7 +303,39 @@ def _best_heads(args) -> list[tuple[int, int]]:
     return [tuple(h) for h in json.loads(heads_file.read_text())["best"]]
 
 
+def report_answers(path: Path) -> None:
+    """Mean scores x 100 per task and way of answering, the answer-bearing passage's rank among the evidence, and
+    what evidence-first costs over a direct answer (the evidence prompt and its answer against the direct
+    answer's decoding, both after the same prefill)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    ways = ("direct", *(f"evidence:{u}:{n}" for u, n in EVIDENCE_SETTINGS), "truncated")
+    print(f"\n{path.name}: {len(records)} samples; mean score x 100 (samples)")
+    print(f"{'task':<16} {'n':>3} " + " ".join(f"{w:>20}" for w in ways) + "   hit@1/3/5 sentence | paragraph   cost")
+    for task in TASKS:
+        mine = [r for r in records if r["task"] == task]
+        if not mine:
+            continue
+        means = [100 * sum(r[w]["score"] for r in mine) / len(mine) for w in ways]
+        hits = []
+        for unit, _ in EVIDENCE_SETTINGS:
+            ranks = [r[f"evidence:{unit}:" + str(dict(EVIDENCE_SETTINGS)[unit])]["hit"] for r in mine]
+            hits.append(
+                "/".join(f"{sum(1 for x in ranks if x is not None and x <= k) / len(ranks):.0%}" for k in (1, 3, 5))
+            )
+        # The direct answer's prefill ran with the tap too: without it, it would have taken the tap's time less.
+        tap = sum(r["seconds"].get("tap", 0.0) for r in mine)
+        direct = sum(r["seconds"]["prefill"] + r["seconds"]["decode"] for r in mine) - tap
+        evidence = sum(r["seconds"]["prefill"] + r[ways[1]]["seconds"] for r in mine)
+        print(
+            f"{task:<16} {len(mine):>3} "
+            + " ".join(f"{m:>20.1f}" for m in means)
+            + f"   {hits[0]} | {hits[1]}   {evidence / direct - 1:+.1%}"
+        )
+
+
 def report(args) -> None:
+    for path in sorted(RESULTS.glob("answers-*.jsonl")):
+        report_answers(path)
     for path in sorted(RESULTS.glob("retrieval-*.jsonl")):
         records = [json.loads(line) for line in path.read_text().splitlines()]
         print(f"\n{path.name}: {len(records)} samples")

@@ -13,6 +13,7 @@ head, so chunked prefills, a cached document and decoding-sized calls all add up
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class AttentionTap:
     stop: int
     layers: frozenset[int] | None = None
     received: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0  # spent computing the rows' probabilities: what the tap adds to the prefill
 
     def rows(self, first_position: int, count: int) -> range:
         """The rows of a call whose ``count`` queries start at true position ``first_position`` to read."""
@@ -98,7 +100,9 @@ def _wrapper(inner: str):
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         tap = getattr(module, _TAP_ATTR, None)
         if tap is not None and tap.wants(module.layer_idx):
+            start = time.perf_counter()
             _report(tap, module, inner, query, key, kwargs)
+            tap.seconds += time.perf_counter() - start
         return _inner_function(module, inner)(module, query, key, value, attention_mask, *args, **kwargs)
 
     attention.__name__ = attention.__qualname__ = f"tapped_{inner}_attention"
