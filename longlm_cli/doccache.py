@@ -20,7 +20,6 @@ import json
 import os
 import re
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +49,7 @@ from .entrycheck import (
 from .environment import bytes_from_env, count_from_env
 from .errors import CacheError
 from .paths import cache_dir, holding_directory_lock, own_directory
+from .report import warn
 
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
@@ -103,10 +103,6 @@ def kv_dir() -> Path:
 def max_bytes_from_env() -> int:
     """The size limit from $LONGLM_CACHE_MAX_BYTES (bytes), else the 4 GiB default."""
     return bytes_from_env(DOC_CACHE_MAX_BYTES_ENV, DEFAULT_DOC_CACHE_MAX_BYTES, minimum=0, error=CacheError)
-
-
-def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

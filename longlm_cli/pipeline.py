@@ -9,7 +9,6 @@ of both.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,12 +23,13 @@ from .defaults import (
     DEFAULT_QUANTIZE,
     DOC_CACHE_MAX_BYTES_ENV,
 )
-from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry, warn
+from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry
 from .documents import Document, read_documents
 from .errors import CacheError, PlanError
 from .methods import ExtensionSettings, configure, default_method, method_settings  # noqa: F401 (re-exported)
 from .paths import human_size, own_directory
 from .planning import Plan, make_plan
+from .report import note, warn
 from .runtime.generate import ProgressFn, Session, prefill
 from .runtime.kvcache import cache_unsupported_reason
 from .runtime.models import LoadedModel, load_model
@@ -274,7 +274,7 @@ def prefill_cached(
     if reason is None and settings.enabled and key is not None:
         reason = unusable_directory(settings.resolved_directory())
     if reason is not None:
-        print(f"Note: document cache off: {reason}", file=sys.stderr, flush=True)
+        note(f"document cache off: {reason}")
     if reason is not None or not _worth_caching(settings, key, prefix_len, len(ids)):
         return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
     directory = settings.resolved_directory()
@@ -311,11 +311,9 @@ def save_within_limit(directory, key: str, session, prefix: list[int], sources: 
     it would evict every other entry and still be over the limit); a failure to write is one warning."""
     size = entry_size(session.cache, len(prefix))
     if size > limit:
-        print(
-            f"Note: this document's cache entry would take {human_size(size)}, more than the cache limit of "
-            f"{human_size(limit)} (${DOC_CACHE_MAX_BYTES_ENV}); not saved",
-            file=sys.stderr,
-            flush=True,
+        note(
+            f"this document's cache entry would take {human_size(size)}, more than the cache limit of "
+            f"{human_size(limit)} (${DOC_CACHE_MAX_BYTES_ENV}); not saved"
         )
         return
     try:

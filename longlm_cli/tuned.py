@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from .defaults import EXTENSION_METHODS
 from .errors import CacheError, ModelError, PlanError
 from .paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
 from .planning import Plan, PlanReport, make_plan, plan_for
+from .report import warn
 
 TUNED_FILE = "tuned.json"
 TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens
@@ -78,7 +78,7 @@ def _read(path: Path) -> dict:
 
 
 def _warn(path: Path, why: str) -> None:
-    print(f"Warning: ignoring the tuned settings in {path}: {why}", file=sys.stderr, flush=True)
+    warn(f"ignoring the tuned settings in {path}: {why}")
 
 
 def save_tuned(entry: Tuned) -> Path:

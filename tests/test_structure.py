@@ -15,7 +15,14 @@ MAX_FUNCTION_LINES = 50
 
 # Lower layers never import higher ones. Same-layer imports are allowed, cycles are not.
 LAYERS = [
-    ("longlm_cli", "longlm_cli.errors", "longlm_cli.defaults", "longlm_cli.environment", "longlm_cli.paths"),
+    (
+        "longlm_cli",
+        "longlm_cli.errors",
+        "longlm_cli.defaults",
+        "longlm_cli.environment",
+        "longlm_cli.paths",
+        "longlm_cli.report",  # the library's one output channel (logging); the CLI shows it
+    ),
     (
         "longlm_cli.citations",
         "longlm_cli.gguf",
@@ -147,3 +154,15 @@ def test_loaded_config_and_config_json_give_the_same_window(tmp_path):
     )
     config.save_pretrained(tmp_path)
     assert catalogue.context_window(config) == catalogue.pretraining_window(str(tmp_path)).L == 2048
+
+
+def test_the_library_never_prints():
+    """Warnings and notes go through report.py (logging); only the CLI writes to the terminal."""
+    printing = []
+    for module, path in _modules().items():
+        if module.startswith("longlm_cli.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                printing.append(f"{module}:{node.lineno}")
+    assert printing == []

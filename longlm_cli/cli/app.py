@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import LongLMError
+from ..report import BARE, LOGGER
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -28,26 +29,35 @@ class _Interrupted(click.ClickException):
         click.echo("Interrupted.", err=True)
 
 
-class _WarningLines(logging.Handler):
-    """The library's logged warnings (logger ``longlm_cli``) as `Warning: ...` lines on the current stderr."""
+class _ReportLines(logging.Handler):
+    """The library's reports (report.py, logger ``longlm_cli``) as lines on the current stderr: `Warning: ...`,
+    `Note: ...`, or a status line as it is."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"Warning: {' '.join(record.getMessage().split())}", err=True)
+        text = " ".join(record.getMessage().split())
+        if record.levelno >= logging.WARNING:
+            text = f"Warning: {text}"
+        elif not getattr(record, BARE, False):
+            text = f"Note: {text}"
+        click.echo(text, err=True)
 
 
-def _show_library_warnings() -> None:
-    logger = logging.getLogger("longlm_cli")
-    if not any(isinstance(handler, _WarningLines) for handler in logger.handlers):
-        logger.addHandler(_WarningLines(logging.WARNING))
-        logger.propagate = False
+def _show_library_reports() -> None:
+    if not any(isinstance(handler, _ReportLines) for handler in LOGGER.handlers):
+        LOGGER.addHandler(_ReportLines(logging.INFO))
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.propagate = False
+
+
+_show_library_reports()  # at import too: whatever invokes the commands (CliRunner, the console script) sees them
 
 
 class LongLMGroup(click.Group):
     """A Click group that reports LongLMError as one line `Error: ...` (exit 1), never a traceback, and the
-    library's logged warnings as `Warning: ...` lines."""
+    library's reports as `Warning: ...` and `Note: ...` lines."""
 
     def invoke(self, ctx: click.Context):
-        _show_library_warnings()
+        _show_library_reports()
         try:
             return super().invoke(ctx)
         except LongLMError as exc:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..report import warn
 
 CASE_FIELDS = (
     "model",
@@ -87,11 +87,7 @@ def load_results(path: Path, required: dict = RESULT_FIELDS) -> list[dict]:
     if skipped and not data.endswith(b"\n") and not is_finished(_parse(lines[-1]), required):
         skipped -= 1  # the last line of a run killed mid-write: expected, not worth a warning
     if skipped:
-        print(
-            f"Warning: {skipped} line(s) of {path} are not finished cases; those cases run again",
-            file=sys.stderr,
-            flush=True,
-        )
+        warn(f"{skipped} line(s) of {path} are not finished cases; those cases run again")
     return records
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,15 +33,12 @@ from ..paths import (
     in_form,
     read_own_file,
 )
+from ..report import note, warn
 
 COMPLETE = ".longlm-complete"  # written last: a converted directory without it is never used
 VERIFIED = ".longlm-verified"  # the files' stat when their digests last matched the marker
 _LEGACY_MARKER = "ok"  # the marker of the first versions, which recorded nothing
 NO_DIGEST = "it was made by an earlier longlm, which kept no digest of its files"
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def megabytes(size: int) -> str:
@@ -89,11 +85,11 @@ def convert_once(gguf: Path, target: Path, convert: Callable[[], None], problem=
             if found is None:
                 return False  # converted by the process we waited for
             if found == NO_DIGEST:
-                say(f"Note: converting {gguf.name} again into {target}: {NO_DIGEST}")
+                note(f"converting {gguf.name} again into {target}: {NO_DIGEST}")
             else:
-                say(f"Warning: the converted model in {target} is damaged ({found}); converting {gguf.name} again")
+                warn(f"the converted model in {target} is damaged ({found}); converting {gguf.name} again")
         if target.is_symlink() or (target.exists() and not target.is_dir()):
-            say(f"Warning: {target} is not a converted model directory; converting {gguf.name} again")
+            warn(f"{target} is not a converted model directory; converting {gguf.name} again")
         gguf_metadata(gguf, check_tensors=True)  # a damaged or hostile header: one line, before any reader
         for stale in target.parent.glob(f".{target.name}.*"):  # work directories of killed runs (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import LongLMError, ModelError
-from .converted import COMPLETE, convert_once, converted_dir_for, describe, megabytes, say, write_into_place
+from ..report import note, status
+from .converted import COMPLETE, convert_once, converted_dir_for, describe, megabytes, write_into_place
 from .qlinear import quantize_int4, quantize_int8, scales_zeros, to_nibbles
 from .quantize import (
     QUANT_WEIGHTS,
@@ -164,7 +165,7 @@ def quantized_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
     built: list = []
 
     def convert() -> None:
-        say(f"Converting {gguf.name} once into {target} ({form} weights; later runs load in a second)...")
+        status(f"Converting {gguf.name} once into {target} ({form} weights; later runs load in a second)...")
         built.append(_loading(gguf, lambda: quantized_from_gguf(gguf, form, dtype)))
         tokenizer, model = built[0]
         write_into_place(gguf, target, lambda work: save_quantized(model, tokenizer, work, form, {"gguf": gguf.name}))
@@ -195,4 +196,4 @@ def _drop_16bit_copy(gguf: Path) -> None:
     if (old / COMPLETE).exists() and not old.is_symlink():
         size = sum(p.stat().st_size for p in old.rglob("*") if p.is_file())
         shutil.rmtree(old, ignore_errors=True)
-        say(f"Note: removed the 16-bit copy of {gguf.name} in {old} ({megabytes(size)}); --quantize none remakes it")
+        note(f"removed the 16-bit copy of {gguf.name} in {old} ({megabytes(size)}); --quantize none remakes it")

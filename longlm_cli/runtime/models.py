@@ -31,8 +31,9 @@ from ..defaults import (
 )
 from ..errors import LongLMError, ModelError
 from ..gguf import tensor_elements
+from ..report import status
 from .allocator import give_back_freed_blocks
-from .converted import convert_once, converted_dir_for, describe, megabytes, say, write_into_place
+from .converted import convert_once, converted_dir_for, describe, megabytes, write_into_place
 from .precision import cpu_dtype
 from .quantize import WeightsChoice, admit, auto_form_for_memory, check_choice, footprint_of, form_for_ggml_type
 
@@ -93,7 +94,7 @@ def convert_gguf(gguf: Path) -> Path:
 def _convert_into(gguf: Path, target: Path) -> None:
     dtype, size = conversion_plan(gguf)
     _check_room(gguf, target.parent, size, dtype)
-    say(
+    status(
         f"Converting {gguf.name} once into {target} (about {megabytes(size)} in {dtype}; about a minute; later "
         "runs load in seconds)..."
     )
