@@ -10,7 +10,7 @@ from longlm_cli.cli import cli
 from longlm_cli.engine import scaling
 from longlm_cli.errors import InputError, LongLMError
 from longlm_cli.evaluation import fact as fact_task
-from longlm_cli.evaluation import options, passkey, runner, tables
+from longlm_cli.evaluation import needle, options, passkey, tables
 from longlm_cli.evaluation import results as results_file
 from longlm_cli.evaluation.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
 from longlm_cli.planning import make_plan
@@ -193,7 +193,7 @@ def test_found_key(answer, key, hit):
 )
 def test_fact_match(answer, hit):
     assert fact_task.fact_match(answer, "cardamom") is hit
-    assert runner.score("fact", answer, "cardamom") is hit
+    assert needle.score("fact", answer, "cardamom") is hit
 
 
 def test_fact_match_phrases():

@@ -96,8 +96,8 @@ def passkey(model, loading, lengths, depths, methods, results_path, as_json, out
     """
     from pathlib import Path
 
+    from ..evaluation.needle import EvalSettings, run_evaluation
     from ..evaluation.options import parse_depths, parse_lengths, parse_methods
-    from ..evaluation.runner import EvalSettings, run_evaluation
     from ..evaluation.tables import evaluation_to_dict, format_tables
     from ..runtime.models import load_model
 

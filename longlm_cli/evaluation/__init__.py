@@ -1,1 +1,1 @@
-"""Evaluation of long-context answering: tasks (prompt generators and metrics), the resumable runner, tables."""
+"""Evaluation of long-context answering: tasks (prompt generators and metrics), the passkey/fact grid (needle.py), the RULER grid, tables."""

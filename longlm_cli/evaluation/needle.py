@@ -1,5 +1,6 @@
-"""Running an evaluation grid: every (length, depth, trial, method) case, on the plain model, with SelfExtend
-and with transformers' YaRN and dynamic NTK scalings, each finished case appended to a resumable results file.
+"""The needle evaluations (passkey and fact): every (length, depth, trial, method) case, on the plain model,
+with SelfExtend and with transformers' YaRN and dynamic NTK scalings, each finished case appended to a resumable
+results file.
 """
 
 from __future__ import annotations
