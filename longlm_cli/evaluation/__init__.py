@@ -1,1 +1,2 @@
-"""Evaluation of long-context answering: tasks (prompt generators and metrics), the passkey/fact grid (needle.py), the RULER grid, tables."""
+"""Evaluation of long-context answering: tasks (prompt generators and metrics), the passkey/fact grid
+(needle.py), the RULER grid, tables."""
