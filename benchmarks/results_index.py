@@ -14,8 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OUT = ROOT / "docs" / "results-index.md"
+PAGES = [ROOT / "README.md", *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != OUT.name)]
 COMMAND = re.compile(r"`((?:OMP_NUM_THREADS=\d+ )?(?:python|longlm|bash)[^`]*)`")
 MACHINE = re.compile(r"machine [AB]\b|avx512_bf16|\bAMX\b|AVX2|Intel Xeon|AMD EPYC")
 
