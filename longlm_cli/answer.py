@@ -10,8 +10,9 @@ from .citations import Citation, check_citations
 from .contract import failure_dict, response_dict
 from .doccache import DocCacheSettings
 from .errors import InputError, PlanError
+from .evaluation.heads import prepared_heads
 from .evidence import EvidenceSettings, Found, evidence_prompt, evidence_text, prefill_with_evidence
-from .pipeline import ModelSettings, configure, method_settings, prefill_prompt, prepare
+from .pipeline import ModelSettings, method_settings, prefill_prompt, prepare
 from .planning import Plan
 from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
 
@@ -100,7 +101,7 @@ def answer_documents(
 def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSettings, on_note):
     """Prefill the prompt (through the document cache): (session, last logits, cache status, timings, None); with
     evidence, then the prompt of the best passages instead: (its session, its logits, ..., the passages)."""
-    heads = _evidence_heads(prepared, evidence, on_note) if evidence.passages else None
+    heads = prepared_heads(prepared, evidence.heads, on_note=on_note) if evidence.passages else None
     session = Session.start(prepared.loaded.model, reserve=prepared.plan.N)  # prompt + answer: allocated once
     start = time.perf_counter()
     if not heads:
@@ -120,16 +121,6 @@ def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSetti
     session, logits = evidence_prompt(prepared, text, question, sampling.max_new_tokens)
     timings["evidence"] = time.perf_counter() - start
     return session, logits, status, timings, found
-
-
-def _evidence_heads(prepared, evidence: EvidenceSettings, on_note) -> list | None:
-    """The best ``evidence.heads`` retrieval heads (measured now when they never were; the plan's method is
-    switched back on afterwards)."""
-    from .evaluation.heads import heads_for
-
-    heads = heads_for(prepared.loaded, prepared.requested_model, on_note=on_note)[: evidence.heads]
-    configure(prepared.loaded.model, prepared.plan, prepared.extension)
-    return heads
 
 
 def _citations(prepared, text: str, found) -> tuple[Citation, ...] | None:

@@ -20,7 +20,7 @@ from .contract import response_dict
 from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from .doccache import DocCacheSettings
 from .errors import ConversationTooLongError
-from .evaluation.heads import heads_for
+from .evaluation.heads import prepared_heads
 from .evidence import (
     EvidenceSettings,
     document_tokens,
@@ -205,10 +205,7 @@ class Chat:
 
     def _evidence_heads(self) -> list:
         if self.heads is None:
-            self.heads = heads_for(self.loaded, self.prepared.requested_model, on_note=self.on_note)[
-                : self.evidence.heads
-            ]
-            configure(self.loaded.model, self.plan, self.prepared.extension)  # measuring ran the model plainly
+            self.heads = prepared_heads(self.prepared, self.evidence.heads, on_note=self.on_note)
         return self.heads
 
     def _check_room(self, ids: list[int]) -> None:

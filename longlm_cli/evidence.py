@@ -5,7 +5,7 @@ The prompt's tokens after the document (the question and the template's end) are
 AttentionTap (engine/evidence.py) over the forward calls that prefill them; the document's tokens are placed in
 its passages (passages.py); a passage scores the attention its tokens receive, summed over the rows and the
 chosen (layer, head) pairs. Which heads: those that measured best at finding an inserted fact in prose
-(``head_scores``, saved per model by the caller), never a guess.
+(evaluation/heads.py, kept per model in heads.json), never a guess.
 """
 
 from __future__ import annotations

@@ -92,6 +92,16 @@ def _sample_shares(loaded, haystack: str, length: int, seed: int, tokenizer):
     return torch.stack([tap.received[layer][:, fact_tokens].sum(dim=1) / rows for layer in layers]).cpu()
 
 
+def prepared_heads(prepared, count: int, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
+    """The best ``count`` retrieval heads of a prepared answer's model (heads_for), its plan's method switched back
+    on afterwards (measuring runs the model plainly)."""
+    from ..pipeline import configure
+
+    heads = heads_for(prepared.loaded, prepared.requested_model, on_note=on_note)[:count]
+    configure(prepared.loaded.model, prepared.plan, prepared.extension)
+    return heads
+
+
 def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
     """The retrieval heads of the model ``requested`` (loaded as ``loaded``), best first: as measured before
     (heads.json), or measured now and kept. Measuring runs the model plainly: the caller switches its method
