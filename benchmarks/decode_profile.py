@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from longlm_cli.engine.selfextend import apply_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.runtime.loader import load_model  # noqa: E402
 
 from engine import G, W, machine, tokens  # noqa: E402
 

@@ -7,7 +7,7 @@
     python benchmarks/doccache.py --memory --tokens 32768   # peak memory of saving and loading an entry
 
 Builds a document of about --tokens tokens by repeating samples/harbour-report.md under numbered section
-headers, then on the embedded model (longlm_cli.runtime.models.load_model("default")):
+headers, then on the embedded model (longlm_cli.runtime.loader.load_model("default")):
   1. `ask` question 1: a cache miss; wall time and its prefill time (document + question);
   2. `ask` question 2 (a different question): a cache hit; wall time.
 Prints ratio = second wall time / first prefill time (target <= 5%). The cache lives in a temporary directory,
@@ -34,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from longlm_cli.answer import answer_documents  # noqa: E402
-from longlm_cli.doccache import DocCacheSettings  # noqa: E402
-from longlm_cli.pipeline import ModelSettings  # noqa: E402
+from longlm_cli.answering.answer import answer_documents  # noqa: E402
+from longlm_cli.answering.pipeline import ModelSettings  # noqa: E402
+from longlm_cli.doccache.store import DocCacheSettings  # noqa: E402
 from longlm_cli.runtime.generate import SamplingSettings  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.runtime.loader import load_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "harbour-report.md"
 QUESTIONS = (
@@ -98,7 +98,7 @@ def _memory_step(step: str, directory: Path, tokens: int) -> dict:
     import torch
     from transformers import LlamaConfig
 
-    from longlm_cli import doccache
+    from longlm_cli.doccache import store as doccache
     from longlm_cli.runtime.kvcache import growing_cache
 
     layers, heads, dim = MEMORY_SHAPE

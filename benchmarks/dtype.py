@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.engine import machine, tokens  # noqa: E402
 from longlm_cli.engine.selfextend import apply_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.runtime.loader import load_model  # noqa: E402
 from longlm_cli.runtime.precision import NATIVE_BF16_FLAGS, cpu_dtype, cpu_flags, measure_bf16_speedups  # noqa: E402
 
 

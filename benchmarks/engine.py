@@ -40,7 +40,7 @@ from longlm_cli.engine import blocks  # noqa: E402
 from longlm_cli.engine.plain import PLAIN_CPU_ATTENTION  # noqa: E402
 from longlm_cli.engine.selfextend import GroupedKeyCache, apply_selfextend, remove_selfextend  # noqa: E402
 from longlm_cli.runtime.generate import Session, prefill  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.runtime.loader import load_model  # noqa: E402
 from longlm_cli.runtime.precision import NATIVE_BF16_FLAGS, cpu_flags  # noqa: E402
 
 W, G = 1024, 4
@@ -290,7 +290,7 @@ def _peak_rss(n: int, *, reserve: int) -> dict:
     root = str(Path(__file__).resolve().parent.parent)
     code = (
         f"import resource, sys, torch; sys.path.insert(0, {root!r});"
-        "from longlm_cli.runtime.models import load_model; from longlm_cli.engine.selfextend import apply_selfextend;"
+        "from longlm_cli.runtime.loader import load_model; from longlm_cli.engine.selfextend import apply_selfextend;"
         "from longlm_cli.runtime.generate import Session, prefill;"
         f"m = load_model('default', dtype='float32').model; apply_selfextend(m, group_size={G}, window={W});"
         f"ids = torch.randint(100, 40000, (1, {n}), generator=torch.Generator().manual_seed(0));"

@@ -48,8 +48,8 @@ def machine() -> str:
 
 
 def heads(args) -> None:
+    from longlm_cli.answering.pipeline import ModelSettings
     from longlm_cli.evaluation.heads import measure_heads
-    from longlm_cli.pipeline import ModelSettings
 
     loaded = ModelSettings(model=args.model).load()
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def in_document(found, head: int) -> list:
     """The ranked passages after RULER's instruction (the first ``head`` characters), ranked again among
     themselves: the instruction is the benchmark's, not the document's (the question's rows repeat it, so they
     attend to it first)."""
-    from longlm_cli.evidence import Found
+    from longlm_cli.answering.evidence import Found
 
     kept = [f for f in found if f.passage.start >= head]
     return [Found(f.passage, f.score, n + 1) for n, f in enumerate(kept)]
@@ -109,12 +109,12 @@ def first_hit(found, spans) -> int | None:
 def retrieval_one(loaded, task: str, index: int, args, best_heads) -> dict:
     import torch
 
+    from longlm_cli.answering.evidence import document_tokens, rank, token_scores
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure, plan_for_length
+    from longlm_cli.answering.templates import chat_token_ids
     from longlm_cli.engine.evidence import AttentionTap, tapping
     from longlm_cli.evaluation import ruler
-    from longlm_cli.evidence import document_tokens, rank, token_scores
-    from longlm_cli.pipeline import ExtensionSettings, configure, plan_for_length
     from longlm_cli.runtime.generate import Session, prefill
-    from longlm_cli.templates import chat_token_ids
 
     tokenizer = loaded.tokenizer
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -168,7 +168,7 @@ def retrieval(args) -> None:
 def _stage(args, name: str, one, line) -> None:
     """Run ``one(loaded, task, index, args, best_heads)`` for every sample not yet in the stage's results file,
     appending a JSON line each."""
-    from longlm_cli.pipeline import ModelSettings
+    from longlm_cli.answering.pipeline import ModelSettings
 
     best_heads = _best_heads(args)
     suffix = f"-{args.extension}" if args.extension else ""
@@ -213,7 +213,7 @@ def _plain_answer(loaded, ids, max_new: int, extension) -> tuple[str, float]:
     """Prefill ``ids`` as ask plans them and decode greedily: (text, seconds)."""
     import torch
 
-    from longlm_cli.pipeline import configure, plan_for_length
+    from longlm_cli.answering.pipeline import configure, plan_for_length
     from longlm_cli.runtime.generate import Session, prefill
 
     plan, chosen, _ = plan_for_length(loaded, "default", len(ids) + max_new, extension)
@@ -229,11 +229,11 @@ def answers_one(loaded, task: str, index: int, args, best_heads) -> dict:
     """Direct, evidence-first and truncated answers to one sample, with the retrieval ranks of the direct pass."""
     import torch
 
+    from longlm_cli.answering.evidence import document_tokens, evidence_text, rank, token_scores
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure, plan_for_length
     from longlm_cli.engine.evidence import AttentionTap, tapping
     from longlm_cli.evaluation import ruler
     from longlm_cli.evaluation.grid_prompts import prompt_ids, truncated_ids
-    from longlm_cli.evidence import document_tokens, evidence_text, rank, token_scores
-    from longlm_cli.pipeline import ExtensionSettings, configure, plan_for_length
     from longlm_cli.runtime.generate import Session, prefill
 
     tokenizer = loaded.tokenizer

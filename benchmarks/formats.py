@@ -22,7 +22,7 @@ import sys
 from longlm_cli.documents import read_documents
 from longlm_cli.documents.html import parse_html
 from longlm_cli.documents.htmlrender import render
-from longlm_cli.tokens import count_tokens
+from longlm_cli.models.tokens import count_tokens
 
 SECTIONS = ["World", "Business", "Technology", "Science", "Climate", "Cities", "Culture", "Sport", "Opinion"]
 SUBSECTIONS = ["Transport", "Housing", "Planning", "Energy", "Water", "Public health", "Local politics", "Data"]

@@ -26,8 +26,8 @@ from longlm_cli.evaluation.passkey import (  # noqa: E402
     passkey_prompt,  # noqa: E402
     random_key,
 )
-from longlm_cli.planning import make_plan  # noqa: E402
-from longlm_cli.runtime.models import load_model  # noqa: E402
+from longlm_cli.planning.plan import make_plan  # noqa: E402
+from longlm_cli.runtime.loader import load_model  # noqa: E402
 
 import engine  # noqa: E402
 

@@ -26,7 +26,7 @@ import torch
 from longlm_cli.defaults import DEFAULT_EVAL_NEW_TOKENS
 from longlm_cli.evaluation.methods import greedy_answer
 from longlm_cli.evaluation.passkey import FILLER_SENTENCES, QUESTION, found_key, passkey_prompt
-from longlm_cli.runtime.models import load_model
+from longlm_cli.runtime.loader import load_model
 
 
 def variants(count, length: int, key: str) -> dict[str, str]:

@@ -127,7 +127,7 @@ def run_longlm(
 
     torch.set_num_threads(threads)
     from longlm_cli.runtime.generate import Session, prefill
-    from longlm_cli.runtime.models import load_model
+    from longlm_cli.runtime.loader import load_model
 
     start = time.perf_counter()
     loaded = load_model(model, device="cpu", dtype=dtype, quantize=quantize, kv_dtype=kv_dtype)

@@ -170,7 +170,7 @@ def run_case(
     dtype = getattr(torch, dtype_name)
     start = time.perf_counter()
     if model_name == "smollm2":
-        from longlm_cli.runtime.models import load_model
+        from longlm_cli.runtime.loader import load_model
 
         loaded = load_model("default", device="cpu", dtype=dtype_name, quantize=form, kv_dtype=kv_name)
         model, total = loaded.model, None
@@ -281,7 +281,7 @@ def accuracy(tokens: int, forms: list[str], kv_names: list[str]) -> list[dict]:
     float32 KV cache, all computed in float32, on the sample."""
     import torch
 
-    from longlm_cli.runtime.models import load_model
+    from longlm_cli.runtime.loader import load_model
 
     text = (ROOT / "samples" / "pride-and-prejudice.txt").read_text(encoding="utf-8")
     runs = {}

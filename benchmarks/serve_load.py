@@ -167,8 +167,8 @@ def main() -> None:
 
 
 def run_all(args, cache: Path) -> list[str]:
+    from longlm_cli.answering.templates import load_template, user_message
     from longlm_cli.documents import read_documents
-    from longlm_cli.templates import load_template, user_message
 
     proc, url = start(args.model, cache, max_queue=8)
     targets = []

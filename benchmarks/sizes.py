@@ -71,7 +71,7 @@ def build(name: str, layers: int | None, dtype):
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-    return use_plain_cpu_attention(model), total  # as runtime.models loads a model (engine/plain.py)
+    return use_plain_cpu_attention(model), total  # as runtime.loader loads a model (engine/plain.py)
 
 
 class LayerClock:
@@ -112,7 +112,7 @@ def measure(
     import torch
 
     from benchmarks.engine import machine, tokens
-    from longlm_cli.doccache import entry_size
+    from longlm_cli.doccache.store import entry_size
     from longlm_cli.engine.selfextend import apply_selfextend, remove_selfextend
     from longlm_cli.runtime.generate import Session, prefill
 

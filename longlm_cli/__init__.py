@@ -12,8 +12,8 @@ _LAZY = {
     "remove_selfextend": "engine.selfextend",
     "SelfExtendConfig": "engine.selfextend",
     "GroupedKeyCache": "engine.selfextend",
-    "make_plan": "planning",
-    "Plan": "planning",
+    "make_plan": "planning.plan",
+    "Plan": "planning.plan",
 }
 
 __all__ = ["LongLMError", "InputError", "ModelError", "PlanError", "UnsupportedModelError", *_LAZY]

@@ -15,10 +15,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AttentionInterface, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.masking_utils import AttentionMaskInterface
 
+from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
 from longlm_cli.cli import cli
 from longlm_cli.defaults import TASK_SAMPLING_DEFAULTS
-from longlm_cli.planning import make_plan
-from longlm_cli.templates import chat_token_ids, load_template, user_message
+from longlm_cli.planning.plan import make_plan
 
 VOCAB = 128
 BASE = dict(

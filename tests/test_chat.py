@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from longlm_cli.chat import render_conversation, start_chat
+from longlm_cli.answering.chat import render_conversation, start_chat
+from longlm_cli.answering.pipeline import ModelSettings, configure
+from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
 from longlm_cli.errors import ModelError
-from longlm_cli.pipeline import ModelSettings, configure
 from longlm_cli.runtime.generate import SamplingSettings, Session, decode, prefill
-from longlm_cli.runtime.models import load_model
-from longlm_cli.templates import chat_token_ids, load_template, user_message
+from longlm_cli.runtime.loader import load_model
 
 from helpers import CORPUS, run, train_tokenizer
 

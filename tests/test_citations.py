@@ -3,7 +3,7 @@ typographic quotes), with the page of the last [page N] marker before them, or f
 
 import json
 
-from longlm_cli.citations import CITE_INSTRUCTION, Citation, check_citations, format_citations, quotes
+from longlm_cli.answering.citations import CITE_INSTRUCTION, Citation, check_citations, format_citations, quotes
 
 from helpers import CORPUS, reference_answer, run
 
@@ -50,7 +50,7 @@ def test_format_lists_pages_and_flags():
 
 
 def test_cite_through_ask(tiny_dir, tmp_path):
-    from longlm_cli.templates import OutputShape
+    from longlm_cli.answering.templates import OutputShape
 
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from longlm_cli import pipeline
+from longlm_cli.answering import pipeline
 
 from helpers import CORPUS, blank_pdf, reference_answer, run, text_pdf
 
@@ -201,7 +201,7 @@ def test_document_too_long_even_when_extended(tiny_dir, tmp_path):
 
 
 def test_a_document_the_memory_cannot_hold_is_refused_before_the_prefill(tiny_dir, tmp_path, monkeypatch):
-    from longlm_cli.runtime import models
+    from longlm_cli.runtime import loader as models
 
     doc = tmp_path / "doc.txt"
     doc.write_text(CORPUS * 3)
@@ -220,8 +220,8 @@ def test_a_document_the_memory_cannot_hold_is_refused_before_the_prefill(tiny_di
 
 
 def test_a_checkpoint_too_large_for_memory_names_the_quantize_that_fits(tiny_dir, tmp_path, monkeypatch):
-    from longlm_cli.runtime import models
-    from longlm_cli.tokens import count_tokens
+    from longlm_cli.models.tokens import count_tokens
+    from longlm_cli.runtime import loader as models
 
     doc = tmp_path / "doc.txt"
     doc.write_text(CORPUS)
@@ -439,7 +439,7 @@ def test_unwritable_output_is_refused_before_any_work(tiny_dir, tmp_path):
 
 
 def test_output_shape_options_add_instructions_after_the_question(tiny_dir, tmp_path):
-    from longlm_cli.templates import OutputShape, load_template
+    from longlm_cli.answering.templates import OutputShape, load_template
 
     shape = OutputShape(words=20, bullets=True, language="French", instruction="Name the ships.")
     assert (
@@ -463,7 +463,7 @@ def test_output_shape_options_add_instructions_after_the_question(tiny_dir, tmp_
 
 
 def test_each_answers_every_file_on_its_own_with_one_model_load(tiny_dir, tmp_path, monkeypatch):
-    from longlm_cli import pipeline
+    from longlm_cli.answering import pipeline
 
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_text(CORPUS)

@@ -450,8 +450,8 @@ def test_a_model_whose_config_carries_dual_chunk_settings_runs_them_beyond_its_w
     unless the user chooses SelfExtend."""
     from types import SimpleNamespace
 
-    from longlm_cli import catalogue
-    from longlm_cli.pipeline import ExtensionSettings, configure, default_method, plan_for_length
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure, default_method, plan_for_length
+    from longlm_cli.models import catalogue
 
     model = tiny_model("qwen2")
     model.config.max_position_embeddings = 1_000_000

@@ -13,15 +13,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from longlm_cli import doccache
-from longlm_cli.cachemac import SECRET_NAME, cache_secret, signed
-from longlm_cli.doccache import DocCacheSettings, list_entries
+from longlm_cli.answering.pipeline import configure, prefill_cached, prompt_cache_key
+from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
+from longlm_cli.doccache import store as doccache
+from longlm_cli.doccache.mac import SECRET_NAME, cache_secret, signed
+from longlm_cli.doccache.store import DocCacheSettings, list_entries
 from longlm_cli.paths import DIRECTORY_LOCK
-from longlm_cli.pipeline import configure, prefill_cached, prompt_cache_key
-from longlm_cli.planning import make_plan
+from longlm_cli.planning.plan import make_plan
 from longlm_cli.runtime.generate import Session, prefill
-from longlm_cli.runtime.models import load_model
-from longlm_cli.templates import chat_token_ids, load_template, user_message
+from longlm_cli.runtime.loader import load_model
 
 from helpers import CORPUS, reference_answer, run
 
@@ -188,7 +188,7 @@ def test_loaded_cache_gives_the_same_logits(tiny_dir, kv_dtype, tolerance):
 CONCURRENT = textwrap.dedent("""
     import sys, torch
     from transformers import DynamicCache
-    from longlm_cli import doccache
+    from longlm_cli.doccache import store as doccache
     from pathlib import Path
     directory, key = Path(sys.argv[1]), sys.argv[2]
     torch.manual_seed(0)
@@ -644,7 +644,7 @@ def test_documents_below_the_minimum_are_not_cached(tiny_dir, tmp_path, monkeypa
 def test_entry_that_cannot_be_written_is_one_warning_and_the_answer_stands(tiny_dir, tmp_path, monkeypatch):
     import errno
 
-    from longlm_cli import entryfile
+    from longlm_cli.runtime import entryfile
 
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
@@ -707,7 +707,7 @@ def test_an_entry_file_is_plain_safetensors_written_from_views(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from longlm_cli import entryfile
+    from longlm_cli.runtime import entryfile
 
     buffer = torch.randn(1, 3, 40, 8)
     tensors = {
@@ -786,7 +786,7 @@ def test_an_entry_with_a_valid_checksum_but_not_signed_by_this_cache_is_rebuilt(
     from safetensors.torch import save_file
     from transformers import DynamicCache
 
-    from longlm_cli.cachemac import MAC_FIELD, SECRET_NAME
+    from longlm_cli.doccache.mac import MAC_FIELD, SECRET_NAME
 
     kv = doccache.kv_dir()
     path = doccache.save_entry(kv, "6" * 64, _small_cache(), [1, 2], ["doc"])
@@ -813,7 +813,7 @@ def test_an_entry_with_a_valid_checksum_but_not_signed_by_this_cache_is_rebuilt(
 def test_a_secret_that_is_not_the_caches_own_is_replaced_and_its_entries_rebuilt(tmp_path, capsys, kind):
     from transformers import DynamicCache
 
-    from longlm_cli.cachemac import SECRET_NAME
+    from longlm_cli.doccache.mac import SECRET_NAME
 
     kv = doccache.kv_dir()
     doccache.save_entry(kv, "5" * 64, _small_cache(), [1, 2], ["doc"])

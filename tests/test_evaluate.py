@@ -13,7 +13,7 @@ from longlm_cli.evaluation import fact as fact_task
 from longlm_cli.evaluation import needle, options, passkey, tables
 from longlm_cli.evaluation import results as results_file
 from longlm_cli.evaluation.passkey import FILLER, KEY_LINE, QUESTION, TASK, found_key
-from longlm_cli.planning import make_plan
+from longlm_cli.planning.plan import make_plan
 from longlm_cli.runtime import generate
 
 from helpers import save_tiny_llama, tiny_model, train_tokenizer

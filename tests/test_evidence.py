@@ -11,11 +11,11 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from longlm_cli.doccache import DocCacheSettings
+from longlm_cli.answering.pipeline import prefill_cached
+from longlm_cli.doccache.store import DocCacheSettings
 from longlm_cli.engine.dca import DcaConfig, apply_dca
 from longlm_cli.engine.evidence import AttentionTap, tapping
 from longlm_cli.engine.selfextend import apply_selfextend
-from longlm_cli.pipeline import prefill_cached
 from longlm_cli.runtime.generate import Session, prefill
 
 from helpers import BASE, CORPUS, VOCAB, _rerotate, reference_answer, run, tiny_model
@@ -198,8 +198,8 @@ def test_the_measured_heads_are_kept_and_verbose_shows_the_passages(tiny_dir, tm
 
 
 def test_measured_heads_rank_passages_by_the_attention_they_receive(tiny_dir):
+    from longlm_cli.answering.pipeline import ModelSettings
     from longlm_cli.evaluation.heads import measure_heads
-    from longlm_cli.pipeline import ModelSettings
 
     loaded = ModelSettings(model=str(tiny_dir), dtype="float32").load()
     scores = measure_heads(loaded, length=512, samples=2)

@@ -4,7 +4,7 @@ special tokens and the shape of its chat template."""
 
 import pytest
 
-from longlm_cli.templates import apply_chat_template, chat_token_ids
+from longlm_cli.answering.templates import apply_chat_template, chat_token_ids
 
 from helpers import CORPUS, train_tokenizer
 

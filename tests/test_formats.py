@@ -12,7 +12,7 @@ from pypdf import PdfWriter
 
 from longlm_cli.documents import read_documents
 from longlm_cli.errors import InputError
-from longlm_cli.tokens import count_tokens
+from longlm_cli.models.tokens import count_tokens
 
 from helpers import run, text_pdf
 

@@ -193,8 +193,8 @@ def test_all_tasks_are_rulers_and_summary_only_by_name(tiny_dir, tmp_path):
 def test_ask_styles_are_longlm_asks_prompt_around_the_documents(tiny_dir):
     from transformers import AutoTokenizer
 
+    from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
     from longlm_cli.evaluation import grid_prompts
-    from longlm_cli.templates import chat_token_ids, load_template, user_message
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     sample = ruler.Sample(

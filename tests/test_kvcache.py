@@ -97,7 +97,7 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, apart
     from longlm_cli.engine.dca import ChunkKeyCache, apply_dca
     from longlm_cli.engine.selfextend import GroupedKeyCache
     from longlm_cli.errors import PlanError
-    from longlm_cli.runtime import generate, models
+    from longlm_cli.runtime import generate, loader
     from longlm_cli.runtime.kvcache import reserved_bytes
 
     model = tiny_model("llama")
@@ -117,7 +117,7 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, apart
     # 2 layers x 2 key heads x 16 x (key copies + values) x 100 tokens x 4 bytes
     assert taken == (76800 if apart else 51200)
     assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=apart) == taken
-    monkeypatch.setattr(models, "available_memory", lambda: taken - 1)
+    monkeypatch.setattr(loader, "available_memory", lambda: taken - 1)
     with pytest.raises(PlanError) as refused:
         generate._check_memory(model, growing_cache(model.config, 100), session.extra, 100)
     size, what = f"{taken / 1024:.1f} KiB", "its KV cache and re-rotated keys" if apart else "its KV cache"
@@ -130,5 +130,5 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, apart
     with pytest.raises(PlanError):  # what the commands call: refused before anything is allocated
         Session.start(model, reserve=100)
     assert Session.start(model, reserve=0).extra  # growing from empty is not checked
-    monkeypatch.setattr(models, "available_memory", lambda: None)  # memory that cannot be told: not refused
+    monkeypatch.setattr(loader, "available_memory", lambda: None)  # memory that cannot be told: not refused
     assert Session.start(model, reserve=100).cache is not None

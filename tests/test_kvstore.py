@@ -18,7 +18,7 @@ from longlm_cli.runtime.kvcache import (
     reserved_bytes,
     set_kv_dtype,
 )
-from longlm_cli.runtime.models import _kv_dtype_for, pick_kv_dtype
+from longlm_cli.runtime.loader import _kv_dtype_for, pick_kv_dtype
 
 from helpers import VOCAB, tiny_model
 

@@ -159,10 +159,10 @@ def test_remove_and_reapply_without_scaling():
 
 
 def test_configure_passes_the_base_and_the_cache_key_depends_on_it(tiny_dir):
-    from longlm_cli.pipeline import ExtensionSettings, configure, prompt_cache_key
-    from longlm_cli.planning import make_plan
-    from longlm_cli.runtime.models import load_model
-    from longlm_cli.templates import chat_token_ids, load_template, user_message
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure, prompt_cache_key
+    from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
+    from longlm_cli.planning.plan import make_plan
+    from longlm_cli.runtime.loader import load_model
 
     loaded = load_model(str(tiny_dir), device="cpu")
     template = load_template("ask")

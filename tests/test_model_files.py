@@ -19,10 +19,10 @@ import pytest
 import torch
 from filelock import FileLock
 
-from longlm_cli import doccache
+from longlm_cli.doccache import store as doccache
 from longlm_cli.errors import CacheError
 from longlm_cli.paths import DIRECTORY_LOCK
-from longlm_cli.runtime import converted, models
+from longlm_cli.runtime import converted, loader
 
 from helpers import run
 
@@ -81,7 +81,7 @@ def conversions(monkeypatch, tiny_dir):
         _copy_tiny(tiny_dir, work)
         done.append(gguf_path)
 
-    monkeypatch.setattr(models, "_dequantize", fake)
+    monkeypatch.setattr(loader, "_dequantize", fake)
     return done
 
 
@@ -261,7 +261,7 @@ def test_changed_tokenizer_is_noticed(tmp_path, tiny_dir, conversions):
     data = tokenizer.read_bytes()
     tokenizer.write_bytes(b"\t" + data[1:] if data[:1] != b"\t" else b" " + data[1:])  # same size, other bytes
     assert converted.damage(target) == "tokenizer.json has changed since it was written"
-    assert models.convert_gguf(path) == target and conversions == [path]
+    assert loader.convert_gguf(path) == target and conversions == [path]
     assert converted.damage(target) is None
 
 
@@ -276,7 +276,7 @@ def test_two_concurrent_conversions_convert_once(tmp_path, conversions):
     def convert():
         start.wait()
         try:
-            results.append(models.convert_gguf(path))
+            results.append(loader.convert_gguf(path))
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
@@ -513,7 +513,7 @@ def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path
 
     assert converted.megabytes(517_000_000) == "517 MB" and converted.megabytes(1_500_000) == "1.5 MB"
     path = _tiny_gguf(tmp_path / "tiny.gguf")
-    monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("float16", 5 * 10**12))
+    monkeypatch.setattr(loader, "conversion_plan", lambda gguf: ("float16", 5 * 10**12))
     result = _ask(tmp_path, path)
     assert result.exit_code == 1 and conversions == []
     directory = converted.converted_dir_for(path).parent
@@ -522,8 +522,8 @@ def test_conversion_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path
         f"Error: converting tiny.gguf needs about 5,000,000 MB in {directory}, which has "
         f"{converted.megabytes(free)} free; free some space or set LONGLM_CACHE_DIR to a larger disk\n"
     )
-    monkeypatch.setattr(models, "conversion_plan", lambda gguf: ("bfloat16", 10**6))
-    monkeypatch.setattr(models, "available_memory", lambda: 10**5)
+    monkeypatch.setattr(loader, "conversion_plan", lambda gguf: ("bfloat16", 10**6))
+    monkeypatch.setattr(loader, "available_memory", lambda: 10**5)
     result = _ask(tmp_path, path)
     assert result.stderr == (
         "Error: converting tiny.gguf needs about 1.0 MB of memory for its bfloat16 weights; 0.1 MB is available\n"
@@ -564,7 +564,7 @@ def test_the_conversion_is_16_bit_in_the_files_own_type(tmp_path):
         "bf16.gguf": ({"n": norm, "w": (bf16, gguf.GGMLQuantizationType.BF16)}, "bfloat16"),
     }
     for name, (tensors, dtype) in cases.items():
-        assert models.conversion_plan(_gguf_with(tmp_path / name, tensors)) == (dtype, 2 * (32 + 32 * 32)), name
+        assert loader.conversion_plan(_gguf_with(tmp_path / name, tensors)) == (dtype, 2 * (32 + 32 * 32)), name
 
 
 def test_a_message_announcing_more_lines_is_not_cut_off(tiny_dir, tmp_path):

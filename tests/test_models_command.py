@@ -9,9 +9,9 @@ import pytest
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
-from longlm_cli import catalogue
 from longlm_cli.cli import cli
 from longlm_cli.cli import run as run_module
+from longlm_cli.models import catalogue
 from longlm_cli.runtime import inventory
 
 from helpers import CORPUS, reference_answer, run
@@ -301,7 +301,7 @@ def test_the_embedded_models_int4_copy_counts_as_converted_and_is_not_listed_twi
     data = json.loads(run("models", "--json").output)
     assert data["embedded"]["converted"] == f"{disk}/cache/models/SmolLM2-135M-Instruct-int4"
     assert [m["name"] for m in data["converted"]] == ["notes-0123456789abcdef"]
-    from longlm_cli import tokens
+    from longlm_cli.models import tokens
 
     (models_dir / "SmolLM2-135M-Instruct-int4" / "tokenizer.json").write_text("{}")
     assert tokens.find_tokenizer_file("smollm2") == models_dir / "SmolLM2-135M-Instruct-int4" / "tokenizer.json"

@@ -3,7 +3,7 @@ tokens placed in a prompt, and each passage's share of a per-token score."""
 
 import pytest
 
-from longlm_cli.passages import MAX_CHARS, Passage, passage_scores, place_tokens, split_passages
+from longlm_cli.answering.passages import MAX_CHARS, Passage, passage_scores, place_tokens, split_passages
 
 DOCUMENT = (
     '[page 1]\nThe keeper counted ships. He wrote "Salt!" in a ledger? Yes.\n\n'

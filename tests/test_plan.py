@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from longlm_cli.catalogue import KNOWN_MODELS, pretraining_window
 from longlm_cli.cli import cli, main
 from longlm_cli.errors import LongLMError, ModelError, PlanError
-from longlm_cli.gguf import read_gguf_metadata
-from longlm_cli.planning import Plan, make_plan, plan_to_dict
-from longlm_cli.tokens import TokenCount
+from longlm_cli.models.catalogue import KNOWN_MODELS, pretraining_window
+from longlm_cli.models.gguf import read_gguf_metadata
+from longlm_cli.models.tokens import TokenCount
+from longlm_cli.planning.plan import Plan, make_plan, plan_to_dict
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longlm_cli.runtime import precision
-from longlm_cli.runtime.models import pick_dtype
+from longlm_cli.runtime.loader import pick_dtype
 
 pytestmark = pytest.mark.dtype_choice  # these tests make the CPU dtype choice themselves: nothing pinned
 

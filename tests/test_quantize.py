@@ -151,7 +151,7 @@ def test_the_embedded_q4_1_codes_carry_over_to_int4(tmp_path, monkeypatch):
 def test_the_footprint_of_a_checkpoint_counts_its_weights_by_role(tiny_dir):
     from transformers import AutoModelForCausalLM
 
-    from longlm_cli.footprint import checkpoint_footprint
+    from longlm_cli.models.footprint import checkpoint_footprint
 
     found = checkpoint_footprint(tiny_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
@@ -168,9 +168,9 @@ def test_the_footprint_of_a_checkpoint_counts_its_weights_by_role(tiny_dir):
 
 
 def test_the_footprint_of_the_embedded_gguf_and_auto_keeps_its_bits():
-    from longlm_cli.footprint import gguf_footprint
+    from longlm_cli.models.footprint import gguf_footprint
     from longlm_cli.paths import embedded_gguf_path
-    from longlm_cli.runtime.models import choose_weights
+    from longlm_cli.runtime.loader import choose_weights
 
     path = embedded_gguf_path()
     if path is None:

@@ -146,7 +146,7 @@ def test_stop_option_through_ask(tiny_dir, tmp_path):
 
 
 def test_an_empty_answer_says_why():
-    from longlm_cli.answer import Answer
+    from longlm_cli.answering.answer import Answer
 
     def answer(text, reason):
         return Answer(

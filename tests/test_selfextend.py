@@ -396,16 +396,16 @@ def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():
     ],
 )
 def test_models_the_methods_cannot_serve_exactly_are_named(config, refused):
-    from longlm_cli.catalogue import extension_refusal
+    from longlm_cli.models.catalogue import extension_refusal
 
     found = extension_refusal(config)
     assert (found is None) if refused is None else (refused in found)
 
 
 def test_mrope_and_sliding_only_models_are_refused_in_one_line():
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure
     from longlm_cli.errors import UnsupportedModelError as Refused
-    from longlm_cli.pipeline import ExtensionSettings, configure
-    from longlm_cli.planning import make_plan
+    from longlm_cli.planning.plan import make_plan
 
     model = tiny_model("qwen2")
     model.config.rope_parameters = {**model.config.rope_parameters, "mrope_section": [2, 3, 3]}

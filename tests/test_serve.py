@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'longlm-cli[serve]')")
 openai = pytest.importorskip("openai", reason="the openai client is part of the test extra")
 
-from longlm_cli.pipeline import ExtensionSettings, ModelSettings  # noqa: E402
+from longlm_cli.answering.pipeline import ExtensionSettings, ModelSettings  # noqa: E402
 from longlm_cli.serve.app import create_app  # noqa: E402
 from longlm_cli.serve.engine import Engine  # noqa: E402
 from longlm_cli.serve.settings import ServeSettings  # noqa: E402
@@ -101,8 +101,8 @@ def test_a_long_prompt_is_answered_as_ask_answers_it(start, tiny_dir, tmp_path):
     doc = tmp_path / "ledger.txt"
     doc.write_text(CORPUS * 6)
     asked = json.loads(run("ask", doc, QUESTION, "-m", tiny_dir, "--max-new-tokens", 8, "--json", "--no-cache").stdout)
+    from longlm_cli.answering.templates import load_template, user_message
     from longlm_cli.documents import read_documents
-    from longlm_cli.templates import load_template, user_message
 
     content = user_message(load_template("ask"), read_documents([str(doc)]).text, QUESTION)
     server, _ = start()
@@ -304,7 +304,7 @@ def test_browsers_may_call_only_from_the_origins_given(start, origins):
 def test_a_saved_prompt_is_reused_after_a_restart_with_the_same_answer(loaded, tiny_dir, tmp_path):
     """A second engine (a restarted server) finds the first one's prompt in the document cache, loads it, cuts it
     to the shared prefix and answers as an engine that prefilled everything."""
-    from longlm_cli.doccache import DocCacheSettings
+    from longlm_cli.doccache.store import DocCacheSettings
     from longlm_cli.serve.store import PromptStore
 
     def engine(with_store: bool) -> Engine:
@@ -340,12 +340,12 @@ def test_the_engine_reads_asks_prompt_into_asks_logits(loaded, tiny_dir, tmp_pat
     """Past L, with ask's W and G, the server's prefill of ask's prompt gives ask's last logits."""
     import torch
 
-    from longlm_cli.doccache import DocCacheSettings
-    from longlm_cli.pipeline import prefill_prompt, prepare
+    from longlm_cli.answering.pipeline import prefill_prompt, prepare
+    from longlm_cli.answering.templates import user_message
+    from longlm_cli.doccache.store import DocCacheSettings
     from longlm_cli.runtime.generate import Session
     from longlm_cli.runtime.sampling import SamplingSettings
     from longlm_cli.serve.engine import Request
-    from longlm_cli.templates import user_message
 
     doc = tmp_path / "ledger.txt"
     doc.write_text(CORPUS * 6)

@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from longlm_cli import paths
-from longlm_cli.tokens import TokenCount, count_tokens, find_tokenizer_file
+from longlm_cli.models.tokens import TokenCount, count_tokens, find_tokenizer_file
 
 
 def save_word_tokenizer(directory):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from longlm_cli.tuned import Tuned, find_tuned, model_key, save_tuned
+from longlm_cli.planning.tuned import Tuned, find_tuned, model_key, save_tuned
 
 from helpers import CORPUS, reference_answer, run
 

@@ -49,7 +49,7 @@ def cache_list() -> None:
 
     Only regular files are entries: a directory, symlink or fifo at an entry's name is not listed.
     """
-    from ..doccache import kv_dir, list_entries, unfinished_saves
+    from ..doccache.store import kv_dir, list_entries, unfinished_saves
 
     entries = list_entries()
     for e in entries:
@@ -70,7 +70,7 @@ def cache_list() -> None:
 @cache.command("clear")
 def cache_clear() -> None:
     """Delete every entry."""
-    from ..doccache import clear, kv_dir
+    from ..doccache.store import clear, kv_dir
 
     _echo_removed(clear(), kv_dir())
 
@@ -84,6 +84,6 @@ def cache_clear() -> None:
 )
 def cache_prune(max_bytes) -> None:
     """Delete least-recently-used entries until the cache fits its size limit."""
-    from ..doccache import kv_dir, prune
+    from ..doccache.store import kv_dir, prune
 
     _echo_removed(prune(max_bytes=max_bytes), kv_dir())

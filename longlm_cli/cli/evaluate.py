@@ -89,7 +89,7 @@ def eval_command(model, loading, tasks, lengths, methods, results_path, plot_pat
 
     from ..evaluation.grid import run_grid
     from ..evaluation.tables import format_grid
-    from ..runtime.models import load_model
+    from ..runtime.loader import load_model
 
     grid = _grid_settings(model, tasks, lengths, methods, prompt_style, settings)
     if plot_path is not None:

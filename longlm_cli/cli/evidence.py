@@ -33,7 +33,7 @@ def evidence_options(command):
 
 
 def evidence_settings(passages: int, unit: str):
-    from ..evidence import EvidenceSettings
+    from ..answering.evidence import EvidenceSettings
 
     return EvidenceSettings(passages=passages, unit=unit)
 

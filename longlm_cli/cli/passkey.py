@@ -99,7 +99,7 @@ def passkey(model, loading, lengths, depths, methods, results_path, as_json, out
     from ..evaluation.needle import EvalSettings, run_evaluation
     from ..evaluation.options import parse_depths, parse_lengths, parse_methods
     from ..evaluation.tables import evaluation_to_dict, format_tables
-    from ..runtime.models import load_model
+    from ..runtime.loader import load_model
 
     if settings["haystack"] is not None and settings["task"] != "fact":
         raise click.UsageError("--haystack is for --task fact")

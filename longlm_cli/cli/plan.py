@@ -46,8 +46,8 @@ def plan(
     W + (N - W) / G falls against the paper's safe range L/2 .. 2L/3. A setting `longlm tune` saved for the
     model near N is used, as ask, summarize and chat use it, unless you set W, G or --extend-from.
     """
-    from ..planning import format_report, report_to_dict
-    from ..tuned import plan_with_tuned
+    from ..planning.plan import format_report, report_to_dict
+    from ..planning.tuned import plan_with_tuned
 
     if (length is None) == (not files):
         raise click.UsageError("give exactly one of --length and --file")

@@ -149,10 +149,10 @@ def _settings(
     log_scale=None,
 ) -> dict:
     """The library's settings objects from the shared options."""
-    from ..doccache import DocCacheSettings
-    from ..pipeline import ModelSettings
+    from ..answering.pipeline import ModelSettings
+    from ..answering.templates import OutputShape
+    from ..doccache.store import DocCacheSettings
     from ..runtime.sampling import SamplingSettings
-    from ..templates import OutputShape
 
     selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
     return dict(
@@ -174,7 +174,7 @@ def _settings(
 
 
 def _extension(method: str, *, use_tuned: bool, **selfextend):
-    from ..pipeline import ExtensionSettings
+    from ..answering.pipeline import ExtensionSettings
 
     if method not in (None, "selfextend"):
         given = [f"--{name.replace('_', '-')}" for name, value in selfextend.items() if value is not None]
@@ -188,7 +188,7 @@ def _extension(method: str, *, use_tuned: bool, **selfextend):
 
 def _checked_quotes(answer) -> str:
     """What follows a streamed answer: a newline, then with --cite the checked quotes."""
-    from ..citations import format_citations
+    from ..answering.citations import format_citations
 
     return "" if answer.citations is None else "\n\n" + format_citations(list(answer.citations))
 
@@ -201,8 +201,8 @@ def _as_text(answer) -> str:
 def _run(
     task: str, files, question, *, prompt_file, as_json, verbose, output, each=False, evidence=None, **options
 ) -> None:
-    from ..answer import answer_documents
-    from ..templates import check_question
+    from ..answering.answer import answer_documents
+    from ..answering.templates import check_question
 
     if not files:
         raise click.UsageError("give at least one document (a file path, or '-' for stdin)")
@@ -249,7 +249,7 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, evide
     """--each: one answer per document, the model loaded once. Text: each answer under a `### FILE` line;
     --json: one JSON line per document. A document that cannot be answered is one `Error:` line (and, with
     --json, a JSON line with its error); the others still run, and the exit status is then 1."""
-    from ..answer import Failed, answer_each
+    from ..answering.answer import Failed, answer_each
 
     pieces, failures = [], 0
     with Progress(enabled=sys.stderr.isatty()) as progress:
@@ -354,7 +354,7 @@ def chat(files, budget, evidence_passages, evidence_unit, *, prompt_file, as_jso
     Each question is answered from the document and the conversation so far. Type a question per line;
     Ctrl-D or /exit leaves. Works with piped input too: printf 'q1\\nq2\\n' | longlm chat doc.txt
     """
-    from ..chat import ChatSettings, start_chat
+    from ..answering.chat import ChatSettings, start_chat
 
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")

@@ -73,8 +73,8 @@ def serve(model, loading, window, group_size, extend_from, log_scale=None, **opt
 
 
 def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, no_cache, max_body, **rest) -> None:
-    from ..doccache import DocCacheSettings
-    from ..pipeline import ExtensionSettings, ModelSettings
+    from ..answering.pipeline import ExtensionSettings, ModelSettings
+    from ..doccache.store import DocCacheSettings
     from ..serve.server import Address, check_exposure
     from ..serve.server import serve as run_server
     from ..serve.settings import ServeSettings

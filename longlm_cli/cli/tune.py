@@ -43,8 +43,8 @@ def tune(model, loading, length_text, tasks, samples, yes) -> None:
     from ..evaluation.tune import TuneSettings, candidates, estimate_seconds
     from ..evaluation.tune import tune as run_tune
     from ..paths import cache_dir
-    from ..runtime.models import load_model
-    from ..tuned import model_key
+    from ..planning.tuned import model_key
+    from ..runtime.loader import load_model
     from .evaluate import _tasks
 
     lengths = parse_lengths(length_text)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from ..catalogue import dual_chunk_settings, text_config
 from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
+from ..models.catalogue import dual_chunk_settings, text_config
 from . import switch
 from .blocks import Accumulator, _attend, neighbour_blocks
 from .evidence import capped, causal_fill, expand_heads, plain_scores

@@ -9,7 +9,7 @@ key head gets its group's rows, a lone row padded to two (blocks.py); the result
 A float32 model whose KV cache is kept in bfloat16 (runtime/kvcache.py) runs here too: decoding reads the
 16-bit keys as they are (blocks._attend); a prefill chunk hands SDPA float32 copies of them.
 Registered in transformers' AttentionInterface, with SDPA's mask function, under PLAIN_CPU_ATTENTION;
-runtime.models selects it for a bfloat16 model loaded on the CPU with SDPA. No forward method is touched.
+runtime.loader selects it for a bfloat16 model loaded on the CPU with SDPA. No forward method is touched.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 
-from ..catalogue import text_config
 from ..errors import LongLMError, UnsupportedModelError
+from ..models.catalogue import text_config
 
 
 def _rotary_owner(model):

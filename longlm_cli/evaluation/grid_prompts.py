@@ -33,7 +33,7 @@ def check_style(style: str, tasks) -> None:
 
 def prompt_ids(tokenizer, sample: ruler.Sample, *, style: str, context: str | None = None) -> list[int]:
     """The prompt's ids in ``style``; ``context`` replaces the sample's document part (to truncate it)."""
-    from ..templates import chat_token_ids
+    from ..answering.templates import chat_token_ids
 
     if style in ASK_STYLES:
         return chat_token_ids(tokenizer, _ask_message(sample, style, context))
@@ -49,7 +49,7 @@ def prompt_ids(tokenizer, sample: ruler.Sample, *, style: str, context: str | No
 
 
 def _ask_message(sample: ruler.Sample, style: str, documents: str | None) -> str:
-    from ..templates import Template, load_template, user_message
+    from ..answering.templates import Template, load_template, user_message
 
     text = load_template("ask").text.replace(NOT_SAYING, "")
     if style == "ask":

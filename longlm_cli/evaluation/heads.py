@@ -14,8 +14,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..evidence import Head, document_tokens
-from ..templates import chat_token_ids
+from ..answering.evidence import Head, document_tokens
+from ..answering.templates import chat_token_ids
 from .fact import FACT_LINE, FACT_QUESTION, SAMPLE_HAYSTACK, fact_answer, fact_prompt
 
 DEFAULT_HEAD_SAMPLES = 8
@@ -95,7 +95,7 @@ def _sample_shares(loaded, haystack: str, length: int, seed: int, tokenizer):
 def prepared_heads(prepared, count: int, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
     """The best ``count`` retrieval heads of a prepared answer's model (heads_for), its plan's method switched back
     on afterwards (measuring runs the model plainly)."""
-    from ..pipeline import configure
+    from ..answering.pipeline import configure
 
     heads = heads_for(prepared.loaded, prepared.requested_model, on_note=on_note)[:count]
     configure(prepared.loaded.model, prepared.plan, prepared.extension)
@@ -106,9 +106,9 @@ def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None =
     """The retrieval heads of the model ``requested`` (loaded as ``loaded``), best first: as measured before
     (heads.json), or measured now and kept. Measuring runs the model plainly: the caller switches its method
     back on afterwards."""
-    from ..catalogue import text_config
-    from ..headstore import MAX_KEPT, StoredHeads, find_heads, save_heads
-    from ..tuned import model_key
+    from ..answering.headstore import MAX_KEPT, StoredHeads, find_heads, save_heads
+    from ..models.catalogue import text_config
+    from ..planning.tuned import model_key
 
     key = model_key(requested)
     config = text_config(loaded.model.config)

@@ -83,7 +83,7 @@ def method_setup(
     pretraining length); methods without ``+log`` are never scaled. SelfExtend methods switch on above
     ``extend_from`` * L (None: beyond L, as every other method).
     """
-    from ..planning import make_plan
+    from ..planning.plan import make_plan
 
     name, W, G = parse_method(spec)
     target = length + max_new_tokens

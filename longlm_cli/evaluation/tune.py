@@ -1,5 +1,5 @@
 """`longlm tune`: a short sweep on the user's own model at their input length; the winner is saved for
-`ask`, `summarize` and `chat` (tuned.py).
+`ask`, `summarize` and `chat` (planning/tuned.py).
 
 The candidates are SelfExtend as planned, SelfExtend with a wider window (W = L/4, G planned for it),
 SelfExtend with query log-scaling, and Dual Chunk Attention. Each answers the same samples of RULER tasks (the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..defaults import LOG_SCALE_BASE_WINDOWS
 from ..errors import PlanError
-from ..planning import make_plan
-from ..tuned import Tuned, model_key, save_tuned
+from ..planning.plan import make_plan
+from ..planning.tuned import Tuned, model_key, save_tuned
 from . import ruler
 from .grid import GridSettings, run_grid
 from .methods import parse_method

@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..catalogue import gguf_metadata
 from ..errors import LongLMError, ModelError
+from ..models.catalogue import gguf_metadata
 from ..paths import (
     cache_dir,
     embedded_gguf_path,

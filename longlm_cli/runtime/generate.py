@@ -13,7 +13,7 @@ from ..defaults import DEFAULT_PREFILL_CHUNK
 from ..engine.switch import key_cache_arguments
 from ..errors import ModelError, PlanError
 from ..paths import human_size
-from . import models
+from . import loader
 from .kvcache import growing_cache, kv_dtype_of, reserved_bytes
 from .kvcache import room as buffer_room
 from .precision import decode_kernels
@@ -99,7 +99,7 @@ def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None
         return
     rotated = any(not key_cache.in_place for key_cache in extra.values())  # a copy of the keys of their own
     needed = reserved_bytes(model.config, cache, reserve, kv_dtype_of(model), rotated_keys=rotated)
-    free = models.available_memory()
+    free = loader.available_memory()
     if needed is not None and free is not None and needed > free:
         what = "its KV cache and re-rotated keys" if rotated else "its KV cache"
         raise PlanError(

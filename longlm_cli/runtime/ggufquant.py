@@ -131,7 +131,7 @@ def quantized_from_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
 def save_quantized(model, tokenizer, directory: Path, form: str, source: dict) -> None:
     """Write ``model`` (quantized) and ``tokenizer`` as a quantized directory: each tensor produced only while
     it is written (int4 unpacked from the kernel's layout into the portable one)."""
-    from .. import entryfile
+    from . import entryfile
 
     model.config.save_pretrained(directory)
     if model.can_generate():

@@ -15,7 +15,8 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..catalogue import (
+from ..errors import ModelError
+from ..models.catalogue import (
     COMPOSABLE_ROPE_TYPES,
     EMBEDDED_FAMILY,
     EMBEDDED_NAMES,
@@ -24,7 +25,6 @@ from ..catalogue import (
     SUPPORTED_MODEL_TYPES,
     window_from_config,
 )
-from ..errors import ModelError
 from ..paths import (
     EMBEDDED_MODEL_NAME,
     converted_models_dir,

@@ -58,8 +58,8 @@ def check_choice(quantize: str, device: str) -> None:
 
 
 def footprint_of(kind: str, location: str):
-    """The model's Footprint from its files (footprint.py), or None when they cannot tell."""
-    from ..footprint import checkpoint_footprint, gguf_footprint
+    """The model's Footprint from its files (models/footprint.py), or None when they cannot tell."""
+    from ..models.footprint import checkpoint_footprint, gguf_footprint
     from ..paths import hf_cached_model_dir
 
     try:
@@ -78,7 +78,7 @@ def auto_form_for_memory(
 ) -> WeightsChoice:
     """``--quantize auto`` for a checkpoint: its own float weights when they and the KV cache fit in memory,
     else the least-quantized form that does."""
-    from ..footprint import smallest_fitting
+    from ..models.footprint import smallest_fitting
 
     if footprint is None or available is None:
         return WeightsChoice("none", "float weights: the checkpoint's own (its size could not be told)")
@@ -94,7 +94,7 @@ def admit(
     """One line saying what the weights and the KV cache of ``tokens`` (in ``kv_bytes``-byte values; None: as
     the floats) will take in ``form``; ModelError naming the --quantize that would fit when they cannot. None
     when the model's files cannot tell."""
-    from ..footprint import smallest_fitting
+    from ..models.footprint import smallest_fitting
     from ..paths import human_size
 
     if footprint is None:
@@ -205,7 +205,7 @@ def load_quantized_dir(directory: Path, dtype) -> tuple[object, object]:
     read from a memory map and packed for torch's kernels one tensor at a time."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from .. import entryfile
+    from . import entryfile
 
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     model = empty_model(AutoConfig.from_pretrained(str(directory)), dtype)

@@ -17,12 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from ..cachekeys import common_prefix_length
-from ..chat import render_conversation
-from ..defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_UNIT
-from ..errors import PlanError
-from ..evaluation.heads import heads_for
-from ..evidence import (
+from ..answering.chat import render_conversation
+from ..answering.evidence import (
     DocumentTokens,
     document_tokens,
     evidence_text,
@@ -32,11 +28,15 @@ from ..evidence import (
     tapped,
     token_scores,
 )
-from ..pipeline import ExtensionSettings, configure, default_method, plan_for_length
-from ..planning import Plan, longest_length, make_plan
+from ..answering.pipeline import ExtensionSettings, configure, default_method, plan_for_length
+from ..defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_UNIT
+from ..doccache.keys import common_prefix_length
+from ..errors import PlanError
+from ..evaluation.heads import heads_for
+from ..planning.plan import Plan, longest_length, make_plan
 from ..runtime.allocator import give_back_free_heap
 from ..runtime.generate import Session, decode, prefill
-from ..runtime.models import LoadedModel
+from ..runtime.loader import LoadedModel
 from ..runtime.sampling import SamplingSettings
 from .store import MIN_NEW_TOKENS, PromptStore
 

@@ -13,6 +13,7 @@ import math
 import secrets
 import time
 
+from ..answering.passages import UNITS
 from ..defaults import (
     DEFAULT_EVIDENCE_UNIT,
     DEFAULT_MAX_NEW_TOKENS,
@@ -21,7 +22,6 @@ from ..defaults import (
     MAX_NEW_TOKENS_LIMIT,
 )
 from ..errors import InputError
-from ..passages import UNITS
 from ..runtime.sampling import SamplingSettings
 from .engine import Completion, Overrides, Request
 

@@ -8,9 +8,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..doccache import DocCacheSettings
+from ..answering.pipeline import ExtensionSettings, ModelSettings
+from ..doccache.store import DocCacheSettings
 from ..errors import InputError
-from ..pipeline import ExtensionSettings, ModelSettings
 from .settings import ServeSettings
 
 EXTRA_MODULES = ("starlette", "uvicorn", "sse_starlette")

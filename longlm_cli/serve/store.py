@@ -1,4 +1,4 @@
-"""The server's prompts kept across restarts, in the document cache (doccache.py, `longlm cache`).
+"""The server's prompts kept across restarts, in the document cache (doccache/store.py, `longlm cache`).
 
 After a request that prefilled at least MIN_NEW_TOKENS new tokens, the keys and values of its prompt are saved
 as an entry, under a key made of the model, the attention the cache was made with and the prompt's ids. A request
@@ -15,11 +15,11 @@ import json
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from .. import entryfile
-from ..cachekeys import FORMAT, common_prefix_length, model_identity
-from ..doccache import DocCacheSettings, list_entries, load_entry
-from ..entrycheck import MAX_HEADER_BYTES
-from ..pipeline import save_within_limit, unusable_directory
+from ..answering.pipeline import save_within_limit, unusable_directory
+from ..doccache.check import MAX_HEADER_BYTES
+from ..doccache.keys import FORMAT, common_prefix_length, model_identity
+from ..doccache.store import DocCacheSettings, list_entries, load_entry
+from ..runtime import entryfile
 
 MIN_NEW_TOKENS = 1024  # a prompt is saved when its request prefilled at least this many tokens
 SEARCHED = 16  # the most recently used entries looked through for a shared prefix

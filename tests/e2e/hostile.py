@@ -245,7 +245,7 @@ def entry_with_valid_checksum(change: Callable[[dict], dict]) -> Callable[[Box],
         from safetensors import safe_open
         from safetensors.torch import load_file, save_file
 
-        from longlm_cli.entrycheck import tensor_digest
+        from longlm_cli.doccache.check import tensor_digest
 
         path = seeded_entry(box)
         with safe_open(str(path), framework="pt") as handle:
@@ -259,7 +259,7 @@ def entry_with_valid_checksum(change: Callable[[dict], dict]) -> Callable[[Box],
 
 def secret_of_another_cache(box: Box) -> None:
     """An intact entry, but the cache's secret is another one: as if the entry came from someone else's cache."""
-    from longlm_cli.cachemac import SECRET_BYTES, SECRET_NAME
+    from longlm_cli.doccache.mac import SECRET_BYTES, SECRET_NAME
 
     seeded_entry(box)
     secret = box.cache / "kv" / SECRET_NAME
@@ -376,7 +376,7 @@ def tuned_entries(**fields) -> Callable[[Box], None]:
     """A tuned.json whose one entry for the tiny model (at 1,000 tokens) has ``fields`` in place of good ones."""
 
     def setup(box: Box) -> None:
-        from longlm_cli.tuned import model_key
+        from longlm_cli.planning.tuned import model_key
 
         entry = {"model": "", "length": 1000, "method": "selfextend", "window": 64, "group_size": 4}
         entry = {**entry, **fields}

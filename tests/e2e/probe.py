@@ -651,7 +651,7 @@ def seeded_embedded(mutate: Callable[[Path], None]) -> Callable:
 
 def tensor_digest(tensors: dict) -> str:
     """The document cache's checksum of an entry's tensors: the package's own, so crafted entries stay valid."""
-    from longlm_cli.entrycheck import tensor_digest as digest
+    from longlm_cli.doccache.check import tensor_digest as digest
 
     return digest(tensors)
 

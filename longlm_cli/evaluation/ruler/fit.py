@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from longlm_cli.errors import InputError
-
+from ...errors import InputError
 from .sample import Count, Draft
 
 Render = Callable[[int, int], Draft]  # (units, top-up) -> draft

@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import CacheError
-from .paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
-from .report import warn
+from ..errors import CacheError
+from ..paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
+from ..report import warn
 
 HEADS_FILE = "heads.json"
 MAX_FILE_BYTES = 4 * 1024**2

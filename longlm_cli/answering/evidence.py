@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT_EVIDENCE_UNIT
+from ..defaults import DEFAULT_EVIDENCE_HEADS, DEFAULT_EVIDENCE_PASSAGES, DEFAULT_EVIDENCE_UNIT
 from .passages import Passage, passage_scores, place_tokens, split_passages
 
 Head = tuple[int, int]  # (layer, query head)
@@ -93,7 +93,7 @@ def rank(document: str, tokens: DocumentTokens, scores: Sequence[float], unit: s
 @contextmanager
 def tapped(model, rows_from: int, total: int, layers: set[int] | None) -> Iterator:
     """An AttentionTap on the prompt rows [rows_from, total) while the block runs."""
-    from .engine.evidence import AttentionTap, tapping
+    from ..engine.evidence import AttentionTap, tapping
 
     tap = AttentionTap(start=rows_from, stop=total, layers=None if layers is None else frozenset(layers))
     with tapping(model, tap):
@@ -157,8 +157,8 @@ def prompt_session(loaded, requested: str, extension, ids: Sequence[int], reserv
     needs (the caller switches it back for its own session)."""
     import torch
 
+    from ..runtime.generate import Session, prefill
     from .pipeline import configure, plan_for_length
-    from .runtime.generate import Session, prefill
 
     plan, chosen, _ = plan_for_length(loaded, requested, len(ids) + reserve, extension)
     configure(loaded.model, plan, chosen)

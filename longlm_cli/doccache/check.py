@@ -1,6 +1,6 @@
 """What makes a document-cache entry safe to load: the tensors it must hold for the model, its header and values
 checked before use, its tensors' checksum. Entries are untrusted input (a crafted file, a damaged disk); every
-check raises CorruptEntry, which doccache.py turns into one warning and a rebuild.
+check raises CorruptEntry, which store.py turns into one warning and a rebuild.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .cachekeys import FORMAT
-from .catalogue import cached_head_shape, text_config
+from ..models.catalogue import cached_head_shape, text_config
+from .keys import FORMAT
 
 MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalogue import dual_chunk_settings, text_config
-from .defaults import DEFAULT_EXTENSION, DEFAULT_PREFILL_CHUNK
-from .errors import UnsupportedModelError
-from .planning import Plan
+from ..defaults import DEFAULT_EXTENSION, DEFAULT_PREFILL_CHUNK
+from ..errors import UnsupportedModelError
+from ..models.catalogue import dual_chunk_settings, text_config
+from ..planning.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def method_settings(model, plan: Plan, extension: ExtensionSettings) -> dict | N
     scaling, or Dual Chunk Attention's chunk size, local window and chunk length; None inside L."""
     method = extension.method_on(plan)
     if method == "dca":
-        from .engine.dca import DcaConfig
+        from .dca import DcaConfig
 
         dca = DcaConfig.for_model(model.config, plan.L)
         return {"chunk_size": dca.chunk_size, "local_window": dca.local_window, "chunk_len": dca.chunk_len}
@@ -68,9 +68,9 @@ def configure(model, plan: Plan, extension: ExtensionSettings = ExtensionSetting
     attention: SelfExtend with the plan's W and G (and query log-scaling at ``extension.scale_base`` unless
     None), or Dual Chunk Attention with the model's own settings (its config's dual_chunk_attention_config) or the
     official ones for the plan's L."""
-    from .engine.dca import DcaConfig, apply_dca
-    from .engine.selfextend import apply_selfextend
-    from .engine.switch import detach, sliding_only
+    from .dca import DcaConfig, apply_dca
+    from .selfextend import apply_selfextend
+    from .switch import detach, sliding_only
 
     method = extension.method_on(plan)
     window = sliding_only(model) if method is not None else None

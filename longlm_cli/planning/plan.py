@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import IO
 
-from .catalogue import ModelWindow, pretraining_window
-from .defaults import (
+from ..defaults import (
     DEFAULT_EXTEND_FROM,
     DEFAULT_WINDOW_FRACTION,
     HIGH_FRACTION,
@@ -24,8 +23,9 @@ from .defaults import (
     MIN_WINDOW,
     TARGET_FRACTION,
 )
-from .errors import PlanError
-from .tokens import TokenCount
+from ..errors import PlanError
+from ..models.catalogue import ModelWindow, pretraining_window
+from ..models.tokens import TokenCount
 
 _TARGET = Fraction(TARGET_FRACTION).limit_denominator(1000)  # exactly 7/12: no float surprises at the boundary
 _HIGH = Fraction(HIGH_FRACTION).limit_denominator(1000)  # exactly 2/3
@@ -246,8 +246,8 @@ def plan_for(
     model_window = pretraining_window(model)
     tokens, sources = None, ()
     if length is None:
-        from .documents import read_documents
-        from .tokens import count_tokens
+        from ..documents import read_documents
+        from ..models.tokens import count_tokens
 
         document = read_documents(paths, stdin=stdin)
         tokens, sources = count_tokens(document.text, model=model), document.sources

@@ -15,12 +15,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .catalogue import resolve_model
-from .defaults import EXTENSION_METHODS
-from .errors import CacheError, ModelError, PlanError
-from .paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
-from .planning import Plan, PlanReport, make_plan, plan_for
-from .report import warn
+from ..defaults import EXTENSION_METHODS
+from ..errors import CacheError, ModelError, PlanError
+from ..models.catalogue import resolve_model
+from ..paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
+from ..report import warn
+from .plan import Plan, PlanReport, make_plan, plan_for
 
 TUNED_FILE = "tuned.json"
 TUNED_REACH = math.sqrt(2)  # a length tuned at T applies to inputs of T / 1.41 .. T * 1.41 tokens

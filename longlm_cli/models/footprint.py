@@ -1,7 +1,7 @@
 """What a model takes in memory before it is loaded: its weights in each form (float, int8, int4) and its KV cache
 for a number of tokens, read from its files (a GGUF tensor table, safetensors headers, config.json). Torch-free.
 
-Used to admit a run before loading (runtime.models) and to choose ``--quantize auto`` for a checkpoint. The
+Used to admit a run before loading (runtime.loader) and to choose ``--quantize auto`` for a checkpoint. The
 figures are estimates within a few percent: the quantized forms count their scales (int4: a bfloat16 scale and
 zero per 32 weights; int8: one bfloat16 scale per row), norms and biases count in the float dtype.
 """
@@ -13,9 +13,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import human_size
 from .catalogue import gguf_metadata
 from .gguf import tensor_names
-from .paths import human_size
 
 FORM_BYTES = {"int4": 0.5 + 4 / 32, "int8": 1.0}  # bytes per linear-layer weight, scales included
 MARGIN_BYTES = 256 * 1024**2  # the least room kept free for a prefill chunk's activations and the tokenizer

@@ -11,8 +11,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from . import __version__
-from .paths import expand_user, file_sha256
+from .. import __version__
+from ..paths import expand_user, file_sha256
 
 FORMAT = "longlm-kv-3"  # 2: keys older than the window saved as SelfExtend re-rotated them; 3: signed (cachemac)
 SENTINELS = ("\n\n#1 sentinel", "~ other")  # two different continuations after the document

@@ -10,7 +10,7 @@ never pickle) written under a temporary name and renamed into place, so a reader
 file. Entries are untrusted input: on load the header is checked against the model (layers, key/value heads,
 head sizes) and the tokens before any tensor is read, then the sha256 of the tensors kept in the metadata, the
 dtype and finite values. A bad entry, or anything but a regular file at its name, is reported once on stderr,
-deleted and rebuilt (the checks themselves: entrycheck.py). Keys that SelfExtend re-rotated in place (see
+deleted and rebuilt (the checks themselves: check.py). Keys that SelfExtend re-rotated in place (see
 engine/keycache.py's RotatedKeyCache) are saved as the cache holds them, with their count per layer.
 """
 
@@ -27,16 +27,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import entryfile
-from .cachekeys import FORMAT
-from .cachemac import cache_secret, is_signed, signed
-from .defaults import (
+from ..defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
     DEFAULT_DOC_CACHE_MIN_TOKENS,
     DOC_CACHE_MAX_BYTES_ENV,
     DOC_CACHE_MIN_TOKENS_ENV,
 )
-from .entrycheck import (
+from ..environment import bytes_from_env, count_from_env
+from ..errors import CacheError
+from ..paths import cache_dir, holding_directory_lock, own_directory
+from ..report import warn
+from ..runtime import entryfile
+from .check import (
     MAX_HEADER_BYTES,
     CorruptEntry,
     check_header,
@@ -46,10 +48,8 @@ from .entrycheck import (
     rotated_counts,
     tensor_digest,
 )
-from .environment import bytes_from_env, count_from_env
-from .errors import CacheError
-from .paths import cache_dir, holding_directory_lock, own_directory
-from .report import warn
+from .keys import FORMAT
+from .mac import cache_secret, is_signed, signed
 
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from .defaults import JSON_VERSION
+from ..defaults import JSON_VERSION
 
 
 def response_dict(answer, *, command: str, turn: int | None = None) -> dict:

@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..paths import embedded_gguf_path, expand_user, hf_cached_model_dir
 from .gguf import check_gguf, read_gguf_metadata
-from .paths import embedded_gguf_path, expand_user, hf_cached_model_dir
 
 KNOWN_MODELS: dict[str, int] = {
     "llama2": 4096,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..documents.inputs import max_input_bytes, read_path
+from ..documents.text import is_blank
+from ..errors import InputError, ModelError
 from .citations import CITE_INSTRUCTION
-from .documents.inputs import max_input_bytes, read_path
-from .documents.text import is_blank
-from .errors import InputError, ModelError
 
 TASKS = ("summarize", "ask")
 DOCUMENT = "{document}"

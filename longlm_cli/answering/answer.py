@@ -6,15 +6,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..doccache.store import DocCacheSettings
+from ..errors import InputError, PlanError
+from ..evaluation.heads import prepared_heads
+from ..planning.plan import Plan
+from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode
 from .citations import Citation, check_citations
 from .contract import failure_dict, response_dict
-from .doccache import DocCacheSettings
-from .errors import InputError, PlanError
-from .evaluation.heads import prepared_heads
 from .evidence import EvidenceSettings, Found, evidence_prompt, evidence_text, prefill_with_evidence
 from .pipeline import ModelSettings, method_settings, prefill_prompt, prepare
-from .planning import Plan
-from .runtime.generate import ProgressFn, SamplingSettings, Session, decode
 
 
 @dataclass(frozen=True)

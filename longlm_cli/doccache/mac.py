@@ -17,8 +17,8 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import CacheError
-from .paths import read_own_file
+from ..errors import CacheError
+from ..paths import read_own_file
 
 SECRET_NAME = ".secret"
 SECRET_BYTES = 32
