@@ -71,12 +71,12 @@ def _echo_weights(loaded) -> None:
 
 
 def _dca_mode(config, L: int) -> str:
-    from ..engine.dca import DcaConfig
+    from ..engine.methods import dca_settings
 
-    dca = DcaConfig.for_model(config, L)
+    dca = dca_settings(config, L)
     return (
-        f"Dual Chunk Attention, chunks of {dca.chunk_len:,} tokens "
-        f"(chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
+        f"Dual Chunk Attention, chunks of {dca['chunk_len']:,} tokens "
+        f"(chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
     )
 
 

@@ -48,7 +48,7 @@ def measure_heads(
 ) -> HeadScores:
     """Score every attention head of ``loaded`` (a runtime LoadedModel, running plainly) on ``samples`` fact
     prompts of ``length`` tokens (within its window)."""
-    from ..engine.switch import detach
+    from ..engine.methods import detach
 
     detach(loaded.model)  # inside the window: the plain model
     tokenizer = loaded.tokenizer

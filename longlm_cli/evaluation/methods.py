@@ -108,23 +108,19 @@ def method_setup(
 @contextmanager
 def running(loaded, spec: str, setup: Setup):
     """The model switched to ``spec`` with ``setup``; yields whether to prefill in one pass (else the CLI's chunks)."""
-    from ..engine.dca import DcaConfig, apply_dca
+    from ..engine.methods import attach, detach
     from ..engine.scaling import rope_scaling
-    from ..engine.selfextend import apply_selfextend, remove_selfextend
 
     name = parse_method(spec)[0]
     model = loaded.model
     try:
-        if name == "selfextend" and setup.extended:
-            apply_selfextend(model, group_size=setup.G, window=setup.W, scale_base=setup.scale_base)
+        if name in ("selfextend", "dca") and setup.extended:
+            attach(
+                model, name, L=loaded.context_window, window=setup.W, group_size=setup.G, scale_base=setup.scale_base
+            )
             yield False  # the CLI's chunked prefill, as `ask` runs it
             return
-        if name == "dca" and setup.extended:
-            dca = DcaConfig.for_model(model.config, loaded.context_window)
-            apply_dca(model, chunk_size=dca.chunk_size, local_window=dca.local_window)
-            yield False
-            return
-        remove_selfextend(model)
+        detach(model)
         scaling = name if name in ("yarn", "dynamic") and setup.extended else None
         context = (
             rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
@@ -136,7 +132,7 @@ def running(loaded, spec: str, setup: Setup):
             # needs an explicit mask, a slower path), and dynamic NTK rotates every prompt key alike.
             yield True
     finally:
-        remove_selfextend(model)
+        detach(model)
 
 
 def answer_greedily(loaded, spec: str, setup: Setup, ids, *, max_new_tokens: int, **repetition) -> str:

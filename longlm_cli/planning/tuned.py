@@ -20,6 +20,7 @@ from ..errors import CacheError, ModelError, PlanError
 from ..models.catalogue import resolve_model
 from ..paths import NO_STATE_FILE, cache_dir, ensure_cache_dir, file_lock, read_own_file
 from ..report import warn
+from .extension import ExtensionSettings
 from .plan import Plan, PlanReport, make_plan, plan_for
 
 TUNED_FILE = "tuned.json"
@@ -176,7 +177,8 @@ def plan_with_tuned(model: str, *, use_tuned: bool = True, **inputs) -> PlanRepo
     """planning.plan_for, with `longlm tune`'s winner applied as ask/summarize/chat apply it: only when the
     user set no W, G or --extend-from and ``use_tuned``. ``inputs`` are plan_for's."""
     report = plan_for(model, **inputs)
-    chosen = any(inputs.get(k) is not None for k in ("window", "group_size", "extend_from"))
+    keys = ("window", "group_size", "extend_from")
+    chosen = ExtensionSettings(**{k: inputs.get(k) for k in keys}).chosen_by_user()
     found = None if chosen or not use_tuned else tuned_plan(model, report.plan.L, report.plan.N)
     if found is None:
         return report
