@@ -70,11 +70,11 @@ def measure(layout: str, rows: int) -> dict:
 
         row[f"{name}_kernel_ms"], row[f"{name}_upcast_ms"] = best_ms(kernel, loops), best_ms(upcast, loops)
     if rows == 1:  # the engine's own call for a decoding step of a float32 model: bf16 keys, split among threads
-        from longlm_cli.engine.blocks import _attend
+        from longlm_cli.engine.blocks import attend
 
         qh = q.reshape(1, hkv * rep, 1, dim)
         kb, vb = k.bfloat16(), v.bfloat16()
-        row["engine_bfloat16_ms"] = best_ms(lambda: _attend(qh, kb, vb, scale=0.1, causal=False, softcap=None), loops)
+        row["engine_bfloat16_ms"] = best_ms(lambda: attend(qh, kb, vb, scale=0.1, causal=False, softcap=None), loops)
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
 
 

@@ -45,9 +45,26 @@ def row(path: Path) -> str:
     cited = citations(name)
     pages = ", ".join(sorted({f"[{p.name}]({_link(p)})" for p, _ in cited})) or "not cited"
     commands = sorted({c for _, text in cited for c in COMMAND.findall(text)})
-    machines = sorted({m.strip() for _, text in cited for m in MACHINE.findall(text)})
+    machines = sorted({m.strip() for _, text in cited for m in MACHINE.findall(text)}) or recorded_machines(path)
     command = "<br>".join(f"`{c}`" for c in commands[:3]) or "see the page"
-    return f"| `{name}` | {last_change(path)} | {pages} | {command} | {', '.join(machines) or 'see the page'} |"
+    return f"| `{name}` | {last_change(path)} | {pages} | {command} | {', '.join(machines) or 'not recorded'} |"
+
+
+def recorded_machines(path: Path) -> list[str]:
+    """The machines a results file records itself: the ``machine`` field of its JSON records, else the machine
+    words of its text, else those of the message of the commit that added it."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    found = {m.group(1) for m in re.finditer(r'"machine":\s*"([^"]+)"', text)}
+    found |= set(MACHINE.findall(text))
+    if not found:
+        done = subprocess.run(
+            ["git", "log", "--diff-filter=A", "--format=%B", "--", str(path.relative_to(ROOT))],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        found = set(MACHINE.findall(done.stdout))
+    return sorted(f"{m} (recorded)" for m in found)
 
 
 def _link(page: Path) -> str:
@@ -61,7 +78,8 @@ def main() -> None:
         "",
         "Written by `python benchmarks/results_index.py`: each file under `benchmarks/results/`, the date of the",
         "commit that last changed it, the pages that cite it, and the commands and machines named in the",
-        "paragraphs that cite it (the page itself says which command made which figure).",
+        "paragraphs that cite it (the page itself says which command made which figure); where those name no",
+        "machine, the machines the file records itself (or the commit that added it), marked \"recorded\".",
         "",
         "| file | last changed | cited in | command | machine |",
         "|---|---|---|---|---|",

@@ -37,7 +37,7 @@ def _pin_cpu_auto_dtype_to_float32():
     command runs alike see float32 (the choice itself is tested in test_precision, bf16 runs in test_selfextend)."""
     from longlm_cli.runtime import precision
 
-    precision._write_record(precision._machine_key(), precision.CpuChoice("float32", "float32: pinned by the tests"))
+    precision.write_record(precision.machine_key(), precision.CpuChoice("float32", "float32: pinned by the tests"))
 
 
 @pytest.fixture(scope="session")

@@ -242,17 +242,27 @@ def test_a_checkpoint_too_large_for_memory_names_the_quantize_that_fits(tiny_dir
     assert any(line.startswith("Memory: weights ") and "(int8) + KV cache " in line for line in lines)
 
 
+def test_window_at_or_above_l_is_refused(tiny_dir, tmp_path):
+    doc = tmp_path / "ships.txt"
+    doc.write_text(CORPUS)
+    line = _error_line(run("summarize", doc, "--model", tiny_dir, "--window", 64))
+    assert line.startswith("Error: window W=64 must be smaller than the pretraining window L=64")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--window", 64), "Error: window W=64 must be smaller than the pretraining window L=64"),
-        (("--group-size", 0), "Error: group size G=0 is not valid; it must be between 1 and 64"),
+        (("--window", 0), "Error: Invalid value for '--window' / '-w': 0 is not in the range x>=1."),
+        (("--group-size", 0), "Error: Invalid value for '--group-size' / '-g': 0 is not in the range 1<=x<=64."),
+        (("-g", 65), "Error: Invalid value for '--group-size' / '-g': 65 is not in the range 1<=x<=64."),
     ],
 )
-def test_bad_window_or_group(tiny_dir, tmp_path, args, message):
+def test_window_and_group_ranges_are_the_options_own(tiny_dir, tmp_path, args, message):
+    """Click carries the ranges: a usage error (exit 2) before anything is read or loaded."""
     doc = tmp_path / "ships.txt"
     doc.write_text(CORPUS)
-    assert _error_line(run("summarize", doc, "--model", tiny_dir, *args)).startswith(message)
+    result = run("summarize", doc, "--model", tiny_dir, *args)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == message
 
 
 def test_bad_prompt_file(tiny_dir, tmp_path):

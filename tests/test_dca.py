@@ -268,8 +268,8 @@ def test_plain_torch_path_matches_reference(monkeypatch):
     """The block kernel other devices use (and softcapping uses) agrees with the reference too."""
     from longlm_cli.engine import blocks
 
-    monkeypatch.setattr(blocks, "_attend", blocks._attend_torch)
-    monkeypatch.setattr(dca, "_attend", blocks._attend_torch)
+    monkeypatch.setattr(blocks, "attend", blocks.attend_torch)
+    monkeypatch.setattr(dca, "attend", blocks.attend_torch)
     model = tiny_model("gemma3")
     ids = _ids(N)
     expected = reference_logits(model, ids)

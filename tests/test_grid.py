@@ -181,10 +181,10 @@ def test_summary_task_with_repetition_settings_is_its_own_case(tiny_dir, tmp_pat
 def test_all_tasks_are_rulers_and_summary_only_by_name(tiny_dir, tmp_path):
     result = run("eval", "--model", tiny_dir, "--tasks", "vt,nope", "--results", tmp_path / "r.jsonl")
     assert "summary" in result.stderr  # named among the choices
-    from longlm_cli.cli.evaluate import _tasks
+    from longlm_cli.cli.evaluate import parse_tasks
 
-    assert _tasks("all", ruler.TASKS, extra=ruler.EXTRA_TASKS) == ruler.TASKS
-    assert _tasks("all,summary", ruler.TASKS, extra=ruler.EXTRA_TASKS) == (*ruler.TASKS, "summary")
+    assert parse_tasks("all", ruler.TASKS, extra=ruler.EXTRA_TASKS) == ruler.TASKS
+    assert parse_tasks("all,summary", ruler.TASKS, extra=ruler.EXTRA_TASKS) == (*ruler.TASKS, "summary")
 
 
 # --- Prompt styles (--prompt) -----------------------------------------------------------------------------------

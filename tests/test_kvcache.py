@@ -119,7 +119,7 @@ def test_the_reserved_bytes_are_what_the_buffers_take(monkeypatch, method, apart
     assert reserved_bytes(model.config, session.cache, 100, model.dtype, rotated_keys=apart) == taken
     monkeypatch.setattr(loader, "available_memory", lambda: taken - 1)
     with pytest.raises(PlanError) as refused:
-        generate._check_memory(model, growing_cache(model.config, 100), session.extra, 100)
+        generate.check_memory(model, growing_cache(model.config, 100), session.extra, 100)
     size, what = f"{taken / 1024:.1f} KiB", "its KV cache and re-rotated keys" if apart else "its KV cache"
     assert str(refused.value) == (
         f"holding 100 tokens needs about {size} of memory for {what}; "

@@ -18,7 +18,7 @@ from longlm_cli.runtime.kvcache import (
     reserved_bytes,
     set_kv_dtype,
 )
-from longlm_cli.runtime.loader import _kv_dtype_for, pick_kv_dtype
+from longlm_cli.runtime.loader import kv_dtype_for, pick_kv_dtype
 
 from helpers import VOCAB, tiny_model
 
@@ -62,10 +62,10 @@ def test_a_bfloat16_cache_takes_half_the_bytes():
 def test_an_attention_that_cannot_read_a_narrower_cache_keeps_the_models_type():
     model = tiny_model("llama")
     model.set_attn_implementation("eager")
-    assert _kv_dtype_for(model, torch.bfloat16) == torch.float32 and kv_dtype_of(model) == torch.float32
+    assert kv_dtype_for(model, torch.bfloat16) == torch.float32 and kv_dtype_of(model) == torch.float32
     sdpa = tiny_model("llama")
     sdpa.set_attn_implementation("sdpa")
-    assert _kv_dtype_for(sdpa, torch.bfloat16) == torch.bfloat16 and kv_dtype_of(sdpa) == torch.bfloat16
+    assert kv_dtype_for(sdpa, torch.bfloat16) == torch.bfloat16 and kv_dtype_of(sdpa) == torch.bfloat16
     assert sdpa.config._attn_implementation == PLAIN_CPU_ATTENTION and reads_narrow_cache(sdpa)
 
 
@@ -74,20 +74,20 @@ def test_the_kernel_reads_bfloat16_keys_under_float32_queries():
     q = torch.randn(1, 4, 3, 16, generator=gen)
     k, v = torch.randn(1, 2, 40, 16, generator=gen), torch.randn(1, 2, 40, 16, generator=gen)
     for causal in (False, True):
-        out, lse = blocks._attend(q, k.bfloat16(), v.bfloat16(), scale=0.25, causal=causal, softcap=None)
-        ref, ref_lse = blocks._attend_torch(q, k, v, scale=0.25, causal=causal, softcap=None)
+        out, lse = blocks.attend(q, k.bfloat16(), v.bfloat16(), scale=0.25, causal=causal, softcap=None)
+        ref, ref_lse = blocks.attend_torch(q, k, v, scale=0.25, causal=causal, softcap=None)
         torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
         torch.testing.assert_close(lse, ref_lse, atol=3e-2, rtol=3e-2)
-    capped, _ = blocks._attend(q, k.bfloat16(), v.bfloat16(), scale=0.25, causal=True, softcap=5.0)  # plain torch
+    capped, _ = blocks.attend(q, k.bfloat16(), v.bfloat16(), scale=0.25, causal=True, softcap=5.0)  # plain torch
     torch.testing.assert_close(
-        capped, blocks._attend_torch(q, k, v, scale=0.25, causal=True, softcap=5.0)[0], atol=3e-2, rtol=3e-2
+        capped, blocks.attend_torch(q, k, v, scale=0.25, causal=True, softcap=5.0)[0], atol=3e-2, rtol=3e-2
     )
 
 
 def _switched(method: str, arch: str, kv_dtype):
     """A tiny model with ``method`` on, its cache in ``kv_dtype`` where its attention reads one (as loaded)."""
     model = tiny_model(arch)
-    _kv_dtype_for(model, kv_dtype)  # as load_model does: an eager attention keeps float32
+    kv_dtype_for(model, kv_dtype)  # as load_model does: an eager attention keeps float32
     if method == "selfextend":
         apply_selfextend(model, group_size=4, window=8)
     elif method == "dca":
@@ -122,10 +122,10 @@ def test_a_decoding_step_split_among_threads_is_the_same_softmax(dtype):
         gen = torch.Generator().manual_seed(3)
         q = torch.randn(1, 9, 1, 16, generator=gen).to(dtype)
         k, v = (torch.randn(1, 3, 2 * blocks.SPLIT_MIN_KEYS + 5, 16, generator=gen).to(dtype) for _ in range(2))
-        assert blocks._key_parts(3, k.shape[2], 3) == 2 and blocks._key_parts(4, k.shape[2], 3) == 1
-        assert blocks._key_parts(3, k.shape[2], 64) == 1  # a prefill chunk is not split
-        out, lse = blocks._attend(q, k, v, scale=0.25, causal=False, softcap=None)
-        ref, ref_lse = blocks._attend_torch(q, k, v, scale=0.25, causal=False, softcap=None)
+        assert blocks.key_parts(3, k.shape[2], 3) == 2 and blocks.key_parts(4, k.shape[2], 3) == 1
+        assert blocks.key_parts(3, k.shape[2], 64) == 1  # a prefill chunk is not split
+        out, lse = blocks.attend(q, k, v, scale=0.25, causal=False, softcap=None)
+        ref, ref_lse = blocks.attend_torch(q, k, v, scale=0.25, causal=False, softcap=None)
         tolerance = 1e-5 if dtype == torch.float32 else 2e-2
         torch.testing.assert_close(out.float(), ref.float(), atol=tolerance, rtol=tolerance)
         torch.testing.assert_close(lse, ref_lse, atol=tolerance, rtol=tolerance)

@@ -246,7 +246,7 @@ def test_running_a_log_method_switches_the_scaling_on_and_off():
 def test_grid_records_carry_the_base_and_keep_methods_apart(log_scale, base):
     methods = ("selfextend", "selfextend+log")
     settings = grid.GridSettings(model="m", tasks=("vt",), lengths=(400,), methods=methods, log_scale=log_scale)
-    pending = grid._pending(grid.GridRun(settings=settings, L=64, dtype="float32"), {}, "vt", 400, 0)
+    pending = grid.pending_cases(grid.GridRun(settings=settings, L=64, dtype="float32"), {}, "vt", 400, 0)
     records = {method: record for method, _, record in pending}
     assert records["selfextend"]["scale_base"] is None and records["selfextend+log"]["scale_base"] == base
     # different setups, so run_grid answers each (it shares one answer only between methods that run alike)

@@ -47,7 +47,7 @@ def test_a_lone_bf16_row_gives_the_reference_attention(heads):
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, H, 1, 16, generator=gen).bfloat16()
     k, v = (torch.randn(1, hkv, 300, 16, generator=gen).bfloat16() for _ in range(2))
-    out, lse = blocks._attend(q, k, v, scale=0.25, causal=False, softcap=None)
+    out, lse = blocks.attend(q, k, v, scale=0.25, causal=False, softcap=None)
     kf, vf = (x.float().repeat_interleave(H // hkv, dim=1) for x in (k, v))
     scores = (q.float() @ kf.transpose(-1, -2)) * 0.25  # [1, H, 1, 300]
     assert out.shape == (1, H, 1, 16) and out.dtype == torch.bfloat16 and lse.shape == (1, H, 1)

@@ -413,9 +413,11 @@ def test_cli_window_too_large():
 
 
 def test_cli_group_size_below_one():
-    expect_error(
-        ["--model", "llama2", "--length", "30000", "--group-size", "0"],
-        "group size G=0 is not valid; it must be between 1 and 64",
+    result = run_plan("--model", "llama2", "--length", "30000", "--group-size", "0")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert (
+        result.stderr.splitlines()[-1]
+        == "Error: Invalid value for '--group-size' / '-g': 0 is not in the range 1<=x<=64."
     )
 
 

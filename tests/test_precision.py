@@ -63,7 +63,7 @@ def test_the_choice_is_measured_once_and_kept(flags, measured, tmp_path):
     first = precision.cpu_dtype()
     second = precision.cpu_dtype()
     assert first == second and first.dtype == "bfloat16" and len(calls) == 1
-    record = json.loads(precision._record_path().read_text())
+    record = json.loads(precision.record_path().read_text())
     assert record["dtype"] == "bfloat16" and "torch" in record["machine"]
 
 
@@ -77,7 +77,7 @@ def test_a_foreign_or_crafted_record_is_measured_again(flags, measured, content,
     calls = measured(0.5, 0.5)
     said = []
     monkeypatch.setattr(precision, "_ignored", lambda path, why: said.append(why))
-    path = precision._record_path()
+    path = precision.record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
     assert precision.cpu_dtype().dtype == "float32" and len(calls) == 1
@@ -143,8 +143,8 @@ def test_a_lying_machine_record_is_measured_again_and_leaves_nothing_behind(kind
     import os
     from pathlib import Path
 
-    key = precision._machine_key()
-    path = precision._record_path()
+    key = precision.machine_key()
+    path = precision.record_path()
     path.unlink(missing_ok=True)
     contents = {
         "not json": "{",
@@ -161,7 +161,7 @@ def test_a_lying_machine_record_is_measured_again_and_leaves_nothing_behind(kind
         if not Path("/dev/zero").exists():
             pytest.skip("no /dev/zero on this platform")
         path.symlink_to("/dev/zero")
-    found = precision._read_record(key)
+    found = precision.read_record(key)
     if kind == "wrong types":  # a usable record, its odd fields dropped
         assert found is not None and found.prefill_speedup is None and found.reason == "bf16 measured faster earlier"
     elif kind == "infinite speedups":
@@ -170,5 +170,5 @@ def test_a_lying_machine_record_is_measured_again_and_leaves_nothing_behind(kind
         assert found is None
     path.unlink()
     path.mkdir()  # a record that cannot be written
-    precision._write_record(key, precision.CpuChoice("float32", "r"))
+    precision.write_record(key, precision.CpuChoice("float32", "r"))
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".machine")) == []

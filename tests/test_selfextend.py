@@ -256,7 +256,7 @@ def test_plain_torch_path_matches_reference(monkeypatch):
     """The block kernel other devices use (and softcapping uses) agrees with the reference too."""
     from longlm_cli.engine import blocks
 
-    monkeypatch.setattr(blocks, "_attend", blocks._attend_torch)
+    monkeypatch.setattr(blocks, "attend", blocks.attend_torch)
     model = tiny_model("qwen2")
     ids = _ids(N)
     expected = reference_logits(model, ids, window=W, group_size=G)
@@ -356,13 +356,13 @@ def test_a_block_without_mask_folds_its_query_heads_and_matches_the_plain_torch_
     q = (torch.randn(1, rows, H, 32, generator=gen) * 3).transpose(1, 2)  # [1, H, rows, 32], not contiguous
     k = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
     v = torch.randn(1, hkv, keys + 100, 32, generator=gen)[:, :, :keys]
-    out, lse = blocks._attend(q, k, v, scale=32**-0.5, causal=False, softcap=None)
-    ref_out, ref_lse = blocks._attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
+    out, lse = blocks.attend(q, k, v, scale=32**-0.5, causal=False, softcap=None)
+    ref_out, ref_lse = blocks.attend_torch(q, k, v, scale=32**-0.5, causal=False, softcap=None)
     assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
     assert (out - ref_out).abs().max().item() <= 1e-5 and (lse - ref_lse).abs().max().item() <= 1e-5
     unfolded = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=32**-0.5)
     assert (out - unfolded[0]).abs().max().item() <= 1e-6 and (lse - unfolded[1]).abs().max().item() <= 1e-6
-    half = blocks._attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), scale=32**-0.5, causal=False, softcap=None)
+    half = blocks.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), scale=32**-0.5, causal=False, softcap=None)
     assert half[0].dtype == torch.bfloat16 and half[0].shape == ref_out.shape  # bf16 folds the same way
     assert (half[0].float() - ref_out).abs().max().item() <= 5e-2 * ref_out.abs().max().item()
 

@@ -10,9 +10,9 @@ of both.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, Any
 
 from ..defaults import (
     DEFAULT_DEVICE,
@@ -48,6 +48,12 @@ class ModelSettings:
     quantize: str = DEFAULT_QUANTIZE
     trust_remote_code: bool = False
     kv_dtype: str = DEFAULT_KV_DTYPE
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ModelSettings:
+        """From the parsed -m and the loading options (cli/options.py hands those over as one ``loading``
+        dict: --device, --dtype, --quantize, --kv-dtype, --trust-remote-code)."""
+        return cls(model=options["model"], **options["loading"])
 
     def load(self, tokens: int = 0) -> LoadedModel:
         """The model, admitted for a run of about ``tokens`` tokens (runtime.loader.load_model)."""

@@ -7,9 +7,11 @@ The document must come before the instruction, so that the document's tokens for
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..documents.inputs import max_input_bytes, read_path
 from ..documents.text import is_blank
@@ -47,6 +49,11 @@ class OutputShape:
     language: str | None = None  # written in this language
     instruction: str | None = None  # the user's own words, verbatim
     cite: bool = False  # quote the passages used (checked afterwards: citations.py)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> OutputShape:
+        """From the parsed --words, --bullets, --language, --instruction and --cite."""
+        return cls(**{name: options[name] for name in ("words", "bullets", "language", "instruction", "cite")})
 
     def __post_init__(self):
         if self.words is not None and self.words < 1:

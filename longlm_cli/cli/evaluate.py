@@ -116,7 +116,7 @@ def _grid_settings(model: str, tasks: str, lengths: str, methods: str, prompt_st
     from ..evaluation.grid_prompts import check_style
     from ..evaluation.options import parse_lengths
 
-    names = _tasks(tasks, ruler.TASKS, extra=ruler.EXTRA_TASKS)
+    names = parse_tasks(tasks, ruler.TASKS, extra=ruler.EXTRA_TASKS)
     missing = next((reason for task in names if (reason := ruler.data_available(task))), None)
     if missing:
         raise InputError(missing)
@@ -130,7 +130,7 @@ def _grid_settings(model: str, tasks: str, lengths: str, methods: str, prompt_st
     return GridSettings(model=model, tasks=names, lengths=parsed, methods=chosen, prompt=prompt_style, **settings)
 
 
-def _tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+def parse_tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The tasks named in ``text``: 'all' is ``known`` (RULER's), ``extra`` ones (longlm's) only by name."""
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     if "all" in names:

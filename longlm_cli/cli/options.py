@@ -73,8 +73,8 @@ model_option = click.option(
     metavar="NAME_OR_PATH",
     help=MODEL_HELP,
 )
-window_option = click.option("--window", "-w", type=int, metavar="W", help=WINDOW_HELP)
-group_option = click.option("--group-size", "-g", type=int, metavar="G", help=GROUP_HELP)
+window_option = click.option("--window", "-w", type=click.IntRange(min=1), metavar="W", help=WINDOW_HELP)
+group_option = click.option("--group-size", "-g", type=click.IntRange(1, MAX_GROUP_SIZE), metavar="G", help=GROUP_HELP)
 
 
 class FiniteFloat(click.FloatRange):
@@ -204,6 +204,21 @@ def _log_scale_when_given(command):
         return command(*args, **kwargs)
 
     return wrapper
+
+
+def extension_settings(options: dict):
+    """ExtensionSettings from the parsed options; a SelfExtend setting given with another --extension is a usage
+    error naming the options given."""
+    from ..planning.extension import ExtensionSettings
+
+    method = options["extension"]
+    if method not in (None, "selfextend"):
+        names = {"window": "--window", "group_size": "--group-size", "extend_from": "--extend-from"}
+        given = [flag for key, flag in names.items() if options.get(key) is not None]
+        given += ["--log-scale"] if options.get("log_scale") is not None else []
+        if given:
+            raise click.UsageError(f"{', '.join(given)} set SelfExtend; --extension {method} has no such setting")
+    return ExtensionSettings.from_options(options)
 
 
 def extension_options(command):

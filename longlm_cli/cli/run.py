@@ -10,7 +10,15 @@ import click
 
 from .app import cli
 from .evidence import echo_evidence, evidence_options, evidence_settings, note
-from .options import apply, extension_method_option, extension_options, loading_options, sampling_options, shape_options
+from .options import (
+    apply,
+    extension_method_option,
+    extension_options,
+    extension_settings,
+    loading_options,
+    sampling_options,
+    shape_options,
+)
 from .output import check_output, write_output
 from .progress import Progress
 from .questions import questions
@@ -123,67 +131,20 @@ def _run_options(command):
     return loading_options(extension_options(sampling_options(shape_options(command))))
 
 
-def _settings(
-    *,
-    model,
-    loading,
-    window,
-    group_size,
-    extend_from,
-    max_new_tokens,
-    temperature,
-    seed,
-    top_k,
-    top_p,
-    repetition_penalty,
-    no_repeat_ngram,
-    stop,
-    no_cache,
-    extension,
-    no_tuned,
-    words,
-    bullets,
-    language,
-    instruction,
-    cite,
-    log_scale=None,
-) -> dict:
-    """The library's settings objects from the shared options."""
+def _settings(options: dict) -> dict:
+    """The library's settings objects, each built from the shared options it declares."""
     from ..answering.pipeline import ModelSettings
     from ..answering.templates import OutputShape
     from ..doccache.store import DocCacheSettings
     from ..runtime.sampling import SamplingSettings
 
-    selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
     return dict(
-        model=ModelSettings(model=model, **loading),
-        extension=_extension(extension, use_tuned=not no_tuned, **selfextend),
-        sampling=SamplingSettings(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram,
-            stop=tuple(stop),
-        ),
-        cache=DocCacheSettings(enabled=not no_cache),
-        shape=OutputShape(words=words, bullets=bullets, language=language, instruction=instruction, cite=cite),
+        model=ModelSettings.from_options(options),
+        extension=extension_settings(options),
+        sampling=SamplingSettings.from_options(options),
+        cache=DocCacheSettings.from_options(options),
+        shape=OutputShape.from_options(options),
     )
-
-
-def _extension(method: str, *, use_tuned: bool, **selfextend):
-    from ..answering.pipeline import ExtensionSettings
-
-    if method not in (None, "selfextend"):
-        given = [f"--{name.replace('_', '-')}" for name, value in selfextend.items() if value is not None]
-        if given:
-            raise click.UsageError(
-                f"{', '.join(given).replace('--scale-base', '--log-scale')} set SelfExtend; "
-                f"--extension {method} has no such setting"
-            )
-    return ExtensionSettings(method=method, use_tuned=use_tuned, **selfextend)
 
 
 def _checked_quotes(answer) -> str:
@@ -219,7 +180,7 @@ def _run(
             files,
             question=question,
             prompt_file=prompt_file,
-            **_settings(**options),
+            **_settings(options),
             on_text=None if as_json or output else _stream,
             progress=progress,
             on_plan=_plan_echo(verbose, "prompt and answer"),
@@ -255,7 +216,7 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, evide
     with Progress(enabled=sys.stderr.isatty()) as progress:
         more = {} if evidence is None else {"evidence": evidence, "on_note": on_note}
         for result in answer_each(
-            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(**options), **more
+            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(options), **more
         ):
             if isinstance(result, Failed):
                 failures += 1
@@ -363,7 +324,7 @@ def chat(files, budget, evidence_passages, evidence_unit, *, prompt_file, as_jso
         session = start_chat(
             files,
             prompt_file=prompt_file,
-            **_settings(**options),
+            **_settings(options),
             chat=ChatSettings(budget=budget),
             evidence=evidence_settings(evidence_passages, evidence_unit),
             on_note=note,

@@ -6,7 +6,14 @@ from __future__ import annotations
 import click
 
 from .app import cli
-from .options import FiniteFloat, apply_options, extension_method_option, extension_options, loading_options
+from .options import (
+    FiniteFloat,
+    apply_options,
+    extension_method_option,
+    extension_options,
+    extension_settings,
+    loading_options,
+)
 
 SERVE_OPTIONS = [
     click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
@@ -56,7 +63,7 @@ SERVE_OPTIONS = [
 @loading_options
 @extension_options
 @apply_options(SERVE_OPTIONS)
-def serve(model, loading, window, group_size, extend_from, log_scale=None, **options) -> None:
+def serve(**options) -> None:
     """Serve the model over OpenAI's API (chat completions, completions, models), reading past its window.
 
     Point any OpenAI client at the printed address, e.g. OpenAI(base_url="http://127.0.0.1:8000/v1",
@@ -68,30 +75,18 @@ def serve(model, loading, window, group_size, extend_from, log_scale=None, **opt
     hint = missing_extra()
     if hint:
         raise click.ClickException(hint)
-    selfextend = dict(window=window, group_size=group_size, extend_from=extend_from, scale_base=log_scale)
-    _serve(model, loading, selfextend, **options)
+    _serve(options)
 
 
-def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, no_cache, max_body, **rest) -> None:
-    from ..answering.pipeline import ExtensionSettings, ModelSettings
+def _serve(options: dict) -> None:
+    from ..answering.pipeline import ModelSettings
     from ..doccache.store import DocCacheSettings
     from ..serve.server import Address, check_exposure
     from ..serve.server import serve as run_server
     from ..serve.settings import ServeSettings
 
-    check_exposure(host, rest["api_key"], rest.pop("insecure"))
-    if extension != "selfextend" and any(v is not None for v in selfextend.values()):
-        raise click.UsageError(
-            f"-w, -g, --extend-from and --log-scale set SelfExtend; --extension {extension} has no such setting"
-        )
-    settings = ServeSettings(
-        api_key=rest["api_key"],
-        max_queue=rest["max_queue"],
-        max_body_bytes=max_body << 20,
-        request_timeout=rest["request_timeout"],
-        cors_origins=tuple(rest["cors"]),
-        model_name=rest["model_name"],
-    )
+    check_exposure(options["host"], options["api_key"], options["insecure"])
+    extension = extension_settings(options)
 
     def ready(url: str, engine) -> None:
         reach = f"up to {engine.capacity():,} tokens with {engine.method}"
@@ -99,10 +94,10 @@ def _serve(model, loading, selfextend, *, host, port, extension, no_tuned, no_ca
         click.echo("Ctrl-C stops.", err=True)
 
     run_server(
-        model=ModelSettings(model=model, **loading),
-        extension=ExtensionSettings(method=extension, use_tuned=not no_tuned, **selfextend),
-        settings=settings,
-        address=Address(host, port),
-        cache=DocCacheSettings(enabled=not no_cache),
+        model=ModelSettings.from_options(options),
+        extension=extension,
+        settings=ServeSettings.from_options(options),
+        address=Address(options["host"], options["port"]),
+        cache=DocCacheSettings.from_options(options),
         on_ready=ready,
     )

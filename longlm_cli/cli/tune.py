@@ -45,12 +45,12 @@ def tune(model, loading, length_text, tasks, samples, yes) -> None:
     from ..paths import cache_dir
     from ..planning.tuned import model_key
     from ..runtime.loader import load_model
-    from .evaluate import _tasks
+    from .evaluate import parse_tasks
 
     lengths = parse_lengths(length_text)
     if len(lengths) != 1:
         raise click.BadParameter("give one length", param_hint="--length")
-    settings = TuneSettings(model=model, length=lengths[0], tasks=_tasks(tasks, ruler.TASKS), samples=samples)
+    settings = TuneSettings(model=model, length=lengths[0], tasks=parse_tasks(tasks, ruler.TASKS), samples=samples)
     missing = next((reason for task in settings.tasks if (reason := ruler.data_available(task))), None)
     if missing:
         raise click.UsageError(missing)

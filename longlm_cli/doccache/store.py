@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..defaults import (
     DEFAULT_DOC_CACHE_MAX_BYTES,
@@ -68,6 +69,11 @@ class DocCacheSettings:
     directory: Path | None = None  # None: cache_dir() / "kv"
     max_bytes: int | None = None  # None: $LONGLM_CACHE_MAX_BYTES, else DEFAULT_DOC_CACHE_MAX_BYTES
     min_tokens: int | None = None  # None: $LONGLM_CACHE_MIN_TOKENS, else DEFAULT_DOC_CACHE_MIN_TOKENS
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> DocCacheSettings:
+        """From the parsed --no-cache."""
+        return cls(enabled=not options["no_cache"])
 
     def resolved_directory(self) -> Path:
         return Path(self.directory) if self.directory is not None else kv_dir()

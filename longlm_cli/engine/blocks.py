@@ -31,7 +31,7 @@ SPLIT_MIN_KEYS = 1024  # a part at least this long (the kernel's own key blocks 
 SPLIT_MAX_ROWS = 16  # decoding rows: a prefill chunk has enough work in its query blocks
 
 
-def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
+def attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
     """Softmax attention of one block, with its log-sum-exp for exact merging.
 
     q: [B, H, Q, D]; k, v: [B, Hkv, K, D] (H a multiple of Hkv). ``causal``: query t sees keys s <= t
@@ -48,11 +48,11 @@ def _attend(q, k, v, *, scale: float, causal: bool, softcap: float | None):
             if not causal and FOLD_QUERY_HEADS:
                 return _attend_folded(q, k, v, scale=scale)
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
-    return _attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
+    return attend_torch(q, k, v, scale=scale, causal=causal, softcap=softcap)
 
 
 def _attend_folded(q, k, v, *, scale: float):
-    """``_attend`` of a block without a mask on the CPU flash kernel, the query heads of each key head as the
+    """``attend`` of a block without a mask on the CPU flash kernel, the query heads of each key head as the
     rows of one query axis (heads are grouped key-head-major, as transformers' repeat_kv expands them)."""
     B, H, Q, D = q.shape
     hkv = k.shape[1]
@@ -60,7 +60,7 @@ def _attend_folded(q, k, v, *, scale: float):
     lone = rows.shape[2] == 1 and q.dtype == torch.bfloat16
     if lone:  # sent twice, one copy kept (see FOLD_QUERY_HEADS)
         rows = rows.repeat(1, 1, 2, 1)  # a contiguous copy: an expanded (stride 0) view is slower
-    parts = _key_parts(B * hkv, k.shape[2], rows.shape[2])
+    parts = key_parts(B * hkv, k.shape[2], rows.shape[2])
     if parts > 1:
         out, lse = _attend_split(rows, k, v, parts, scale=scale)
     else:
@@ -70,7 +70,7 @@ def _attend_folded(q, k, v, *, scale: float):
     return out.reshape(B, H, Q, D), lse.reshape(B, H, Q)  # out [B, Hkv, rep*Q, D], lse [B, Hkv, rep*Q]
 
 
-def _key_parts(tasks: int, keys: int, rows: int) -> int:
+def key_parts(tasks: int, keys: int, rows: int) -> int:
     """Into how many parts to cut ``keys`` so that ``tasks`` (batch x key heads) times the parts share evenly
     among torch's threads; 1 for a prefill chunk, for keys too few, and when the tasks already share evenly."""
     threads = torch.get_num_threads()
@@ -102,8 +102,8 @@ def _attend_split(rows, k, v, parts: int, *, scale: float):
     return merged.to(rows.dtype), total
 
 
-def _attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
-    """Plain-torch version of ``_attend`` (softcapping, other devices); keys in blocks of KEY_BLOCK."""
+def attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
+    """Plain-torch version of ``attend`` (softcapping, other devices); keys in blocks of KEY_BLOCK."""
     B, H, Q, D = q.shape
     hkv, K = k.shape[1], k.shape[2]
     rep = H // hkv
@@ -165,27 +165,27 @@ def neighbour_blocks(acc, rows: slice, q, k, v, a: int, window: int, *, scale, s
     C = q.shape[2]
     lo = a - window + 1  # oldest key the first query of the chunk can see
     if C == 1:  # decoding: one block, no mask
-        out, lse = _attend(
+        out, lse = attend(
             q, k[:, :, max(0, lo) : a + 1], v[:, :, max(0, lo) : a + 1], scale=scale, causal=False, softcap=softcap
         )
         acc.set(rows, out, lse)
         return
     # Keys [a, a + C): top-left causal.
-    out, lse = _attend(q, k[:, :, a : a + C], v[:, :, a : a + C], scale=scale, causal=True, softcap=softcap)
+    out, lse = attend(q, k[:, :, a : a + C], v[:, :, a : a + C], scale=scale, causal=True, softcap=softcap)
     acc.set(rows, out, lse)
     if window < 2:
         return
     # Keys [lo + C, a): seen by every row.
     full_lo = max(0, lo + C)
     if full_lo < a:
-        out, lse = _attend(q, k[:, :, full_lo:a], v[:, :, full_lo:a], scale=scale, causal=False, softcap=softcap)
+        out, lse = attend(q, k[:, :, full_lo:a], v[:, :, full_lo:a], scale=scale, causal=False, softcap=softcap)
         acc.add(rows, out, lse)
     # Keys [lo, lo + C): row t sees key s iff s >= t. Reversing both axes turns this into top-left causal.
     tri_lo, tri_hi = max(0, lo), max(0, min(lo + C, a))
     if tri_lo < tri_hi:
         kf = k[:, :, tri_lo:tri_hi].flip(2)
         vf = v[:, :, tri_lo:tri_hi].flip(2)
-        out, lse = _attend(q.flip(2), kf, vf, scale=scale, causal=True, softcap=softcap)
+        out, lse = attend(q.flip(2), kf, vf, scale=scale, causal=True, softcap=softcap)
         acc.add(rows, out.flip(2), lse.flip(-1))
 
 
@@ -197,15 +197,15 @@ def group_blocks(acc, rows: slice, qg, kg, v, a: int, window: int, *, scale, sof
     C = qg.shape[2]
     if C == 1:  # decoding: one block, no mask
         hi = a - window + 1
-        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+        out, lse = attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
         acc.add(rows, out, lse)
         return
     # Keys [0, a - W): seen by every row.
     if a - window > 0:
         hi = a - window
-        out, lse = _attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
+        out, lse = attend(qg, kg[:, :, :hi], v[:, :, :hi], scale=scale, causal=False, softcap=softcap)
         acc.add(rows, out, lse)
     # Keys [a - W, a + C - W): top-left causal against queries [a, a + C).
     lo, hi = a - window, a + C - window
-    out, lse = _attend(qg, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
+    out, lse = attend(qg, kg[:, :, lo:hi], v[:, :, lo:hi], scale=scale, causal=True, softcap=softcap)
     acc.add(rows, out, lse)

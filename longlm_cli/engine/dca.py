@@ -29,7 +29,7 @@ from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
 from ..models.catalogue import dual_chunk_settings, text_config
 from . import switch
-from .blocks import Accumulator, _attend, neighbour_blocks
+from .blocks import Accumulator, attend, neighbour_blocks
 from .evidence import capped, causal_fill, expand_heads, plain_scores
 from .keycache import RotatedKeyCache, keys_at_method_positions, keys_for_scores
 from .rope import rotate
@@ -143,14 +143,14 @@ def _chunk_keys(key, needed: int, first_new: int, spec: LayerSpec, offset: int, 
 def _intra_blocks(acc, rows: slice, q, key, value, start: int, a: int, b: int, *, scale, softcap):
     """Queries [a, b) against their own chunk's keys [start, b) at true positions. Sets ``rows`` of acc."""
     if b - a == 1:  # decoding: one block, no mask
-        out, lse = _attend(q, key[:, :, start:b], value[:, :, start:b], scale=scale, causal=False, softcap=softcap)
+        out, lse = attend(q, key[:, :, start:b], value[:, :, start:b], scale=scale, causal=False, softcap=softcap)
         acc.set(rows, out, lse)
         return
     # Keys [a, b): top-left causal; keys [start, a): seen by every row.
-    out, lse = _attend(q, key[:, :, a:b], value[:, :, a:b], scale=scale, causal=True, softcap=softcap)
+    out, lse = attend(q, key[:, :, a:b], value[:, :, a:b], scale=scale, causal=True, softcap=softcap)
     acc.set(rows, out, lse)
     if start < a:
-        out, lse = _attend(q, key[:, :, start:a], value[:, :, start:a], scale=scale, causal=False, softcap=softcap)
+        out, lse = attend(q, key[:, :, start:a], value[:, :, start:a], scale=scale, causal=False, softcap=softcap)
         acc.add(rows, out, lse)
 
 
@@ -178,13 +178,13 @@ def _blocked_dca(query, key, value, chunk_keys, first: int, offset: int, spec: L
         pos = torch.arange(a, b, device=query.device) + offset
         if prev < start:  # successive chunk
             qs = rotate(q, successive_query_delta(pos, spec.config), spec.rope).contiguous()
-            out, lse = _attend(
+            out, lse = attend(
                 qs, kc[:, :, prev:start], value[:, :, prev:start], scale=scale, causal=False, softcap=softcap
             )
             acc.add(rows, out, lse)
         if prev > 0:  # older chunks
             qi = rotate(q, inter_query_delta(pos, spec.config), spec.rope).contiguous()
-            out, lse = _attend(qi, kc[:, :, :prev], value[:, :, :prev], scale=scale, causal=False, softcap=softcap)
+            out, lse = attend(qi, kc[:, :, :prev], value[:, :, :prev], scale=scale, causal=False, softcap=softcap)
             acc.add(rows, out, lse)
         a = b
     return acc.out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,7 +34,7 @@ class RotatedKeyCache:
 
     layers: dict = field(default_factory=dict)
     reserve: int = 0  # keys a layer's first buffer makes room for (the session's planned tokens; 0: grow)
-    kv: object = None  # the DynamicCache these keys go with (None: a buffer of their own, never in place)
+    kv: Any = None  # the DynamicCache these keys go with (None: a buffer of their own, never in place)
     in_place_capable: ClassVar[bool] = False  # the method's old true keys are never read again
 
     @property

@@ -1,13 +1,13 @@
 """The plain model's attention on the CPU (no extension method): transformers' own SDPA, except for a decoding
 step (one query token, no mask), which runs on the engine's block kernel with each key head's query heads folded
-into the rows of one query (blocks._attend).
+into the rows of one query (blocks.attend).
 
 Why: transformers hands torch's CPU flash kernel one query row per head when decoding, and in bfloat16 that
 kernel is several times slower for a one-row query than for two rows (the decode of a bf16 model inside its
 window ran at a third of SelfExtend's speed beyond it: benchmarks/engine.py --only plain-decode). Folded, each
 key head gets its group's rows, a lone row padded to two (blocks.py); the result is the same softmax attention.
 A float32 model whose KV cache is kept in bfloat16 (runtime/kvcache.py) runs here too: decoding reads the
-16-bit keys as they are (blocks._attend); a prefill chunk hands SDPA float32 copies of them.
+16-bit keys as they are (blocks.attend); a prefill chunk hands SDPA float32 copies of them.
 Registered in transformers' AttentionInterface, with SDPA's mask function, under PLAIN_CPU_ATTENTION;
 runtime.loader selects it for a bfloat16 model loaded on the CPU with SDPA. No forward method is touched.
 """
@@ -41,7 +41,7 @@ def plain_cpu_attention(
             key, value = key.to(query.dtype), value.to(query.dtype)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    out, _ = blocks._attend(query, key, value, scale=scale, causal=False, softcap=None)  # [B, H, 1, D]
+    out, _ = blocks.attend(query, key, value, scale=scale, causal=False, softcap=None)  # [B, H, 1, D]
     return out.transpose(1, 2).to(query.dtype), None  # bfloat16 out of a 16-bit KV cache: back to the model's
 
 

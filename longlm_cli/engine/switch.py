@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
@@ -29,7 +30,7 @@ _SCORERS: dict[str, Callable] = {}  # attention name -> its explicit scores for 
 class LayerSpec:
     """One attention module's settings for the method it runs."""
 
-    config: object  # the method's frozen settings (SelfExtendConfig, DcaConfig)
+    config: Any  # the method's frozen settings (SelfExtendConfig, DcaConfig)
     rope: LayerRope | None  # None: a sliding-window layer, left as in the plain model
 
 

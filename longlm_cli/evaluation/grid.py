@@ -110,7 +110,7 @@ def run_grid(
     for task in settings.tasks:
         for length in settings.lengths:
             for index in range(settings.samples):
-                pending = _pending(run, done, task, length, index)
+                pending = pending_cases(run, done, task, length, index)
                 if not pending:
                     continue
                 sample = _sample(loaded.tokenizer, task, length, index, settings.seed)
@@ -129,7 +129,7 @@ def run_grid(
     return run
 
 
-def _pending(run: GridRun, done: dict, task: str, length: int, index: int) -> list[tuple[str, Setup, dict]]:
+def pending_cases(run: GridRun, done: dict, task: str, length: int, index: int) -> list[tuple[str, Setup, dict]]:
     s = run.settings
     template = s.style
     base = {

@@ -4,7 +4,9 @@ One predicate, ``chosen_by_user``, says whether the user chose a setting (then `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..defaults import DEFAULT_EXTENSION, DEFAULT_PREFILL_CHUNK
 from .plan import Plan
@@ -23,6 +25,18 @@ class ExtensionSettings:
     extend_from: float | None = None  # SelfExtend on above this fraction of L; None: only beyond L
     method: str | None = None  # None: the model's own (default_method)
     use_tuned: bool = True  # take `longlm tune`'s winner for this model and length when the user chose nothing
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ExtensionSettings:
+        """From the parsed --extension, --no-tuned, -w, -g, --extend-from and --log-scale (absent: off)."""
+        return cls(
+            method=options["extension"],
+            use_tuned=not options["no_tuned"],
+            window=options["window"],
+            group_size=options["group_size"],
+            extend_from=options["extend_from"],
+            scale_base=options.get("log_scale"),
+        )
 
     def chosen_by_user(self) -> bool:
         return self.selfextend_chosen() or self.method is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -29,7 +30,7 @@ class Session:
     """A KV cache and the side state the extension method keeps with it (its re-rotated keys): one
     conversation with one model."""
 
-    model: object
+    model: Any
     cache: DynamicCache
     extra: dict  # forward keyword arguments: the extension method's key cache, or nothing
     embedding_rows: int = 0  # the model's input embeddings (read once, on the first forward)
@@ -41,7 +42,7 @@ class Session:
         allocated, when the machine's memory cannot hold them."""
         cache = growing_cache(model.config, reserve, kv_dtype_of(model))
         extra = key_cache_arguments(model, reserve, kv=cache)
-        _check_memory(model, cache, extra, reserve)
+        check_memory(model, cache, extra, reserve)
         return cls(model=model, cache=cache, extra=extra)
 
     @property
@@ -92,7 +93,7 @@ class Session:
         return out.logits[:, -1].float()
 
 
-def _check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None:
+def check_memory(model, cache: DynamicCache, extra: dict, reserve: int) -> None:
     """One clear error instead of the system killing the process minutes into a prefill: the reserved buffers
     must fit in the memory available now (the weights are already loaded). CPU only: a GPU's memory is its own."""
     if not reserve or model.device.type != "cpu":

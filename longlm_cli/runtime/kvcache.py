@@ -16,6 +16,8 @@ type a model's sessions use is kept beside the model (``set_kv_dtype``) by whoev
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -27,6 +29,9 @@ MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not r
 
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer with in-place appends (amortised O(1) per token); ``keys``/``values`` are views."""
+
+    _k: Any  # [B, Hkv, room, D] buffers (None before the first token)
+    _v: Any
 
     def __init__(self, reserve: int = 0, dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)

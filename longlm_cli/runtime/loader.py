@@ -13,6 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..defaults import (
     DEFAULT_DEVICE,
@@ -39,8 +40,8 @@ _GGML_F32, _GGML_BF16 = 0, 30  # ggml tensor types of plain floats (GGUF's tenso
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: object  # transformers PreTrainedModel
-    tokenizer: object
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
     name: str
     context_window: int  # the pretraining window L
     device: str
@@ -222,7 +223,7 @@ def load_model(
 
             quantize_model(model, weights.form, torch_dtype)
     model = model.to(device).eval()
-    kv = _kv_dtype_for(model, kv)
+    kv = kv_dtype_for(model, kv)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -248,7 +249,7 @@ def pick_kv_dtype(kv_dtype: str, device: str, dtype):
         raise ModelError(str(exc)) from None
 
 
-def _kv_dtype_for(model, kv):
+def kv_dtype_for(model, kv):
     """Set the KV cache's storage type on the loaded ``model`` and return it: the attention goes to the engine's
     plain CPU attention, which reads a narrower cache (engine/plain.py); a model whose attention cannot (an
     eager one) keeps its own type."""

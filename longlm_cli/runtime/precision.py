@@ -59,7 +59,7 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def _machine_key() -> str:
+def machine_key() -> str:
     import torch
 
     model = ""
@@ -76,8 +76,8 @@ def cpu_dtype() -> CpuChoice:
     native = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
     if not native:
         return CpuChoice("float32", "float32: this CPU has no native bf16 instructions")
-    key = _machine_key()
-    stored = _read_record(key)
+    key = machine_key()
+    stored = read_record(key)
     if stored is not None:
         return stored
     prefill, decode = measure_bf16_speedups()
@@ -89,7 +89,7 @@ def cpu_dtype() -> CpuChoice:
         round(prefill, 3),
         round(decode, 3),
     )
-    _write_record(key, choice)
+    write_record(key, choice)
     return choice
 
 
@@ -136,15 +136,15 @@ def measure_bf16_speedups(repeats: int = 3) -> tuple[float, float]:
     return ratios[0], ratios[1]
 
 
-def _record_path() -> Path:
+def record_path() -> Path:
     return cache_dir() / _RECORD
 
 
-def _read_record(key: str) -> CpuChoice | None:
+def read_record(key: str) -> CpuChoice | None:
     """The stored choice for this machine; None when absent or for another machine. One that longlm did not
     write (not JSON, of other types, a link, a fifo, too large) is one warning, and is measured and written
     again."""
-    path = _record_path()
+    path = record_path()
     try:
         data = json.loads(read_own_file(path, _MAX_RECORD_BYTES).decode("utf-8"))
     except OSError as exc:
@@ -179,9 +179,9 @@ def _number(value) -> float | None:
     return float(value) if ok else None
 
 
-def _write_record(key: str, choice: CpuChoice) -> None:
+def write_record(key: str, choice: CpuChoice) -> None:
     """Keep the choice for later runs; a cache that cannot be written only means measuring again next time."""
-    path = _record_path()
+    path = record_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{_RECORD}.{os.getpid()}")

@@ -31,7 +31,9 @@ KERNEL_MAX_ROWS = 16  # forwards of at most this many rows use the packed kernel
 INT4_ROW_MULTIPLE = 16  # torch's int4 packing needs the output features in multiples of 16
 COMPUTE = torch.bfloat16  # the kernels' activation, scale and output dtype
 FORMS = ("int4", "int8")
-_LAYOUT_CHECKED: dict[tuple[int, int], bool] = {}  # (N, K) -> whether _unpack_kernel_int4 reads torch's layout
+_LAYOUT_CHECKED: dict[
+    tuple[int, int], int | None
+] = {}  # (N, K) -> the block rows _unpack_kernel_int4 reads torch's layout with (None: none)
 
 
 class Scratch:
@@ -53,7 +55,7 @@ def int4_fits(out_features: int, in_features: int) -> bool:
     """Whether a [out, in] matrix can be held in int4: torch's packing and the group size both divide it, and
     its packed layout on this processor reads back (prefill unpacks it; quantize.py falls back to int8)."""
     shaped = out_features % INT4_ROW_MULTIPLE == 0 and in_features % GROUP_SIZE == 0
-    return shaped and _kernel_block(out_features, in_features) is not None
+    return shaped and kernel_block(out_features, in_features) is not None
 
 
 # --- quantizing float weights -------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ def _unpack_kernel_int4(packed: torch.Tensor, K: int, block: int) -> torch.Tenso
     return codes.transpose(1, 2).reshape(N, K)
 
 
-def _kernel_block(N: int, K: int) -> int | None:
+def kernel_block(N: int, K: int) -> int | None:
     """The block of torch's int4 layout for [N, K] on this processor (64 with AVX-512, found by packing a known
     matrix), or None when no reading matches it."""
     key = (N, K)
@@ -134,6 +136,15 @@ def _kernel_block(N: int, K: int) -> int | None:
 class QuantizedLinear(nn.Module):
     """``y = x W^T + b`` with W in int4 or int8 (see the module docstring); ``bias`` stays in float."""
 
+    # buffers, by form (registered in __init__): int4 packed + scales_zeros, int8 codes + scale
+    packed: torch.Tensor
+    scales_zeros: torch.Tensor
+    codes: torch.Tensor
+    scale: torch.Tensor
+    out_features: int
+    in_features: int
+    _block: int  # int4: the output rows of the kernel layout's blocks
+
     def __init__(self, form: str, tensors: dict[str, torch.Tensor], bias: torch.Tensor | None, scratch: Scratch):
         super().__init__()
         if form not in FORMS:
@@ -145,9 +156,10 @@ class QuantizedLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         if form == "int4":
             self.out_features, self.in_features = self.packed.shape[0], self.packed.shape[1] * 2
-            self._block = _kernel_block(self.out_features, self.in_features)
-            if self._block is None:
+            block = kernel_block(self.out_features, self.in_features)
+            if block is None:
                 raise ValueError(f"an int4 layer of shape {self.out_features}x{self.in_features} (see int4_fits)")
+            self._block = block
         else:
             self.out_features, self.in_features = self.codes.shape
 
@@ -208,6 +220,9 @@ class QuantizedLinear(nn.Module):
 class QuantizedEmbedding(nn.Module):
     """An embedding table in int8 (one scale per row); looked-up rows come back in ``dtype``. Its tensors may be
     shared with a tied output head (a QuantizedLinear of form int8)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, padding_idx: int | None = None):
         super().__init__()

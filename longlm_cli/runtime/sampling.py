@@ -9,7 +9,9 @@ that may be the start of one.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -36,6 +38,21 @@ class SamplingSettings:
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None  # 0: off; n > 0 forbids repeating any n-gram of the answer
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SamplingSettings:
+        """From the parsed sampling options (--max-new-tokens, --temperature, --seed, --top-k, --top-p,
+        --repetition-penalty, --no-repeat-ngram, --stop)."""
+        return cls(
+            max_new_tokens=options["max_new_tokens"],
+            temperature=options["temperature"],
+            seed=options["seed"],
+            top_k=options["top_k"],
+            top_p=options["top_p"],
+            repetition_penalty=options["repetition_penalty"],
+            no_repeat_ngram_size=options["no_repeat_ngram"],
+            stop=tuple(options["stop"]),
+        )
 
     def __post_init__(self):
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MAX_QUEUE = 8  # requests waiting behind the running one
 DEFAULT_MAX_BODY_BYTES = 64 << 20  # a request body (the documents are in it): 64 MiB
@@ -17,3 +19,15 @@ class ServeSettings:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     cors_origins: tuple[str, ...] = ()
     model_name: str | None = None  # what /v1/models and the answers call the model; None: its own name
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ServeSettings:
+        """From the parsed --api-key, --max-queue, --max-body (MiB), --request-timeout, --cors and --model-name."""
+        return cls(
+            api_key=options["api_key"],
+            max_queue=options["max_queue"],
+            max_body_bytes=options["max_body"] << 20,
+            request_timeout=options["request_timeout"],
+            cors_origins=tuple(options["cors"]),
+            model_name=options["model_name"],
+        )

@@ -390,9 +390,9 @@ def tuned_entries(**fields) -> Callable[[Box], None]:
 
 def machine_record(**fields) -> Callable[[Box], None]:
     def setup(box: Box) -> None:
-        from longlm_cli.runtime.precision import _machine_key
+        from longlm_cli.runtime.precision import machine_key
 
-        record = {"machine": _machine_key(), "dtype": "bfloat16", "prefill_speedup": 2.0, "decode_speedup": 1.5}
+        record = {"machine": machine_key(), "dtype": "bfloat16", "prefill_speedup": 2.0, "decode_speedup": 1.5}
         (box.cache / "machine.json").write_text(json.dumps({**record, **fields}, allow_nan=True))
 
     return setup

@@ -47,7 +47,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _package_dir(name: str) -> Path | None:
+def package_dir(name: str) -> Path | None:
     """The folder of an installed package, found without importing it."""
     try:
         spec = importlib.util.find_spec(name)
@@ -61,12 +61,12 @@ def _package_dir(name: str) -> Path | None:
 def _missing(need: str) -> str | None:
     """One line saying what to install when ``need`` (a wheel data file, or "words") is absent, else None."""
     if need == "words":
-        folder = _package_dir("wonderwords")
+        folder = package_dir("wonderwords")
         if folder is None or not all((folder / "assets" / f).is_file() for f in WORD_LISTS):
             # wonderwords is a dependency of the wheel, so one pip line brings both.
             return f"the wonderwords word lists are not installed: {INSTALL_HINT} (or pip install wonderwords)"
         return None
-    folder = _package_dir("long_context_eval")
+    folder = package_dir("long_context_eval")
     if folder is None:
         return f"{WHEEL} is not installed (RULER's data): {INSTALL_HINT}"
     if not folder.joinpath(*DATA_SUBDIR, need).is_file():
@@ -90,8 +90,8 @@ def require(need: str) -> Path:
     if reason is not None:
         raise InputError(reason)
     if need == "words":
-        return _package_dir("wonderwords") / "assets"
-    return _package_dir("long_context_eval").joinpath(*DATA_SUBDIR, need)
+        return package_dir("wonderwords") / "assets"
+    return package_dir("long_context_eval").joinpath(*DATA_SUBDIR, need)
 
 
 def _read_words(name: str) -> list[str]:

@@ -65,7 +65,7 @@ def _random(kind: str, rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _singular(template: str) -> str:
+def singular(template: str) -> str:
     # RULER's edits when a single value is asked for, in its order ("are all" before "are").
     for old, new in (("Some", "A"), ("are all", "is"), ("are", "is"), ("answers", "answer")):
         template = template.replace(old, new)
@@ -141,7 +141,7 @@ def _prompt_parts(setting: Setting, queries: tuple[str, ...]) -> tuple[str, str,
     """(head, question, answer prefix), with RULER's singular wording when one value is asked for."""
     type_v, parts = setting.value_type, (HEAD, QUESTION, ANSWER_PREFIX)
     if setting.queries * setting.values == 1:
-        type_v, parts = type_v[:-1], tuple(_singular(p) for p in parts)
+        type_v, parts = type_v[:-1], tuple(singular(p) for p in parts)
     query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
     head, question, prefix = (p.format(type_needle_v=type_v, query=query) for p in parts)
     return head, question, prefix
