@@ -19,6 +19,7 @@ from .options import (
     NO_REPEAT_NGRAM_OPTION,
     REPETITION_PENALTY_OPTION,
     apply_options,
+    count_option,
     describe_setup,
     extension_options,
     lengths_option,
@@ -49,13 +50,7 @@ from .options import (
     "either with +log for query log-scaling (selfextend+log), dca (Dual Chunk Attention), dynamic, yarn, "
     "truncate (the document cut to fit L).",
 )
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=DEFAULT_GRID_SAMPLES,
-    show_default=True,
-    help="Samples per task and length (the same samples for every method).",
-)
+@count_option("--samples", DEFAULT_GRID_SAMPLES, "Samples per task and length (the same samples for every method).")
 @seed_option("the samples")
 @click.option(
     "--prompt",

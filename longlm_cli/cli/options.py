@@ -127,6 +127,16 @@ def apply(command, options):
     return command
 
 
+def choice_option(name: str, choices, default: str, help: str):
+    """An option taking one of ``choices``, with its default shown."""
+    return click.option(name, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
+def count_option(name: str, default: int, help: str, *, most: int | None = None):
+    """A whole-number option of at least 1 (and at most ``most``), with its default shown."""
+    return click.option(name, type=click.IntRange(min=1, max=most), default=default, show_default=True, help=help)
+
+
 def loading_options(command):
     """--model, --device, --dtype, --quantize, --kv-dtype, --trust-remote-code: for every command that loads a
     model. The command gets ``model`` and ``loading``, the other five as load_model's keyword arguments."""
@@ -134,43 +144,28 @@ def loading_options(command):
         _loading_arguments(command),
         [
             model_option,
-            click.option(
-                "--device",
-                type=click.Choice(DEVICES),
-                default=DEFAULT_DEVICE,
-                show_default=True,
-                help="Where to run: auto picks CUDA when present.",
-            ),
-            click.option(
+            choice_option("--device", DEVICES, DEFAULT_DEVICE, "Where to run: auto picks CUDA when present."),
+            choice_option(
                 "--dtype",
-                type=click.Choice(DTYPES),
-                default=DEFAULT_DTYPE,
-                show_default=True,
-                help=(
-                    "Weights dtype: auto is bfloat16 on CUDA and on a CPU with native bf16 where measured faster, "
-                    "else float32."
-                ),
+                DTYPES,
+                DEFAULT_DTYPE,
+                "Weights dtype: auto is bfloat16 on CUDA and on a CPU with native bf16 where measured faster, else "
+                "float32.",
             ),
-            click.option(
+            choice_option(
                 "--quantize",
-                type=click.Choice(QUANTIZE_CHOICES),
-                default=DEFAULT_QUANTIZE,
-                show_default=True,
-                help=(
-                    "The linear layers' weights: int4 or int8 (CPU; 4 or 8 bits a weight, faster decoding), none "
-                    "(the model's own), or auto: a GGUF file's own bits (Q4/Q5 in int4, Q6/Q8 in int8), any other "
-                    "model as it is."
-                ),
+                QUANTIZE_CHOICES,
+                DEFAULT_QUANTIZE,
+                "The linear layers' weights: int4 or int8 (CPU; 4 or 8 bits a weight, faster decoding), none (the "
+                "model's own), or auto: a GGUF file's own bits (Q4/Q5 in int4, Q6/Q8 in int8), any other model as it "
+                "is.",
             ),
-            click.option(
+            choice_option(
                 "--kv-dtype",
-                type=click.Choice(KV_DTYPES),
-                default=DEFAULT_KV_DTYPE,
-                show_default=True,
-                help=(
-                    "What the KV cache keeps keys and values in: auto is bfloat16 on the CPU (half the memory, "
-                    "faster decoding; the arithmetic stays in --dtype) and the model's dtype on CUDA."
-                ),
+                KV_DTYPES,
+                DEFAULT_KV_DTYPE,
+                "What the KV cache keeps keys and values in: auto is bfloat16 on the CPU (half the memory, faster "
+                "decoding; the arithmetic stays in --dtype) and the model's dtype on CUDA.",
             ),
             click.option(
                 "--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off by default)."
@@ -256,13 +251,7 @@ RUN_NO_REPEAT_NGRAM_OPTION = click.option(  # summarize, ask, chat: the default 
 
 # --max-new-tokens, --temperature, --seed, --top-k, --top-p, --repetition-penalty, --no-repeat-ngram, --stop
 SAMPLING_OPTIONS = [
-    click.option(
-        "--max-new-tokens",
-        type=click.IntRange(min=1, max=MAX_NEW_TOKENS_LIMIT),
-        default=DEFAULT_MAX_NEW_TOKENS,
-        show_default=True,
-        help="Longest answer, in tokens.",
-    ),
+    count_option("--max-new-tokens", DEFAULT_MAX_NEW_TOKENS, "Longest answer, in tokens.", most=MAX_NEW_TOKENS_LIMIT),
     click.option(
         "--temperature",
         type=FiniteFloat(min=0.0),

@@ -17,7 +17,15 @@ from ..defaults import (
     EVAL_TASKS,
 )
 from .app import cli
-from .options import describe_setup, extension_options, lengths_option, loading_options, results_option, seed_option
+from .options import (
+    count_option,
+    describe_setup,
+    extension_options,
+    lengths_option,
+    loading_options,
+    results_option,
+    seed_option,
+)
 from .output import check_output, write_output
 
 
@@ -39,13 +47,7 @@ from .output import check_output, write_output
     metavar="D,D,...",
     help="Where the key goes: 0 is the start of the filler, 1 its end.",
 )
-@click.option(
-    "--trials",
-    type=click.IntRange(min=1),
-    default=DEFAULT_EVAL_TRIALS,
-    show_default=True,
-    help="Random keys per length and depth.",
-)
+@count_option("--trials", DEFAULT_EVAL_TRIALS, "Random keys per length and depth.")
 @seed_option("the random keys")
 @click.option(
     "--method",
@@ -64,13 +66,7 @@ from .output import check_output, write_output
     metavar="PATH",
     help="Text to hide the fact in (--task fact).  [default: the shipped samples/pride-and-prejudice.txt]",
 )
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=DEFAULT_EVAL_NEW_TOKENS,
-    show_default=True,
-    help="Answer length in tokens (greedy).",
-)
+@count_option("--max-new-tokens", DEFAULT_EVAL_NEW_TOKENS, "Answer length in tokens (greedy).")
 @results_option(DEFAULT_EVAL_RESULTS)
 @click.option(
     "--json",

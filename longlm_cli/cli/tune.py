@@ -9,7 +9,7 @@ import click
 
 from .app import cli
 from .evaluate import _echo_case
-from .options import loading_options
+from .options import count_option, loading_options
 
 
 @cli.command()
@@ -28,7 +28,7 @@ from .options import loading_options
     metavar="TASK,...",
     help="RULER tasks to score the candidates on (see `longlm eval --help`).",
 )
-@click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True, help="Samples per task.")
+@count_option("--samples", 3, "Samples per task.")
 @click.option("--yes", "-y", is_flag=True, help="Start without asking, after printing the estimate.")
 def tune(model, loading, length_text, tasks, samples, yes) -> None:
     """Compare extension settings on your model at your length; save the winner for ask, summarize and chat.
