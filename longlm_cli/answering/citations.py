@@ -35,7 +35,8 @@ class Citation:
 def _normalised(text: str) -> tuple[str, list[int]]:
     """``text`` with whitespace runs as one space, case folded and quotes/dashes plain, and for each character
     of the result the index it came from in ``text``."""
-    out, origin = [], []
+    out: list[str] = []
+    origin: list[int] = []
     space = False
     for i, ch in enumerate(text.translate(_PLAIN)):
         if ch.isspace():

@@ -283,6 +283,7 @@ def prefill_cached(
         note(f"document cache off: {reason}")
     if reason is not None or not _worth_caching(settings, key, prefix_len, len(ids)):
         return prefill(session, input_ids, chunk=chunk, progress=progress), "off"
+    assert key is not None  # _worth_caching is False without a key
     directory = settings.resolved_directory()
     limit = settings.resolved_max_bytes()  # a bad $LONGLM_CACHE_MAX_BYTES fails before any work
     prefix = list(ids[:prefix_len])

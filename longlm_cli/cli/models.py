@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import click
 
@@ -73,7 +74,7 @@ def _stored(stored) -> list[str]:
     return _table(rows, right=(False, False, True))
 
 
-def _table(rows: list[tuple[str, ...]], *, right: tuple[bool, ...]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], *, right: tuple[bool, ...]) -> list[str]:
     """Rows as aligned columns, two spaces apart and indented by two; ``right`` says which columns align right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(right))]
     return [

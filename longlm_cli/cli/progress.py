@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from ..runtime.cost import fit_cost, remaining_seconds
 
@@ -22,7 +23,7 @@ class Progress:
     def __init__(self, enabled: bool, *, file=None) -> None:
         self.enabled = enabled
         self.file = file if file is not None else sys.stderr
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar once drawn; _open sets it before __call__ uses it
         self.chunks: list[tuple[int, int, float]] = []
         self.last: tuple[int, float] | None = None
 

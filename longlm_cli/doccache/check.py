@@ -42,7 +42,7 @@ class CorruptEntry(Exception):
 def expected_tensors(config, tokens: int) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor (no more, no fewer) of an entry of ``tokens`` tokens for the model."""
     kv_heads, key_dim, value_dim = cached_head_shape(config)
-    shapes = {"ids": (tokens,)}
+    shapes: dict[str, tuple[int, ...]] = {"ids": (tokens,)}
     for i in range(text_config(config).num_hidden_layers):
         shapes[f"k.{i}"], shapes[f"v.{i}"] = (1, kv_heads, tokens, key_dim), (1, kv_heads, tokens, value_dim)
     return shapes
@@ -99,9 +99,9 @@ def check_tensors(tensors: Mapping, metadata: dict, prefix_ids: Sequence[int], d
         if name != "ids" and (scratch is None or tensor.data_ptr() != scratch.data_ptr()):
             scratch = tensor  # the first one read, or one too large for the scratch tensor so far
         _digest_tensor(digest, name, tensor)
-        rank, reason = _value_problem(name, tensor, prefix_ids, dtype) or (None, None)
-        if rank is not None:
-            problems.setdefault(rank, reason)
+        problem = _value_problem(name, tensor, prefix_ids, dtype)
+        if problem is not None:
+            problems.setdefault(*problem)
     if metadata["tensor_sha256"] != digest.hexdigest():
         raise CorruptEntry("its tensor checksum does not match")
     if problems:

@@ -48,7 +48,7 @@ def model_identity(requested: str, model) -> dict:
     """
     config = model.config
     location = str(getattr(config, "_name_or_path", "") or getattr(config, "name_or_path", "") or requested)
-    identity = {
+    identity: dict[str, object] = {
         "requested": requested,
         "location": location,
         "class": type(model).__name__,

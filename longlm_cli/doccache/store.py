@@ -258,6 +258,7 @@ def load_entry(
         _removed(path)
         return False
     if counts:
+        assert adopt is not None  # an entry with keys re-rotated in place was refused above without adopt
         adopt(counts)
     touch(path)
     return True

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
+from collections.abc import Iterator
+from typing import cast
 from xml.etree import ElementTree
 
 from ..errors import InputError
@@ -62,14 +64,16 @@ class Package:
         readers walk the tree recursively: a 1 kB file nested 500 deep would exhaust Python's stack)."""
         if ENTITY_DECLARATION in data:
             raise self.unreadable(f"{name} declares XML entities, which longlm refuses (they can expand unboundedly)")
-        parser = ElementTree.XMLPullParser(events=("start", "end"))
+        parser: ElementTree.XMLPullParser[ElementTree.Element] = ElementTree.XMLPullParser(events=("start", "end"))
         depth, root = 0, None
         try:
             parser.feed(data)
             parser.close()
         except ElementTree.ParseError as exc:
             raise self.unreadable(f"{name} is not well-formed XML ({exc})") from None
-        for event, element in parser.read_events():
+        # Only start and end events were asked for, and each of those is (event, element).
+        events = cast("Iterator[tuple[str, ElementTree.Element]]", parser.read_events())
+        for event, element in events:
             depth += 1 if event == "start" else -1
             if depth > MAX_XML_DEPTH:
                 raise self.unreadable(f"{name} nests its XML more than {MAX_XML_DEPTH} levels deep")

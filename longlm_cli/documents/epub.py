@@ -94,9 +94,9 @@ def _titles(package: Package, opf, items: dict) -> dict[str, str]:
     """path: title of the first contents entry that points into that document."""
     nav = next((path for path, _, properties in items.values() if "nav" in properties.split()), None)
     if nav is not None and nav in package.names:
-        titles = _nav_titles(package, nav)
-        if titles:
-            return titles
+        nav_titles = _nav_titles(package, nav)
+        if nav_titles:
+            return nav_titles
     spine = opf.find(OPF + "spine")
     ncx = items.get(spine.get("toc", "") if spine is not None else "")
     ncx = ncx or next((item for item in items.values() if item[1] == "application/x-dtbncx+xml"), None)
@@ -105,8 +105,8 @@ def _titles(package: Package, opf, items: dict) -> dict[str, str]:
     titles: dict[str, str] = {}
     for point in package.xml(ncx[0]).iter(NCX + "navPoint"):
         text, content = point.find(f"{NCX}navLabel/{NCX}text"), point.find(NCX + "content")
-        if text is not None and content is not None and content.get("src"):
-            _add_title(titles, _resolve(ncx[0], content.get("src")), "".join(text.itertext()))
+        if text is not None and content is not None and (src := content.get("src")):
+            _add_title(titles, _resolve(ncx[0], src), "".join(text.itertext()))
     return titles
 
 

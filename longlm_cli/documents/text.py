@@ -79,9 +79,9 @@ def _decode(data: bytes, label: str) -> tuple[str, str]:
             return _strict(data[len(bom) :], codec, label, f"it starts with a {codec.upper()} byte-order mark"), codec
     if has_nul:
         for codec in _wide_candidates(data):
-            text = _text_or_none(data, codec)
-            if text is not None:
-                return text, codec
+            decoded = _text_or_none(data, codec)
+            if decoded is not None:
+                return decoded, codec
         raise InputError(f"{label} is a binary file (it contains NUL bytes); give a PDF or a text file")
     return _guess(data, label)
 

@@ -128,6 +128,7 @@ def attend_torch(q, k, v, *, scale: float, causal: bool, softcap: float | None):
             out, lse = block_out, block_lse
         else:
             out, lse = merge(out, lse, block_out, block_lse)
+    assert out is not None  # attention is over at least one key (K > 0), so the loop ran
     return out.to(q.dtype), lse
 
 

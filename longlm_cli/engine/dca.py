@@ -21,6 +21,7 @@ scores depend only on i - j, so they use the true rotations unchanged. Sliding-w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -117,10 +118,12 @@ def inter_query_delta(pos: torch.Tensor, config: DcaConfig) -> torch.Tensor:
 def _key_shift(spec: LayerSpec, offset: int):
     """``shift(x, lo, hi, sign)``: keys [lo, hi) of x (true position of key 0: ``offset``) rotated to ``j % c``
     (sign 1) or back (-1)."""
+    rope = spec.rope
+    assert rope is not None  # only a layer with positions to extend chunks its keys (sliding ones have no rope)
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=x.device) + offset
-        return rotate(x[:, :, lo:hi], sign * chunk_key_delta(pos, spec.config), spec.rope)
+        return rotate(x[:, :, lo:hi], sign * chunk_key_delta(pos, spec.config), rope)
 
     return shift
 
@@ -163,7 +166,8 @@ def _blocked_dca(query, key, value, chunk_keys, first: int, offset: int, spec: L
     """
     B, H, Q, D = query.shape
     K = key.shape[2]
-    c = spec.config.chunk_len
+    c, rope = spec.config.chunk_len, spec.rope
+    assert rope is not None  # _layer_output sends a sliding-window layer (no rope) to _blocked_band instead
     acc = Accumulator(B, H, Q, D, query.device)
     a = first
     while a < K:
@@ -174,16 +178,16 @@ def _blocked_dca(query, key, value, chunk_keys, first: int, offset: int, spec: L
         rows = slice(a - first, b - first)
         q = query[:, :, rows]
         _intra_blocks(acc, rows, q.contiguous(), key, value, start, a, b, scale=scale, softcap=softcap)
-        kc = chunk_keys(start) if start > 0 else None
+        kc: Any = chunk_keys(start) if start > 0 else None  # None only at start 0, where no older chunk is read
         pos = torch.arange(a, b, device=query.device) + offset
         if prev < start:  # successive chunk
-            qs = rotate(q, successive_query_delta(pos, spec.config), spec.rope).contiguous()
+            qs = rotate(q, successive_query_delta(pos, spec.config), rope).contiguous()
             out, lse = attend(
                 qs, kc[:, :, prev:start], value[:, :, prev:start], scale=scale, causal=False, softcap=softcap
             )
             acc.add(rows, out, lse)
         if prev > 0:  # older chunks
-            qi = rotate(q, inter_query_delta(pos, spec.config), spec.rope).contiguous()
+            qi = rotate(q, inter_query_delta(pos, spec.config), rope).contiguous()
             out, lse = attend(qi, kc[:, :, :prev], value[:, :, :prev], scale=scale, causal=False, softcap=softcap)
             acc.add(rows, out, lse)
         a = b

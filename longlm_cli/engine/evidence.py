@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
@@ -92,11 +93,13 @@ def _registered(inner: str) -> str:
         if inner not in AttentionMaskInterface._global_mapping:
             raise LongLMError(f"attention evidence cannot read the {inner!r} attention")
         AttentionInterface.register(name, _wrapper(inner))
-        AttentionMaskInterface.register(name, AttentionMaskInterface._global_mapping[inner])
+        # cast: mypy joins the mapping's differently typed mask functions into the bare "function" type.
+        mask = cast(Callable[..., Any], AttentionMaskInterface._global_mapping[inner])
+        AttentionMaskInterface.register(name, mask)
     return name
 
 
-def _wrapper(inner: str):
+def _wrapper(inner: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         tap = getattr(module, _TAP_ATTR, None)
         if tap is not None and tap.wants(module.layer_idx):

@@ -3,12 +3,14 @@ log-sum-exp. On the CPU it runs only eagerly, in tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .blocks import merge
 from .rope import grouped_query_delta, rotate
 
-_FLEX_COMPILED = {}
+_FLEX_COMPILED: dict[str, Callable] = {}  # device type: the compiled flex_attention
 
 
 def _flex_fn(device_type: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import torch
 
@@ -97,10 +97,11 @@ def rotated_keys(
     return entry["buffer"][:, :, :needed]
 
 
-def _holds(cache: RotatedKeyCache | None, layer_idx, key: torch.Tensor) -> bool:
+def _holds(cache: RotatedKeyCache | None, layer_idx, key: torch.Tensor) -> TypeGuard[RotatedKeyCache]:
     """Whether ``key`` [B, Hkv, K, D] is the key buffer of its layer in ``cache.kv`` (not a copy, nor another
     cache's), so re-rotating it in place changes what that KV cache holds."""
-    layers = getattr(cache.kv, "layers", None) if cache is not None and cache.in_place else None
+    # Any: the KV cache's layer list, or None; ``known`` below says which.
+    layers: Any = getattr(cache.kv, "layers", None) if cache is not None and cache.in_place else None
     known = layers is not None and isinstance(layer_idx, int) and layer_idx < len(layers)
     own = getattr(layers[layer_idx], "keys", None) if known else None
     return own is not None and (own.data_ptr(), own.shape, own.stride()) == (key.data_ptr(), key.shape, key.stride())
@@ -111,7 +112,7 @@ def _in_place(key, first_new: int, true_from: int, entries: dict, layer_idx, sig
     once, keys from ``true_from`` on (the oldest this call reads at true positions) that an earlier call
     re-rotated are turned back: the cache was cropped, or the settings changed (then all are). Turned back, a
     key is its true key to float32 rounding; in a 16-bit dtype it is rounded once more."""
-    entry = entries.get(layer_idx)
+    entry: Any = entries.get(layer_idx)  # Any: when n is not 0 below, entry is a dict
     n = min(entry["n"], first_new) if entry is not None and entry.get("in_place") else 0  # keys from first_new: new
     if n and entry["signature"] is None:  # adopted: re-rotated with the settings this call runs
         entry["signature"], entry["shift"] = signature, shift

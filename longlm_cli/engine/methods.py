@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from ..defaults import DEFAULT_EXTENSION
 from ..errors import UnsupportedModelError
 from ..models.catalogue import dual_chunk_settings, text_config
@@ -76,7 +78,8 @@ def attach(
         dca = dca_settings(model.config, L)
         apply_dca(model, chunk_size=dca["chunk_size"], local_window=dca["local_window"])
     elif method == "selfextend":
-        apply_selfextend(model, group_size=group_size, window=window, scale_base=scale_base)
+        # cast: a None W or G reaches apply_selfextend's own check, which refuses it with a LongLMError.
+        apply_selfextend(model, group_size=cast(int, group_size), window=cast(int, window), scale_base=scale_base)
     else:
         raise ValueError(f"unknown extension method {method!r}")
 

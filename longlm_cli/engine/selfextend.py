@@ -65,11 +65,12 @@ class GroupedKeyCache(RotatedKeyCache):
 def _key_shift(spec: LayerSpec, offset: int):
     """``shift(x, lo, hi, sign)``: keys [lo, hi) of x (true position of key 0: ``offset``) rotated to ``j // G``
     (sign 1) or back (-1)."""
-    group = spec.config.group_size
+    group, rope = spec.config.group_size, spec.rope
+    assert rope is not None  # only a layer with positions to extend groups its keys (sliding ones have no rope)
 
     def shift(x: torch.Tensor, lo: int, hi: int, sign: int) -> torch.Tensor:
         pos = torch.arange(lo, hi, device=x.device) + offset
-        return rotate(x[:, :, lo:hi], sign * grouped_key_delta(pos, group), spec.rope)
+        return rotate(x[:, :, lo:hi], sign * grouped_key_delta(pos, group), rope)
 
     return shift
 
@@ -157,6 +158,7 @@ def _blocked_selfextend(
         neighbour_blocks(acc, rows, query[:, :, rows].contiguous(), key, value, a, band, scale=scale, softcap=softcap)
     # Grouped part: a causal shape shifted by W, so chunks can be large.
     if grouped is not None and K - band > 0:
+        assert spec.rope is not None  # grouped keys exist only for a layer with positions to extend
         kg = grouped(K - band)
         chunk = spec.config.query_chunk
         for a in range(max(first, band), K, chunk):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..answering.evidence import Head, document_tokens
 from ..answering.templates import chat_token_ids
@@ -53,7 +54,7 @@ def measure_heads(
     detach(loaded.model)  # inside the window: the plain model
     tokenizer = loaded.tokenizer
     haystack = SAMPLE_HAYSTACK.read_text(encoding="utf-8")
-    totals = None
+    totals: Any = None  # the sum of the samples' [layers, heads] tensors so far
     for n in range(samples):
         shares = _sample_shares(loaded, haystack, length, seed + n, tokenizer)
         totals = shares if totals is None else totals + shares
@@ -78,6 +79,7 @@ def _sample_shares(loaded, haystack: str, length: int, seed: int, tokenizer):
     prompt = fact_prompt(count, length, depth=rng.uniform(0.05, 0.95), answer=answer, haystack=text)
     ids = chat_token_ids(tokenizer, prompt.text)
     placed = document_tokens(tokenizer, prompt.text, ids)
+    assert placed is not None  # the fact prompt's text is its own tokens: a tokenizer with offsets places them
     fact_at = prompt.text.index(FACT_LINE.format(answer=answer))
     fact_end = fact_at + len(FACT_LINE.format(answer=answer))
     question_at = prompt.text.rindex(FACT_QUESTION)

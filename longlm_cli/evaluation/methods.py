@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 from ..defaults import DEFAULT_EVAL_NEW_TOKENS, LOG_SCALE_BASE_WINDOWS
 from ..errors import LongLMError
@@ -123,7 +124,8 @@ def running(loaded, spec: str, setup: Setup):
         detach(model)
         scaling = name if name in ("yarn", "dynamic") and setup.extended else None
         context = (
-            rope_scaling(model, scaling, factor=setup.factor, context_window=loaded.context_window)
+            # method_setup gives every extended yarn or dynamic setup its factor.
+            rope_scaling(model, scaling, factor=cast(float, setup.factor), context_window=loaded.context_window)
             if scaling
             else nullcontext()
         )
@@ -153,7 +155,7 @@ def greedy_answer(
     from ..runtime.generate import SamplingSettings, Session, decode, prefill
 
     session = Session.start(model, reserve=ids.shape[1] + max_new_tokens)
-    logits = prefill(session, ids, **({"chunk": chunk} if chunk else {}))
+    logits = prefill(session, ids, chunk=chunk) if chunk else prefill(session, ids)
     return decode(
         session,
         tokenizer,

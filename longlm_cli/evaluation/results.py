@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypeGuard
 
 from ..errors import InputError
 from ..report import warn
@@ -59,7 +60,7 @@ def case_key(record: dict, fields: tuple[str, ...] = CASE_FIELDS) -> tuple:
     return tuple(record.get(k, FIELD_DEFAULTS.get(k)) for k in fields)
 
 
-def is_finished(record: object, required: dict = RESULT_FIELDS) -> bool:
+def is_finished(record: object, required: dict = RESULT_FIELDS) -> TypeGuard[dict]:
     """Whether ``record`` is a complete finished case (every ``required`` field present with its type)."""
     if not isinstance(record, dict):
         return False

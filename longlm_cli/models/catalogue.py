@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from ..errors import ModelError
 from ..paths import embedded_gguf_path, expand_user, hf_cached_model_dir
@@ -294,7 +295,7 @@ def extension_refusal(config: dict) -> str | None:
                 "has recurrent layers (linear attention, state-space or convolution) whose memory of the text is not "
                 "made of positions: SelfExtend and Dual Chunk Attention regroup positions and cannot extend them"
             )
-        rope = [section.get(key) for key in _ROPE_KEYS if isinstance(section.get(key), dict)]
+        rope = [r for key in _ROPE_KEYS if isinstance(r := section.get(key), dict)]
         if any("mrope_section" in r or r.get("type") == "mrope" or r.get("rope_type") == "mrope" for r in rope):
             return (
                 "uses multimodal rotary positions (M-RoPE: several position axes per token): SelfExtend and Dual "
@@ -340,7 +341,7 @@ def _original_window(section: dict) -> tuple[int, str] | None:
     return None
 
 
-def _is_positive_int(value: object) -> bool:
+def _is_positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -364,6 +365,6 @@ def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
     if not isinstance(arch, str):
         raise ModelError(f"{path} has no general.architecture in its GGUF metadata")
     for key in (f"{arch}.rope.scaling.original_context_length", f"{arch}.context_length"):
-        if _is_positive_int(metadata.get(key)):
-            return ModelWindow(name=name, L=metadata[key], source=f"{key} in the GGUF header")
+        if _is_positive_int(value := metadata.get(key)):
+            return ModelWindow(name=name, L=value, source=f"{key} in the GGUF header")
     raise ModelError(f"{path} has no {arch}.context_length in its GGUF metadata")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..paths import human_size
 from .catalogue import gguf_metadata
@@ -80,10 +82,11 @@ def gguf_footprint(path: Path) -> Footprint:
     with path.open("rb") as stream:
         tensors = tensor_names(stream)
     arch = metadata.get("general.architecture")
-    get = lambda key: metadata.get(f"{arch}.{key}")  # noqa: E731
+    # Any: the values are checked (``known``) before they are multiplied.
+    get: Callable[[str], Any] = lambda key: metadata.get(f"{arch}.{key}")  # noqa: E731
     layers, heads = get("block_count"), get("attention.head_count")
     kv_heads = get("attention.head_count_kv") or heads
-    key = get("attention.key_length") or (
+    key: Any = get("attention.key_length") or (
         get("embedding_length") // heads if heads and get("embedding_length") else None
     )
     value = get("attention.value_length") or key

@@ -39,6 +39,7 @@ def count_tokens(text: str, *, model: str) -> TokenCount:
 
 def find_tokenizer_file(model: str) -> Path | None:
     """Return the model's local tokenizer.json, or None when there is none on disk."""
+    candidates: list[Path | None]
     if is_embedded(model):
         candidates = [in_form(embedded_model_dir(), form) for form in ("none", "int4", "int8")]
     else:

@@ -244,7 +244,8 @@ def plan_for(
     if (length is None) == (not paths):
         raise PlanError("give either a length in tokens or documents to read, not both and not neither")
     model_window = pretraining_window(model)
-    tokens, sources = None, ()
+    tokens: TokenCount | None = None
+    sources: tuple[str, ...] = ()
     if length is None:
         from ..documents import read_documents
         from ..models.tokens import count_tokens

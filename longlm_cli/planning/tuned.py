@@ -177,8 +177,10 @@ def plan_with_tuned(model: str, *, use_tuned: bool = True, **inputs) -> PlanRepo
     """planning.plan_for, with `longlm tune`'s winner applied as ask/summarize/chat apply it: only when the
     user set no W, G or --extend-from and ``use_tuned``. ``inputs`` are plan_for's."""
     report = plan_for(model, **inputs)
-    keys = ("window", "group_size", "extend_from")
-    chosen = ExtensionSettings(**{k: inputs.get(k) for k in keys}).chosen_by_user()
+    given = ExtensionSettings(
+        window=inputs.get("window"), group_size=inputs.get("group_size"), extend_from=inputs.get("extend_from")
+    )
+    chosen = given.chosen_by_user()
     found = None if chosen or not use_tuned else tuned_plan(model, report.plan.L, report.plan.N)
     if found is None:
         return report

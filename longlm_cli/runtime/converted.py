@@ -58,7 +58,7 @@ def describe(exc: BaseException, *, typed: bool = True) -> str:
 def converted_dir_for(gguf: Path, form: str = "none") -> Path:
     """Where a converted copy of a GGUF file lives in the user cache: its 16-bit copy (``form`` none), or its
     copy with int4 or int8 weights (the same name with -int4 or -int8)."""
-    if embedded_gguf_path() is not None and gguf.resolve() == embedded_gguf_path().resolve():
+    if (embedded := embedded_gguf_path()) is not None and gguf.resolve() == embedded.resolve():
         base = embedded_model_dir()
     else:
         stat = gguf.stat()
@@ -183,12 +183,12 @@ def damage(directory: Path) -> str | None:
         weights = sorted(directory.glob("*.safetensors"))
         if not weights:
             return "it holds no .safetensors weights"
-        found = next(filter(None, map(_safetensors_damage, weights)), None)
+        damage = next(filter(None, map(_safetensors_damage, weights)), None)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"it cannot be checked: {describe(exc)}"
-    if found is None and read_in_full:  # digests matched again: the files' new fingerprints are checked ones
+    if damage is None and read_in_full:  # digests matched again: the files' new fingerprints are checked ones
         _write_verified(directory, files)
-    return found
+    return damage
 
 
 def _safetensors_damage(path: Path) -> str | None:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeGuard
 
 _DTYPES = {  # torch dtype name -> safetensors
     **{"float32": "F32", "bfloat16": "BF16", "float16": "F16", "int64": "I64"},
@@ -127,5 +128,5 @@ def _tensor_info(info) -> bool:
     return _naturals(shape) and _naturals(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]
 
 
-def _naturals(values) -> bool:
+def _naturals(values: object) -> TypeGuard[list[int]]:
     return isinstance(values, list) and all(type(v) is int and v >= 0 for v in values)

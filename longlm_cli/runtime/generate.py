@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache
@@ -121,11 +121,11 @@ def prefill(
         logits = session.forward(input_ids[:, lo : lo + chunk])
         if progress is not None:
             progress(min(total, lo + chunk), total)
-    return logits
+    return cast(torch.Tensor, logits)  # None only for an empty input, whose logits no caller reads
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
-    ids = set()
+    ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
         value = getattr(source, "eos_token_id", None)
         if value is None:

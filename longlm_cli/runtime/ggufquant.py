@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,7 +158,7 @@ class LazyTensors(Mapping):
         return len(self._makers)
 
 
-def quantized_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
+def quantized_gguf(gguf: Path, form: str, dtype) -> tuple[Any, Any]:
     """(tokenizer, model) of a GGUF file with ``form`` weights: read from its quantized directory in the user
     cache, or built from the file tensor by tensor and written there once. A 16-bit copy of the same file from
     an earlier version is then removed, with a note."""

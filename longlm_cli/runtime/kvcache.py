@@ -94,7 +94,7 @@ def growing_cache(config, reserve: int = 0, dtype: torch.dtype | None = None) ->
 
 def room(cache: DynamicCache) -> int:
     """The most tokens any layer's buffer of ``cache`` has room for now (0 before the first token)."""
-    return max((layer._k.shape[-2] for layer in cache.layers if getattr(layer, "_k", None) is not None), default=0)
+    return max((k.shape[-2] for layer in cache.layers if (k := getattr(layer, "_k", None)) is not None), default=0)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..paths import NO_STATE_FILE, cache_dir, read_own_file
 
@@ -102,12 +103,14 @@ def decode_kernels(dtype, device_type: str, rows: int) -> Iterator[None]:
     if rows != 1 or device_type != "cpu" or dtype != torch.bfloat16:
         yield
         return
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    # Any: torch types the module's ``enabled`` as its ContextProp descriptor, though it reads and sets a bool.
+    mkldnn: Any = torch.backends.mkldnn
+    before = mkldnn.enabled
+    mkldnn.enabled = False
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = before
+        mkldnn.enabled = before
 
 
 def measure_bf16_speedups(repeats: int = 3) -> tuple[float, float]:

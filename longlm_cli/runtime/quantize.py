@@ -17,9 +17,13 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..defaults import QUANTIZE_CHOICES
 from ..errors import LongLMError, ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading a record must not load it
+    import torch
 
 QUANT_RECORD = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
@@ -59,9 +63,10 @@ def check_choice(quantize: str, device: str) -> None:
 
 def footprint_of(kind: str, location: str):
     """The model's Footprint from its files (models/footprint.py), or None when they cannot tell."""
-    from ..models.footprint import checkpoint_footprint, gguf_footprint
+    from ..models.footprint import Footprint, checkpoint_footprint, gguf_footprint
     from ..paths import hf_cached_model_dir
 
+    found: Footprint | None
     try:
         if kind == "gguf":
             found = gguf_footprint(Path(location))
@@ -300,12 +305,12 @@ def _meta_parameters(model) -> Iterator[str]:
             yield name
 
 
-def tensor_makers(model) -> dict[str, Callable[[], object]]:
+def tensor_makers(model) -> dict[str, Callable[[], torch.Tensor]]:
     """How to produce each tensor of a quantized ``model`` as a quantized directory names it (int4 in the
     portable layout); a tied head is left out."""
     from .qlinear import QuantizedEmbedding, QuantizedLinear
 
-    makers: dict[str, Callable[[], object]] = {}
+    makers: dict[str, Callable[[], torch.Tensor]] = {}
     written: set[int] = set()
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""

@@ -67,7 +67,10 @@ class SamplingSettings:
 
     def for_task(self, task: str) -> SamplingSettings:
         """These settings with ``task``'s defaults for the repetition settings not given (summaries have one)."""
-        given = {"repetition_penalty": DEFAULT_REPETITION_PENALTY, "no_repeat_ngram_size": DEFAULT_NO_REPEAT_NGRAM}
+        given: dict[str, Any] = {
+            "repetition_penalty": DEFAULT_REPETITION_PENALTY,
+            "no_repeat_ngram_size": DEFAULT_NO_REPEAT_NGRAM,
+        }
         given |= TASK_SAMPLING_DEFAULTS.get(task, {})
         return replace(self, **{k: v for k, v in given.items() if getattr(self, k) is None})
 
@@ -88,7 +91,8 @@ def logits_processors(settings: SamplingSettings) -> Processors:
         TopPLogitsWarper,
     )
 
-    penalties, warpers = [], []
+    penalties: list = []
+    warpers: list = []
     if settings.repetition_penalty not in (None, DEFAULT_REPETITION_PENALTY):
         penalties.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
     if settings.no_repeat_ngram_size:  # None (no task default applied) or 0: off

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -254,6 +255,8 @@ class _Job:
 
     async def events(self, with_usage: bool):
         """Server-sent events: progress comments during the prefill, the text's pieces, the end, [DONE]."""
+        send: MemoryObjectSendStream[tuple]
+        receive: MemoryObjectReceiveStream[tuple]
         send, receive = anyio.create_memory_object_stream(max_buffer_size=1 << 16)
         loop = asyncio.get_running_loop()
 

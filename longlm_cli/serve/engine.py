@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from ..answering.chat import render_conversation
 from ..answering.evidence import (
@@ -181,9 +182,11 @@ class Engine:
         else:
             logits, keep, found = self._prefill_tapped(planned, reading, cancelled, progress)
         prefilled = time.perf_counter()
+        assert self.session is not None and self.state is not None  # prefill (through _reuse) has set both
         session = self.session
         try:
             if found is not None:  # the answer is written from the passages, in a short prompt of its own
+                assert reading is not None  # found comes only from a reading
                 content = evidence_text(found, len(found))[1] + "\n\n" + reading.question
                 evidence_ids = render_conversation(self.loaded.tokenizer, [{"role": "user", "content": content}])
                 reserve = planned.request.sampling.max_new_tokens
@@ -236,9 +239,11 @@ class Engine:
         """``prefill`` with the question's rows tapped (read again when the cache held them): (logits, tokens
         reused, the best passages in document order)."""
         wanted = planned.request.overrides
+        assert self.heads is not None  # _evidence_reading measured them before giving a reading
         heads = self.heads[:DEFAULT_EVIDENCE_HEADS]
         rows = question_start(self.loaded.tokenizer, reading.question, planned.ids, reading.tokens.rows_from)
         keep = self._reuse(planned.plan, planned.extension, planned.ids)  # may switch the method: before the tap
+        assert self.session is not None  # _reuse has made one
         if keep > rows:  # the rows must be read again to be seen
             self.session.cache.crop(rows - self.session.length)
             keep = rows
@@ -267,6 +272,7 @@ class Engine:
         needed = prompt_tokens + request.sampling.max_new_tokens
         kept = self._current_plan_for(needed, extension)
         if kept is not None:
+            assert self.current is not None  # kept is the current plan, stretched
             return kept, self.current[1]
         step = max(1, self.context_window // PLAN_STEP_FRACTION)
         rounded = needed if needed <= self.context_window else -(-needed // step) * step
@@ -298,7 +304,7 @@ class Engine:
             self.session is None
             or state != self.state
             or self.session.length > plan.capacity
-            or self._oversized(plan, ids)
+            or self._oversized(self.session, plan, ids)
         ):
             configure(self.loaded.model, plan, extension)
             self.session = Session.start(self.loaded.model, reserve=plan.N)
@@ -311,16 +317,17 @@ class Engine:
             keep = self._from_store(plan, ids, keep)
         return keep
 
-    def _oversized(self, plan: Plan, ids: Sequence[int]) -> bool:
+    def _oversized(self, session: Session, plan: Plan, ids: Sequence[int]) -> bool:
         """Whether the session's buffers hold more than twice the room ``plan`` needs while it shares too little
         with ``ids`` to be worth keeping: a short request after a long one then starts a session of its size, and
         the long prompt's memory goes back to the system (a long one is in the prompt store, on disk)."""
-        if self.session.room <= max(OVERSIZED * plan.N, MIN_NEW_TOKENS):  # small buffers cost little to keep
+        if session.room <= max(OVERSIZED * plan.N, MIN_NEW_TOKENS):  # small buffers cost little to keep
             return False
         return common_prefix_length(self.cached_ids, ids) < MIN_NEW_TOKENS
 
     def _from_store(self, plan: Plan, ids: Sequence[int], keep: int) -> int:
         """A saved prompt sharing more than ``keep`` tokens with ``ids`` replaces the session; the tokens kept."""
+        assert self.store is not None and self.state is not None  # _reuse calls this with a store, its state set
         found = self.store.longest(self.state, ids, at_least=keep)
         if found is None:
             return keep
@@ -340,6 +347,7 @@ class Engine:
                 progress(keep + done, keep + total)
 
         new = torch.tensor([list(ids[keep:])], device=self.loaded.device)
+        assert self.session is not None  # _reuse has made one
         return prefill(self.session, new, chunk=extension.prefill_chunk, progress=step)
 
     def _keep_prompt_only(self, ids: Sequence[int]) -> None:
@@ -375,7 +383,7 @@ def _attention(plan: Plan, extension: ExtensionSettings) -> tuple:
 
 
 def _overridden(extension: ExtensionSettings, overrides: Overrides) -> ExtensionSettings:
-    changes = {}
+    changes: dict[str, Any] = {}
     if overrides.extension is not None:
         changes["method"] = overrides.extension
     if overrides.window is not None:

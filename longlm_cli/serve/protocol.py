@@ -12,6 +12,7 @@ import json
 import math
 import secrets
 import time
+from typing import cast
 
 from ..answering.passages import UNITS
 from ..defaults import (
@@ -104,7 +105,7 @@ def _message(message, index: int) -> dict:
         parts = [p.get("text") if isinstance(p, dict) and p.get("type") == "text" else None for p in content]
         if any(not isinstance(p, str) for p in parts):
             raise RequestError(400, f"{where}.content may hold text parts only", param=f"{where}.content")
-        content = "".join(parts)
+        content = "".join(cast("list[str]", parts))  # each a str: checked just above
     if not isinstance(content, str):
         raise RequestError(400, f"{where}.content must be a string", param=f"{where}.content")
     return {"role": "system" if role == "developer" else role, "content": content}

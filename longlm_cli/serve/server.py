@@ -87,7 +87,14 @@ def serve(
     store = PromptStore(loaded, model.model, cache) if cache.enabled else None
     engine = Engine(loaded, requested=model.model, extension=extension, store=store)
     app = create_app(engine, settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=grace, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        # uvicorn annotates it int, but only hands it to asyncio's timeout, which takes any number of seconds.
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     if on_ready is not None:
         on_ready(address.url(sock.getsockname()[1]), engine)

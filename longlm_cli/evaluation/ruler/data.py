@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from ...errors import InputError
 
@@ -89,9 +90,10 @@ def require(need: str) -> Path:
     reason = _missing(need)
     if reason is not None:
         raise InputError(reason)
+    # _missing just found the package, so package_dir is not None here.
     if need == "words":
-        return package_dir("wonderwords") / "assets"
-    return package_dir("long_context_eval").joinpath(*DATA_SUBDIR, need)
+        return cast(Path, package_dir("wonderwords")) / "assets"
+    return cast(Path, package_dir("long_context_eval")).joinpath(*DATA_SUBDIR, need)
 
 
 def _read_words(name: str) -> list[str]:
@@ -144,7 +146,7 @@ def squad() -> tuple[tuple[Question, ...], tuple[str, ...]]:
         data = json.load(f)
     docs = tuple(sorted({p["context"] for d in data["data"] for p in d["paragraphs"]}))
     index = {doc: i for i, doc in enumerate(docs)}
-    questions = []
+    questions: list[Question] = []
     for article in data["data"]:
         in_article = [index[p["context"]] for p in article["paragraphs"]]
         for paragraph in article["paragraphs"]:

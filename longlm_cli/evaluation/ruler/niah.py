@@ -125,7 +125,8 @@ class _Distractors:
     """RULER's "needle" haystack: needles with random keys and values, grown on demand, same for every size."""
 
     def __init__(self, setting: Setting, seed: int, keys: tuple[str, ...]):
-        self.setting, self.keys, self.pool = setting, set(keys), []
+        self.setting, self.keys = setting, set(keys)
+        self.pool: list[str] = []
         self.rng = random.Random(f"{seed}:distractors")
 
     def take(self, n: int) -> list[str]:
@@ -139,7 +140,8 @@ class _Distractors:
 
 def _prompt_parts(setting: Setting, queries: tuple[str, ...]) -> tuple[str, str, str]:
     """(head, question, answer prefix), with RULER's singular wording when one value is asked for."""
-    type_v, parts = setting.value_type, (HEAD, QUESTION, ANSWER_PREFIX)
+    type_v = setting.value_type
+    parts: tuple[str, ...] = (HEAD, QUESTION, ANSWER_PREFIX)
     if setting.queries * setting.values == 1:
         type_v, parts = type_v[:-1], tuple(singular(p) for p in parts)
     query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]

@@ -55,7 +55,7 @@ def _chains(rng: random.Random, name_length: int) -> tuple[list[list[str]], list
 
 def _depths(rng: random.Random, statements: list[list[str]]) -> list[tuple[str, float]]:
     """Each chain's statements at sorted uniform depths, so a chain reads in order."""
-    placed = []
+    placed: list[tuple[str, float]] = []
     for chain in statements:
         placed += zip(chain, sorted(rng.random() for _ in chain))
     return placed
