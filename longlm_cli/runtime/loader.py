@@ -13,7 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..defaults import (
     DEFAULT_DEVICE,
@@ -155,7 +155,7 @@ def _dequantize(gguf: Path, work: Path, dtype: str) -> None:
     held = contextlib.nullcontext() if shown else contextlib.redirect_stderr(io.StringIO())
     try:
         with held:
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(  # Any: hf_quantizer is reset below, past its stubs
                 str(gguf.parent),
                 gguf_file=gguf.name,
                 dtype=getattr(torch, dtype),
@@ -209,19 +209,7 @@ def load_model(
     _quiet_transformers()
     sizes = (torch_dtype.itemsize, kv.itemsize)
     weights, memory = _weights_admitted(name, kind, location, device, quantize, sizes, tokens)
-    if kind == "gguf" and weights.form != "none":
-        from .ggufquant import quantized_gguf
-
-        tokenizer, model = quantized_gguf(Path(location), weights.form, torch_dtype)
-    else:
-        if kind == "gguf":
-            location = str(convert_gguf(Path(location)))
-        loading = torch_dtype if weights.form == "none" else _loading_dtype(torch_dtype)
-        tokenizer, model = _from_pretrained(name, kind, location, dtype=loading, trust_remote_code=trust_remote_code)
-        if weights.form != "none":
-            from .quantize import quantize_model
-
-            quantize_model(model, weights.form, torch_dtype)
+    tokenizer, model = _load_weights(name, kind, location, weights.form, torch_dtype, trust_remote_code)
     model = model.to(device).eval()
     kv = kv_dtype_for(model, kv)
     return LoadedModel(
@@ -235,6 +223,46 @@ def load_model(
         memory=memory,
         kv_dtype=str(kv).removeprefix("torch."),
     )
+
+
+def _load_weights(name: str, kind: str, location: str, form: str, torch_dtype, trust_remote_code: bool):
+    """(tokenizer, model) with ``form`` linear layers: a GGUF file or a checkpoint read tensor by tensor into a
+    quantized form when it can be, else loaded whole (a GGUF through its 16-bit copy) and quantized after."""
+    if kind == "gguf" and form != "none":
+        from .ggufquant import quantized_gguf
+
+        return quantized_gguf(Path(location), form, torch_dtype)
+    if form != "none" and (streamed := _streamed(name, kind, location, form, torch_dtype, trust_remote_code)):
+        return streamed
+    if kind == "gguf":
+        location = str(convert_gguf(Path(location)))
+    loading = torch_dtype if form == "none" else _loading_dtype(torch_dtype)
+    tokenizer, model = _from_pretrained(name, kind, location, dtype=loading, trust_remote_code=trust_remote_code)
+    if form != "none":
+        from .quantize import quantize_model
+
+        quantize_model(model, form, torch_dtype)
+    return tokenizer, model
+
+
+def _streamed(name: str, kind: str, location: str, form: str, dtype, trust_remote_code: bool):
+    """(tokenizer, model) of a checkpoint read tensor by tensor into ``form`` (runtime/checkpointquant.py), or
+    None when it cannot be (not on disk, no safetensors, a model with its own code, other tensor names)."""
+    from ..paths import hf_cached_model_dir
+    from .checkpointquant import quantized_checkpoint
+
+    directory = Path(location) if kind == "dir" else hf_cached_model_dir(location) if kind == "hub" else None
+    if directory is None:
+        return None
+    try:
+        loaded = quantized_checkpoint(directory, form, dtype, trust_remote_code=trust_remote_code)
+    except LongLMError:
+        raise
+    except Exception as exc:
+        raise ModelError(load_failure(name, kind, location, exc, trust_remote_code)) from exc
+    if loaded is not None:
+        check_loaded(name, *loaded, {})  # the tokenizer fits the embedding, a sane RoPE base
+    return loaded
 
 
 def pick_kv_dtype(kv_dtype: str, device: str, dtype):
@@ -302,7 +330,7 @@ def choose_weights(quantize: str, kind: str, location: str, device: str) -> Weig
         elements = tensor_elements(stream)
     if not elements:
         return WeightsChoice("none", "float weights: the GGUF file holds no tensors")
-    main = max(elements, key=elements.get)
+    main = max(elements, key=elements.__getitem__)
     try:
         type_name = GGMLQuantizationType(main).name
     except ValueError:
@@ -317,8 +345,12 @@ def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-        model, info = AutoModelForCausalLM.from_pretrained(
-            location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+        # With output_loading_info it returns (model, loading info), which its stubs do not say.
+        model, info = cast(
+            "tuple[Any, dict]",
+            AutoModelForCausalLM.from_pretrained(
+                location, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+            ),
         )
     except LongLMError:
         raise
