@@ -11,9 +11,9 @@ from ..errors import InputError, PlanError
 from ..evaluation.heads import prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode
-from .citations import Citation, check_citations
+from .citations import Citation, citations_for
 from .contract import failure_dict, response_dict
-from .evidence import EvidenceSettings, Found, evidence_prompt, evidence_text, prefill_with_evidence
+from .evidence import NOT_PLACED, EvidenceSettings, Found, choose, evidence_prompt, prefill_with_evidence
 from .pipeline import ModelSettings, method_settings, prefill_prompt, prepare
 
 
@@ -74,7 +74,7 @@ def answer_documents(
     """
     sampling = sampling.for_task(task)
     prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
-    session, logits, status, timings, found = _read(prepared, question, sampling, cache, progress, evidence, on_note)
+    session, logits, status, timings, chosen = _read(prepared, question, sampling, cache, progress, evidence, on_note)
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds
     plan = prepared.plan
@@ -93,8 +93,10 @@ def answer_documents(
         sources=prepared.document.sources,
         timings=timings,
         cache=status,
-        citations=_citations(prepared, decoded.text, found),
-        evidence=None if found is None else tuple(found),
+        citations=citations_for(
+            prepared.shape.cite, decoded.text, prepared.document.text if chosen is None else chosen.text
+        ),
+        evidence=None if chosen is None else chosen.passages,
     )
 
 
@@ -113,23 +115,14 @@ def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSetti
     timings = {"load": prepared.load_seconds, "prefill": time.perf_counter() - start}
     if not ranked:
         if on_note is not None:
-            on_note("the document's tokens could not be found in the prompt: answering from the whole document")
+            on_note(NOT_PLACED)
         return session, logits, status, timings, None
     start = time.perf_counter()
-    found, text = evidence_text(ranked, evidence.passages)
+    chosen = choose(ranked, evidence.passages)
     del session  # the document's KV cache: the answer reads only the passages
-    session, logits = evidence_prompt(prepared, text, question, sampling.max_new_tokens)
+    session, logits = evidence_prompt(prepared, chosen.text, question, sampling.max_new_tokens)
     timings["evidence"] = time.perf_counter() - start
-    return session, logits, status, timings, found
-
-
-def _citations(prepared, text: str, found) -> tuple[Citation, ...] | None:
-    """The answer's quotes checked against the document, or against the evidence it was written from, when
-    --cite asked for them."""
-    if not prepared.shape.cite:
-        return None
-    source = prepared.document.text if found is None else evidence_text(found, len(found))[1]
-    return tuple(check_citations(text, source))
+    return session, logits, status, timings, chosen
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from ..evaluation.heads import prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from ..runtime.loader import LoadedModel
-from .citations import check_citations
+from .citations import citations_for
 from .contract import response_dict
 from .evidence import (
+    NOT_PLACED,
     EvidenceSettings,
+    choose,
     document_tokens,
     evidence_prompt,
-    evidence_text,
     question_start,
     rank,
     tapped,
@@ -132,21 +133,19 @@ class Chat:
         messages = [*self.messages, {"role": "user", "content": content}]
         ids = render_conversation(self.loaded.tokenizer, messages)
         self._check_room(ids)
-        found = None
+        chosen = None
         if self.evidence.passages:
-            logits, status, found = self._read_tapped(ids, question, first)
+            logits, status, chosen = self._read_tapped(ids, question, first)
         elif first:
             logits, status = prefill_prompt(self.session, prepared, ids, cache=self.cache, progress=self.progress)
         else:
             logits, status = self._append(ids), "conversation"
         prefilled = time.perf_counter()
         session = self.session
-        if found is not None:  # the answer is written from the passages, in a short prompt of its own
-            session, logits = evidence_prompt(
-                prepared, evidence_text(found, len(found))[1], question, self.sampling.max_new_tokens
-            )
+        if chosen is not None:  # the answer is written from the passages, in a short prompt of its own
+            session, logits = evidence_prompt(prepared, chosen.text, question, self.sampling.max_new_tokens)
         decoded = decode(session, self.loaded.tokenizer, logits, settings=self.sampling, on_text=on_text)
-        if found is not None:
+        if chosen is not None:
             configure(self.loaded.model, self.plan, prepared.extension)  # back to the conversation's method
         # What the KV cache holds: a token that ended the answer (a stop string) was never run through the model.
         self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
@@ -169,15 +168,11 @@ class Chat:
             plan=self.plan,
             extension=prepared.extension.method_on(self.plan),
             extension_settings=method_settings(self.loaded.model, self.plan, prepared.extension),
-            citations=self._citations(decoded.text, found),
-            evidence=None if found is None else tuple(found),
+            citations=citations_for(
+                prepared.shape.cite, decoded.text, prepared.document.text if chosen is None else chosen.text
+            ),
+            evidence=None if chosen is None else chosen.passages,
         )
-
-    def _citations(self, text: str, found) -> tuple | None:
-        if not self.prepared.shape.cite:
-            return None
-        source = self.prepared.document.text if found is None else evidence_text(found, len(found))[1]
-        return tuple(check_citations(text, source))
 
     def _read_tapped(self, ids: list[int], question: str, first: bool):
         """Prefill as ``ask`` does, the question's rows tapped: (logits, cache status, the best passages in document
@@ -196,12 +191,10 @@ class Chat:
                 logits, status = self._append(ids), "conversation"
         if tokens is None:
             if self.on_note is not None:
-                self.on_note(
-                    "the document's tokens could not be found in the prompt: answering from the whole document"
-                )
+                self.on_note(NOT_PLACED)
             return logits, status, None
         ranked = rank(document, tokens, token_scores(tap.received, heads), self.evidence.unit)
-        return logits, status, evidence_text(ranked, self.evidence.passages)[0]
+        return logits, status, choose(ranked, self.evidence.passages)
 
     def _evidence_heads(self) -> list:
         if self.heads is None:

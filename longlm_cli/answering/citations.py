@@ -87,3 +87,9 @@ def format_citations(citations: list[Citation]) -> str:
         where = f"page {c.page}" if c.page else "found"
         lines.append(f'  {where if c.found else "NOT IN THE DOCUMENT"}: "{c.quote}"')
     return "\n".join(lines)
+
+
+def citations_for(cite: bool, answer: str, source: str) -> tuple[Citation, ...] | None:
+    """With --cite (``cite``), every quote of ``answer`` checked against ``source`` (the document, or the passages
+    the answer was written from); None without."""
+    return tuple(check_citations(answer, source)) if cite else None

@@ -128,6 +128,24 @@ def prefill_with_evidence(session, prepared, heads: Sequence[Head], unit: str, *
     return logits, status, rank(document, tokens, token_scores(tap.received, heads), unit)
 
 
+NOT_PLACED = "the document's tokens could not be found in the prompt: answering from the whole document"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The passages an answer is written from, in document order, and the text of them the second prompt reads
+    (and --cite checks quotes against)."""
+
+    passages: tuple[Found, ...]
+    text: str
+
+
+def choose(ranked: Sequence[Found], count: int) -> Chosen:
+    """The ``count`` best of ``ranked`` passages (see evidence_text)."""
+    passages, text = evidence_text(ranked, count)
+    return Chosen(tuple(passages), text)
+
+
 def evidence_text(found: Sequence[Found], count: int) -> tuple[list[Found], str]:
     """The ``count`` best passages in document order, and the text of them the second prompt reads: each after
     its `[page N]` marker when the page changes, separated by blank lines."""

@@ -21,8 +21,8 @@ from typing import Any
 from ..answering.chat import render_conversation
 from ..answering.evidence import (
     DocumentTokens,
+    choose,
     document_tokens,
-    evidence_text,
     prompt_session,
     question_start,
     rank,
@@ -176,18 +176,18 @@ class Engine:
         ids, plan, extension = planned.ids, planned.plan, planned.extension
         start = time.perf_counter()
         reading = self._evidence_reading(planned)
-        found = None
+        chosen = None
         if reading is None:
             logits, keep = self.prefill(planned, cancelled=cancelled, progress=progress)
         else:
-            logits, keep, found = self._prefill_tapped(planned, reading, cancelled, progress)
+            logits, keep, chosen = self._prefill_tapped(planned, reading, cancelled, progress)
         prefilled = time.perf_counter()
         assert self.session is not None and self.state is not None  # prefill (through _reuse) has set both
         session = self.session
         try:
-            if found is not None:  # the answer is written from the passages, in a short prompt of its own
-                assert reading is not None  # found comes only from a reading
-                content = evidence_text(found, len(found))[1] + "\n\n" + reading.question
+            if chosen is not None:  # the answer is written from the passages, in a short prompt of its own
+                assert reading is not None  # passages are chosen only from a reading
+                content = chosen.text + "\n\n" + reading.question
                 evidence_ids = render_conversation(self.loaded.tokenizer, [{"role": "user", "content": content}])
                 reserve = planned.request.sampling.max_new_tokens
                 session, logits = prompt_session(self.loaded, self.requested, extension, evidence_ids, reserve)
@@ -202,7 +202,7 @@ class Engine:
             self._keep_prompt_only(ids)
             raise
         finally:
-            if found is not None:
+            if chosen is not None:
                 configure(self.loaded.model, plan, extension)  # back to what the session's cache was made with
         self.cached_ids = (ids + list(decoded.token_ids))[: self.session.length]
         if self.store is not None and len(ids) - keep >= MIN_NEW_TOKENS:
@@ -216,7 +216,7 @@ class Engine:
             plan=asdict(plan),
             extension=extension.method_on(plan),
             timings={"prefill": round(prefilled - start, 3), "decode": round(decoded.seconds, 3)},
-            evidence=None if found is None else tuple(f.to_dict() for f in found),
+            evidence=None if chosen is None else tuple(f.to_dict() for f in chosen.passages),
         )
 
     def _evidence_reading(self, planned: Planned) -> Reading | None:
@@ -250,7 +250,7 @@ class Engine:
         with tapped(self.loaded.model, rows, len(planned.ids), {layer for layer, _ in heads}) as tap:
             logits = self._read(planned, keep, cancelled, progress)
         ranked = rank(reading.document, reading.tokens, token_scores(tap.received, heads), wanted.evidence_unit)
-        return logits, keep, evidence_text(ranked, wanted.evidence)[0]
+        return logits, keep, choose(ranked, wanted.evidence)
 
     def prefill(self, planned: Planned, *, cancelled: Callable[[], bool] = lambda: False, progress=None):
         """Bring the KV cache to ``planned``'s prompt, reading only what it lacks: (the last token's logits [1, V],
