@@ -630,3 +630,23 @@ def test_passkey_cases_are_keyed_by_dtype(model_dir, tmp_path):
     other = run(*args, "--method", "selfextend", "--dtype", "bfloat16")
     assert other.exit_code == 0 and "taken from" not in other.stderr, other.output
     assert [r.get("dtype") for r in results_file.load_results(results)] == [None, "bfloat16"]
+
+
+def test_dca_cases_say_their_chunks_in_the_record_and_the_progress_line(model_dir, tmp_path):
+    from longlm_cli.engine.dca import DcaConfig
+
+    results = tmp_path / "r.jsonl"
+    result = run("passkey", "--model", model_dir, "--lengths", "128", "--depths", "0", "--method", "dca",
+                 "--results", results)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (case,) = [json.loads(line) for line in results.read_text().splitlines()]
+    dca = DcaConfig.for_window(L)
+    assert case["extended"] and case["dca"] == {
+        "chunk_size": dca.chunk_size,
+        "local_window": dca.local_window,
+        "chunk_len": dca.chunk_len,
+    }
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    expected = f"dca chunks of {dca.chunk_len:,} (chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
+    assert line.startswith(f"[1/1] {expected} length=128")
+    assert "dca: Dual Chunk Attention" in result.stdout  # its table (a KeyError before)

@@ -344,6 +344,12 @@ def results_option(default: str):
 
 
 def describe_setup(record: dict) -> str:
-    """The settings of a finished evaluation case, for its progress line: ' W=.. G=..', ' factor=..' or ''."""
+    """The settings of a finished evaluation case, for its progress line: ' W=.. G=..', ' factor=..', Dual Chunk
+    Attention's ' chunks of .. (chunk size .., local window ..)' or ''."""
     setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
+    dca = record.get("dca")
+    if isinstance(dca, dict) and {"chunk_len", "chunk_size", "local_window"} <= set(dca):
+        setup += (
+            f" chunks of {dca['chunk_len']:,} (chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
+        )
     return setup + (f" factor={record['factor']:g}" if record.get("factor") else "")

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..defaults import DEFAULT_NO_REPEAT_NGRAM, DEFAULT_PROMPT_STYLE, DEFAULT_REPETITION_PENALTY
 from . import ruler
 from .grid_prompts import prompt_ids, truncated_ids
-from .methods import Setup, answer_greedily, method_setup, parse_method
+from .methods import Setup, answer_greedily, method_record, method_setup, parse_method
 from .results import append_result, case_key, kv_dtype_field, load_results, prepare_results
 
 GRID_CASE_FIELDS = (
@@ -204,4 +204,5 @@ def _run_case(loaded, sample: ruler.Sample, method: str, setup: Setup, record: d
         seconds=round(time.perf_counter() - start, 3),
         extended=setup.extended,
         depth=sample.depth,
+        **method_record(loaded, method, setup),
     )

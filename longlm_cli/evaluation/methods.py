@@ -106,6 +106,16 @@ def method_setup(
     return Setup(extended=True, factor=round(target / L, 4))
 
 
+def method_record(loaded, spec: str, setup: Setup) -> dict:
+    """What a case's record says of its method beyond W, G and factor: Dual Chunk Attention's settings
+    (``{"dca": {"chunk_size", "local_window", "chunk_len"}}``) when it ran; else nothing."""
+    from ..engine.methods import dca_settings
+
+    if parse_method(spec)[0] == "dca" and setup.extended:
+        return {"dca": dca_settings(loaded.model.config, loaded.context_window)}
+    return {}
+
+
 @contextmanager
 def running(loaded, spec: str, setup: Setup):
     """The model switched to ``spec`` with ``setup``; yields whether to prefill in one pass (else the CLI's chunks)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_EVAL_NEW_TOKENS, DEFAULT_EVAL_SEED, DEFAULT_EVAL_TASK, DEFAULT_EVAL_TRIALS
 from .fact import SAMPLE_HAYSTACK, fact_answer, fact_match, fact_prompt
-from .methods import METHODS, Setup, answer_greedily, method_setup
+from .methods import METHODS, Setup, answer_greedily, method_record, method_setup
 from .passkey import found_key, passkey_prompt, random_key
 from .prompts import EvalPrompt
 from .results import append_result, case_key, kv_dtype_field, load_results, prepare_results
@@ -153,4 +153,5 @@ def _run_case(loaded, settings: EvalSettings, prompt: EvalPrompt, ids, method: s
         seconds=round(time.perf_counter() - start, 3),
         extended=setup.extended,
         position=round(prompt.position, 4),
+        **method_record(loaded, method, setup),
     )

@@ -9,6 +9,7 @@ METHOD_TITLES = {
     "selfextend": "SelfExtend",
     "yarn": "YaRN (transformers rope_type yarn)",
     "dynamic": "dynamic NTK (transformers rope_type dynamic)",
+    "dca": "Dual Chunk Attention",
 }
 
 
@@ -33,7 +34,7 @@ def format_tables(records: list[dict], *, L: int, lengths, depths, methods, task
                 plain.append(length)
         lines = aligned(table)
         note = [f"  (length {', '.join(f'{n:,}' for n in plain)} fits in L: run as the plain model)"] if plain else []
-        blocks.append("\n".join([f"{method}: {METHOD_TITLES[method]}", *lines, *note]))
+        blocks.append("\n".join([f"{method}: {METHOD_TITLES.get(method, method)}", *lines, *note]))
     return "\n\n".join(blocks)
 
 
