@@ -79,7 +79,7 @@ def main() -> None:
         "Written by `python benchmarks/results_index.py`: each file under `benchmarks/results/`, the date of the",
         "commit that last changed it, the pages that cite it, and the commands and machines named in the",
         "paragraphs that cite it (the page itself says which command made which figure); where those name no",
-        "machine, the machines the file records itself (or the commit that added it), marked \"recorded\".",
+        'machine, the machines the file records itself (or the commit that added it), marked "recorded".',
         "",
         "| file | last changed | cited in | command | machine |",
         "|---|---|---|---|---|",
