@@ -22,9 +22,11 @@ with open(path, encoding="utf-8") as f, open(sys.argv[1], "w", encoding="utf-8")
     out.write(json.load(f)["text"])
 EOF
 ruler() { longlm eval "${PINNED[@]}" --results "$RULER" --lengths 16k --tasks niah_multikey_1,niah_single_2 "$@"; }
+# 32 new tokens: the model often restates the question ("the secret ingredient of the baker's family pie is ...")
+# before the answer, which passkey's default of 10 cuts off.
 fact() {
   longlm passkey "${PINNED[@]}" --task fact --haystack "$HAYSTACK" --lengths 14k --depths 0.1,0.3,0.5,0.7,0.9 \
-    --results "$FACT" "$@" > /dev/null
+    --max-new-tokens 32 --results "$FACT" "$@" > /dev/null
 }
 for round in 1 2; do
   samples=$((round * 10))
