@@ -148,3 +148,19 @@ def test_the_library_never_prints():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 printing.append(f"{module}:{node.lineno}")
     assert printing == []
+
+
+def test_the_shipped_prompts_are_found_from_a_source_checkout_too(monkeypatch):
+    """Tests run against the checkout (the package not installed as a whole): prompts/ beside the package."""
+    from importlib import resources
+
+    from longlm_cli.answering import templates
+
+    def not_installed(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(resources, "files", not_installed)
+    for task in ("ask", "summarize"):
+        assert templates.builtin_text(task) == (
+            Path(templates.__file__).parents[2] / "prompts" / f"{task}.txt"
+        ).read_text(encoding="utf-8")

@@ -79,12 +79,12 @@ class OutputShape:
         return " ".join(parts)
 
 
-def _builtin_text(task: str) -> str:
+def builtin_text(task: str) -> str:
     try:
         return resources.files("longlm_cli.prompts").joinpath(f"{task}.txt").read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):
         # Running from a source checkout: prompts/ sits beside the package.
-        return (Path(__file__).resolve().parent.parent / "prompts" / f"{task}.txt").read_text(encoding="utf-8")
+        return (Path(__file__).resolve().parents[2] / "prompts" / f"{task}.txt").read_text(encoding="utf-8")
 
 
 def load_template(task: str, prompt_file: str | None = None) -> Template:
@@ -92,7 +92,7 @@ def load_template(task: str, prompt_file: str | None = None) -> Template:
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if prompt_file is None:
-        template = Template(name=f"{task}.txt", text=_builtin_text(task))
+        template = Template(name=f"{task}.txt", text=builtin_text(task))
     else:
         template = Template(name=str(Path(prompt_file)), text=_read_prompt_file(prompt_file))
     if template.text.count(DOCUMENT) != 1:
