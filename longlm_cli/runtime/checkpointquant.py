@@ -2,10 +2,10 @@
 
 No 16-bit copy of the whole model is made: each tensor is read alone from the safetensors files with plain reads
 (entryfile.py; a memory map would leave the whole file's pages counted in the process), and a linear layer's
-weight is quantized, a block of rows at a time in float32, before the next is read (as ggufquant.py does for a
-GGUF file). The peak is the quantized model plus one tensor in the file's type. A checkpoint whose tensor names
-are not the model's own (a conversion transformers applies while loading), or that has no safetensors files, is
-left to the 16-bit path (loader.py), which loads it whole and then quantizes it.
+weight is quantized (qlinear.quantized_parts: a block of rows at a time in float32) before the next is read, as
+ggufquant.py does for a GGUF file. The peak is the quantized model plus one tensor in the file's type. A
+checkpoint whose tensor names are not the model's own (a conversion transformers applies while loading), or that
+has no safetensors files, is left to the 16-bit path (loader.py), which loads it whole and then quantizes it.
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from typing import Any
 import torch
 
 from .entryfile import open_tensors
-from .qlinear import quantize_int4, quantize_int8, to_nibbles
+from .qlinear import quantized_parts
 from .quantize import cast_float_parameters, empty_model, install_weights, layout
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 QUANTIZED_PARTS = ("nibbles", "scales_zeros", "codes", "scale")
-# rows quantized at a time (each row's scales are its own, so blocks are exact): the float32 copy and the work of
-# quantizing stay a block, not the whole of a 128k-row embedding
-ROW_BLOCK = 4096
 MAX_HEADER = 64 * 1024**2  # bytes of a shard's safetensors header (a few thousand tensors)
 
 
@@ -76,14 +73,8 @@ class CheckpointSource:
 
     def _quantized(self, module: str) -> dict[str, torch.Tensor]:
         name = f"{module}.weight"
-        weight = self._where[name].read(name)  # [N, K] in the file's type; rows go to float32 a block at a time
-        rows = range(0, weight.shape[0], ROW_BLOCK)
-        if f"{module}.nibbles" in self.layout:
-            blocks = [quantize_int4(weight[i : i + ROW_BLOCK].float()) for i in rows]
-            codes, table = torch.cat([c for c, _ in blocks]), torch.cat([t for _, t in blocks], dim=1)
-            return {"nibbles": to_nibbles(codes), "scales_zeros": table}  # table: [K / group, N, 2]
-        blocks8 = [quantize_int8(weight[i : i + ROW_BLOCK].float()) for i in rows]
-        return {"codes": torch.cat([c for c, _ in blocks8]), "scale": torch.cat([s for _, s in blocks8])}
+        form = "int4" if f"{module}.nibbles" in self.layout else "int8"
+        return quantized_parts(self._where[name].read(name), form)  # read in the file's type
 
 
 def quantized_checkpoint(directory: Path, form: str, dtype, *, trust_remote_code: bool) -> tuple[Any, Any] | None:

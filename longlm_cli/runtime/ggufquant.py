@@ -21,7 +21,7 @@ import torch
 from ..errors import LongLMError, ModelError
 from ..report import note, status
 from .converted import COMPLETE, convert_once, converted_dir_for, describe, megabytes, write_into_place
-from .qlinear import quantize_int4, quantize_int8, scales_zeros, to_nibbles
+from .qlinear import quantized_parts, scales_zeros, to_nibbles
 from .quantize import (
     QUANT_WEIGHTS,
     cast_float_parameters,
@@ -80,14 +80,11 @@ class _GgufSource:
 
     def _quantized(self, name: str) -> dict[str, torch.Tensor]:
         tensor = self.by_hf[name]
-        if name.removesuffix("weight") + "nibbles" not in self.layout:
-            codes, scale = quantize_int8(torch.from_numpy(np.ascontiguousarray(self._float(name))))
-            return {"codes": codes, "scale": scale}
-        if self.exact and tensor.tensor_type.name in _EXACT_INT4:
+        form = "int4" if name.removesuffix("weight") + "nibbles" in self.layout else "int8"
+        if form == "int4" and self.exact and tensor.tensor_type.name in _EXACT_INT4:
             codes, table = self._exact_int4(tensor)
-        else:
-            codes, table = quantize_int4(torch.from_numpy(np.ascontiguousarray(self._float(name))))
-        return {"nibbles": to_nibbles(codes), "scales_zeros": table}
+            return {"nibbles": to_nibbles(codes), "scales_zeros": table}
+        return quantized_parts(torch.from_numpy(np.ascontiguousarray(self._float(name))), form)
 
     def _exact_int4(self, tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q4_0 (weight = (q - 8) d) and Q4_1 (weight = q d + m): codes uint8 [N, K] and the kernel's table."""

@@ -31,6 +31,7 @@ KERNEL_MAX_ROWS = 16  # forwards of at most this many rows use the packed kernel
 INT4_ROW_MULTIPLE = 16  # torch's int4 packing needs the output features in multiples of 16
 COMPUTE = torch.bfloat16  # the kernels' activation, scale and output dtype
 FORMS = ("int4", "int8")
+ROW_BLOCK = 4096  # rows quantized at a time by quantized_parts
 _LAYOUT_CHECKED: dict[
     tuple[int, int], int | None
 ] = {}  # (N, K) -> the block rows _unpack_kernel_int4 reads torch's layout with (None: none)
@@ -128,6 +129,20 @@ def kernel_block(N: int, K: int) -> int | None:
                 break
         _LAYOUT_CHECKED[key] = found
     return _LAYOUT_CHECKED[key]
+
+
+def quantized_parts(weight: torch.Tensor, form: str) -> dict[str, torch.Tensor]:
+    """``weight`` [N, K] (any float type) as a quantized directory names its tensors: int4 ``nibbles`` and
+    ``scales_zeros``, or int8 ``codes`` and ``scale``. Quantized ROW_BLOCK rows at a time in float32 (each row's
+    scales are its own, so the blocks give the whole's result): the float32 copy and the work stay a block, not
+    the whole of a 128k-row embedding."""
+    rows = range(0, weight.shape[0], ROW_BLOCK)
+    if form == "int4":
+        blocks = [quantize_int4(weight[i : i + ROW_BLOCK].float()) for i in rows]
+        codes, table = torch.cat([c for c, _ in blocks]), torch.cat([t for _, t in blocks], dim=1)  # [K/gs, N, 2]
+        return {"nibbles": to_nibbles(codes), "scales_zeros": table}
+    blocks8 = [quantize_int8(weight[i : i + ROW_BLOCK].float()) for i in rows]
+    return {"codes": torch.cat([c for c, _ in blocks8]), "scale": torch.cat([s for _, s in blocks8])}
 
 
 # --- the layers ---------------------------------------------------------------------------------------------
