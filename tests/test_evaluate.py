@@ -647,6 +647,8 @@ def test_dca_cases_say_their_chunks_in_the_record_and_the_progress_line(model_di
         "chunk_len": dca.chunk_len,
     }
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("[")]
-    expected = f"dca chunks of {dca.chunk_len:,} (chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
+    expected = (
+        f"dca chunks of {dca.chunk_len:,} tokens (chunk size {dca.chunk_size:,}, local window {dca.local_window:,})"
+    )
     assert line.startswith(f"[1/1] {expected} length=128")
     assert "dca: Dual Chunk Attention" in result.stdout  # its table (a KeyError before)

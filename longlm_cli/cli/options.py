@@ -343,13 +343,19 @@ def results_option(default: str):
     )
 
 
+def dca_phrase(dca: dict) -> str:
+    """Dual Chunk Attention's settings (engine.methods.dca_settings) as -v and evaluation progress lines say them."""
+    return (
+        f"chunks of {dca['chunk_len']:,} tokens "
+        f"(chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
+    )
+
+
 def describe_setup(record: dict) -> str:
     """The settings of a finished evaluation case, for its progress line: ' W=.. G=..', ' factor=..', Dual Chunk
-    Attention's ' chunks of .. (chunk size .., local window ..)' or ''."""
+    Attention's ' chunks of ..' (dca_phrase) or ''."""
     setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
     dca = record.get("dca")
     if isinstance(dca, dict) and {"chunk_len", "chunk_size", "local_window"} <= set(dca):
-        setup += (
-            f" chunks of {dca['chunk_len']:,} (chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
-        )
+        setup += f" {dca_phrase(dca)}"
     return setup + (f" factor={record['factor']:g}" if record.get("factor") else "")

@@ -12,6 +12,7 @@ from .app import cli
 from .evidence import echo_evidence, evidence_options, evidence_settings, note
 from .options import (
     apply,
+    dca_phrase,
     extension_method_option,
     extension_options,
     extension_settings,
@@ -81,11 +82,7 @@ def _echo_weights(loaded) -> None:
 def _dca_mode(config, L: int) -> str:
     from ..engine.methods import dca_settings
 
-    dca = dca_settings(config, L)
-    return (
-        f"Dual Chunk Attention, chunks of {dca['chunk_len']:,} tokens "
-        f"(chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
-    )
+    return f"Dual Chunk Attention, {dca_phrase(dca_settings(config, L))}"
 
 
 def _run_options(command):
