@@ -3,7 +3,7 @@
 # SelfExtend 512x8 and DCA at 16k on niah_single_2 and niah_multikey_1 (RULER), and the fact task (an invented
 # fact about a pie in Paul Graham's essays, five depths) at 14k, up to 20 samples a cell. Every stage resumes
 # from its results file, so rerunning this script after an interruption (or in a later session) only runs the
-# missing cases; the stages go in rounds of samples so that a stopped run leaves every cell comparable.
+# missing cases; the stages go in rounds of samples so that a stopped run leaves every cell of a comparison comparable.
 #   OMP_NUM_THREADS=1 bash benchmarks/method_choice.sh   (one core: 2-7 min a 16k case)
 # Report: python benchmarks/method_choice.py
 set -euo pipefail
@@ -28,10 +28,12 @@ fact() {
   longlm passkey "${PINNED[@]}" --task fact --haystack "$HAYSTACK" --lengths 14k --depths 0.1,0.3,0.5,0.7,0.9 \
     --max-new-tokens 32 --results "$FACT" "$@" > /dev/null
 }
+# DCA against planned SelfExtend first (the decision), then the 512x8 setting.
 for round in 1 2; do
-  samples=$((round * 10))
-  ruler --methods selfextend,dca --samples "$samples"
+  ruler --methods selfextend,dca --samples "$((round * 10))"
   fact --method selfextend,dca --trials "$((round * 2))"
-  ruler --methods selfextend:512x8 --samples "$samples"
+done
+for round in 1 2; do
+  ruler --methods selfextend:512x8 --samples "$((round * 10))"
   fact --method selfextend -w 512 -g 8 --trials "$((round * 2))"
 done
