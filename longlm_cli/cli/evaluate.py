@@ -15,43 +15,42 @@ from ..defaults import (
 )
 from ..errors import InputError
 from .app import cli
+from .cases import echo_grid_case
 from .options import (
     NO_REPEAT_NGRAM_OPTION,
     REPETITION_PENALTY_OPTION,
     apply_options,
-    count_option,
-    describe_setup,
+    cases_options,
     extension_options,
-    lengths_option,
+    list_option,
     loading_options,
-    results_option,
-    seed_option,
 )
 
 
 @cli.command("eval")
 @loading_options
-@click.option(
+@list_option(
     "--tasks",
-    default=DEFAULT_GRID_TASKS,
-    show_default=True,
-    metavar="TASK,...",
-    help="RULER tasks: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, "
+    DEFAULT_GRID_TASKS,
+    "TASK,...",
+    "RULER tasks: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, "
     "fwe, qa_1 (SQuAD), qa_2 (HotpotQA), or all; and longlm's summary (facts spread through essays: the "
     "share a summary keeps, and its repetition).",
 )
-@lengths_option(DEFAULT_GRID_LENGTHS)
-@click.option(
+@list_option(
     "--methods",
-    default=DEFAULT_GRID_METHODS,
-    show_default=True,
-    metavar="METHOD,...",
-    help="none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. selfextend:2048x3), "
+    DEFAULT_GRID_METHODS,
+    "METHOD,...",
+    "none, selfextend (planned W, G, or --window/--group-size), selfextend:WxG (e.g. selfextend:2048x3), "
     "either with +log for query log-scaling (selfextend+log), dca (Dual Chunk Attention), dynamic, yarn, "
     "truncate (the document cut to fit L).",
 )
-@count_option("--samples", DEFAULT_GRID_SAMPLES, "Samples per task and length (the same samples for every method).")
-@seed_option("the samples")
+@cases_options(
+    lengths=DEFAULT_GRID_LENGTHS,
+    count=("--samples", DEFAULT_GRID_SAMPLES, "Samples per task and length (the same samples for every method)."),
+    seed_for="the samples",
+    results=DEFAULT_GRID_RESULTS,
+)
 @click.option(
     "--prompt",
     "prompt_style",
@@ -65,7 +64,6 @@ from .options import (
 @click.option("--plain", is_flag=True, help="Same as --prompt plain.")
 @extension_options
 @apply_options([REPETITION_PENALTY_OPTION, NO_REPEAT_NGRAM_OPTION])
-@results_option(DEFAULT_GRID_RESULTS)
 @click.option(
     "--plot",
     "plot_path",
@@ -92,7 +90,7 @@ def eval_command(model, loading, tasks, lengths, methods, results_path, plot_pat
 
         check_plotting(Path(plot_path))  # before hours of work: matplotlib present, the file writable
     loaded = load_model(model, tokens=max(grid.lengths), **loading)
-    run = run_grid(loaded, grid, results_path=Path(results_path), on_case=_echo_case)
+    run = run_grid(loaded, grid, results_path=Path(results_path), on_case=echo_grid_case)
     if run.resumed:
         click.echo(f"{run.resumed} case(s) taken from {results_path} (not run again)", err=True)
     shown = dict(tasks=grid.tasks, lengths=grid.lengths, methods=grid.methods)
@@ -137,12 +135,3 @@ def parse_tasks(text: str, known: tuple[str, ...], *, extra: tuple[str, ...] = (
             param_hint="--tasks",
         )
     return tuple(dict.fromkeys(names))
-
-
-def _echo_case(record, done, total) -> None:
-    click.echo(
-        f"[{done}/{total}] {record['task']} {record['method']}{describe_setup(record)} length={record['length']:,} "
-        f"(tokens {record['tokens']:,}) sample={record['sample']}: score {record['score']:.2f} "
-        f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)",
-        err=True,
-    )

@@ -317,14 +317,21 @@ def shape_options(command):
 # Evaluation commands (passkey, eval)
 
 
+def list_option(name: str, default: str, metavar: str, help: str, *, dest: str | None = None):
+    """A comma-separated list (tasks, methods, lengths, depths) with its default shown; the command parses it."""
+    names = (name, dest) if dest else (name,)
+    return click.option(*names, default=default, show_default=True, metavar=metavar, help=help)
+
+
 def lengths_option(default: str):
-    return click.option(
-        "--lengths",
-        default=default,
-        show_default=True,
-        metavar="N,N,...",
-        help="Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).",
-    )
+    return list_option("--lengths", default, "N,N,...", "Prompt lengths in tokens; k means x1024 (4k = 4096 tokens).")
+
+
+def cases_options(*, lengths: str, count: tuple[str, int, str], seed_for: str, results: str):
+    """Which cases a resumable evaluation runs and where they are kept: --lengths, the count per length
+    (``count`` = name, default, help), --seed and --results."""
+    options = [lengths_option(lengths), count_option(*count), seed_option(seed_for), results_option(results)]
+    return lambda command: apply(command, options)
 
 
 def seed_option(what: str):
@@ -341,21 +348,3 @@ def results_option(default: str):
         metavar="PATH",
         help="One JSON line per finished case; cases already there are skipped (resume).",
     )
-
-
-def dca_phrase(dca: dict) -> str:
-    """Dual Chunk Attention's settings (engine.methods.dca_settings) as -v and evaluation progress lines say them."""
-    return (
-        f"chunks of {dca['chunk_len']:,} tokens "
-        f"(chunk size {dca['chunk_size']:,}, local window {dca['local_window']:,})"
-    )
-
-
-def describe_setup(record: dict) -> str:
-    """The settings of a finished evaluation case, for its progress line: ' W=.. G=..', ' factor=..', Dual Chunk
-    Attention's ' chunks of ..' (dca_phrase) or ''."""
-    setup = f" W={record['W']} G={record['G']}" if record.get("W") else ""
-    dca = record.get("dca")
-    if isinstance(dca, dict) and {"chunk_len", "chunk_size", "local_window"} <= set(dca):
-        setup += f" {dca_phrase(dca)}"
-    return setup + (f" factor={record['factor']:g}" if record.get("factor") else "")

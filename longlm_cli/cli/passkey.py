@@ -17,15 +17,8 @@ from ..defaults import (
     EVAL_TASKS,
 )
 from .app import cli
-from .options import (
-    count_option,
-    describe_setup,
-    extension_options,
-    lengths_option,
-    loading_options,
-    results_option,
-    seed_option,
-)
+from .cases import echo_passkey_case
+from .options import cases_options, count_option, extension_options, list_option, loading_options
 from .output import check_output, write_output
 
 
@@ -39,22 +32,18 @@ from .output import check_output, write_output
     help="passkey: the paper's key hidden in repeated filler. fact: a sentence about a pie's secret "
     "ingredient hidden in real prose (Pride and Prejudice, or --haystack), scored by exact match.",
 )
-@lengths_option(DEFAULT_EVAL_LENGTHS)
-@click.option(
-    "--depths",
-    default=DEFAULT_EVAL_DEPTHS,
-    show_default=True,
-    metavar="D,D,...",
-    help="Where the key goes: 0 is the start of the filler, 1 its end.",
+@list_option("--depths", DEFAULT_EVAL_DEPTHS, "D,D,...", "Where the key goes: 0 is the start of the filler, 1 its end.")
+@cases_options(
+    lengths=DEFAULT_EVAL_LENGTHS,
+    count=("--trials", DEFAULT_EVAL_TRIALS, "Random keys per length and depth."),
+    seed_for="the random keys",
+    results=DEFAULT_EVAL_RESULTS,
 )
-@count_option("--trials", DEFAULT_EVAL_TRIALS, "Random keys per length and depth.")
-@seed_option("the random keys")
-@click.option(
+@list_option(
     "--method",
-    "methods",
-    default=DEFAULT_EVAL_METHODS,
-    show_default=True,
-    metavar="METHOD[,METHOD]",
+    DEFAULT_EVAL_METHODS,
+    "METHOD[,METHOD]",
+    dest="methods",
     help="none (plain model), selfextend, yarn, dynamic (transformers' RoPE scalings for the same "
     "target length), or all of those four; dca (Dual Chunk Attention) when named. Methods other than none only "
     "change anything above L.",
@@ -67,7 +56,6 @@ from .output import check_output, write_output
     help="Text to hide the fact in (--task fact).  [default: the shipped samples/pride-and-prejudice.txt]",
 )
 @count_option("--max-new-tokens", DEFAULT_EVAL_NEW_TOKENS, "Answer length in tokens (greedy).")
-@results_option(DEFAULT_EVAL_RESULTS)
 @click.option(
     "--json",
     "as_json",
@@ -108,7 +96,7 @@ def passkey(model, loading, lengths, depths, methods, results_path, as_json, out
     )
     check_output(output)
     loaded = load_model(model, tokens=max(evaluation_settings.lengths), **loading)
-    evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=_echo_case)
+    evaluation = run_evaluation(loaded, evaluation_settings, results_path=Path(results_path), on_case=echo_passkey_case)
     if evaluation.resumed:
         click.echo(f"{evaluation.resumed} case(s) taken from {results_path} (not run again)", err=True)
     s = evaluation_settings
@@ -126,14 +114,3 @@ def passkey(model, loading, lengths, depths, methods, results_path, as_json, out
         write_output(output, text + "\n")
     else:
         click.echo(text)
-
-
-def _echo_case(record, done, total) -> None:
-    """One progress line on stderr per finished case."""
-    verdict = "correct" if record["correct"] else "wrong"
-    click.echo(
-        f"[{done}/{total}] {record['method']}{describe_setup(record)} length={record['length']:,} "
-        f"(tokens {record['tokens']:,}) depth={record['depth']:g} trial={record['trial']}: {verdict} "
-        f"{record['answer'].strip()[:40]!r} ({record['seconds']:.1f}s)",
-        err=True,
-    )

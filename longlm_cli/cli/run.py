@@ -9,10 +9,10 @@ import sys
 import click
 
 from .app import cli
+from .cases import dca_phrase
 from .evidence import echo_evidence, evidence_options, evidence_settings, note
 from .options import (
     apply,
-    dca_phrase,
     extension_method_option,
     extension_options,
     extension_settings,

@@ -8,8 +8,8 @@ import sys
 import click
 
 from .app import cli
-from .evaluate import _echo_case
-from .options import count_option, loading_options
+from .cases import echo_grid_case
+from .options import count_option, list_option, loading_options
 
 
 @cli.command()
@@ -21,12 +21,8 @@ from .options import count_option, loading_options
     metavar="N",
     help="The input length to tune for, in tokens (k means x1024): about your documents' length.",
 )
-@click.option(
-    "--tasks",
-    default="niah_multikey_1,qa_1",
-    show_default=True,
-    metavar="TASK,...",
-    help="RULER tasks to score the candidates on (see `longlm eval --help`).",
+@list_option(
+    "--tasks", "niah_multikey_1,qa_1", "TASK,...", "RULER tasks to score the candidates on (see `longlm eval --help`)."
 )
 @count_option("--samples", 3, "Samples per task.")
 @click.option("--yes", "-y", is_flag=True, help="Start without asking, after printing the estimate.")
@@ -70,7 +66,7 @@ def tune(model, loading, length_text, tasks, samples, yes) -> None:
         click.confirm("Start?", abort=True, err=True)
     key = hashlib.sha256(model_key(model).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     results = cache_dir() / "tune" / f"{key}-{settings.length}.jsonl"
-    entry, resumed = run_tune(loaded, settings, methods, results_path=results, on_case=_echo_case)
+    entry, resumed = run_tune(loaded, settings, methods, results_path=results, on_case=echo_grid_case)
     if resumed:
         click.echo(f"{resumed} case(s) taken from {results} (not run again)", err=True)
     for method in methods:

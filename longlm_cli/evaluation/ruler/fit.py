@@ -13,11 +13,40 @@ document after whole ones) closes the gap that coarse units leave, and the neare
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ...errors import InputError
-from .sample import Count, Draft
+from .sample import Count, Draft, Sample, Scoring
 
 Render = Callable[[int, int], Draft]  # (units, top-up) -> draft
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The draft a fit chose for ``task`` at ``length``, and its token count."""
+
+    draft: Draft
+    tokens: int
+    task: str
+    length: int
+
+    def sample(self, scoring: Scoring, *, answers, seed: int, **extra) -> Sample:
+        """The Sample the draft makes: its text and needles, with the task's answers and scoring."""
+        return Sample(
+            task=self.task,
+            context=self.draft.context,
+            question=self.draft.question,
+            answers=tuple(answers),
+            metric=scoring.metric,
+            length=self.length,
+            tokens=self.tokens,
+            seed=seed,
+            needles=self.draft.needles,
+            positions=self.draft.positions,
+            answer_prefix=scoring.answer_prefix,
+            max_new_tokens=scoring.max_new_tokens,
+            **extra,
+        )
 
 
 def tolerance(length: int) -> int:
@@ -63,10 +92,8 @@ def largest_fitting(tokens: Callable[[int], int], length: int, lo: int, hi: int)
     return a
 
 
-def fit(
-    render: Render, count: Count, length: int, *, task: str, lo: int, hi: int, top_up: int = 0
-) -> tuple[Draft, int]:
-    """The draft whose count(context + question) is nearest ``length``, and that count.
+def fit(render: Render, count: Count, length: int, *, task: str, lo: int, hi: int, top_up: int = 0) -> Fitted:
+    """The draft whose count(context + question) is nearest ``length``, with that count.
 
     ``render(n, m)`` builds the task with n haystack units in [lo, hi] and m top-up units in [0, top_up].
     Raises InputError when the fixed text alone is too long, or the data cannot fill ``length``.
@@ -98,4 +125,4 @@ def fit(
         raise InputError(
             f"{task}: no haystack size lands within {tol} tokens of {length:,} (nearest: {tokens(*best):,})"
         )
-    return render(*best), tokens(*best)
+    return Fitted(render(*best), tokens(*best), task, length)

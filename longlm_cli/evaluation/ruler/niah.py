@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import data
 from .fit import fit
 from .haystack import noise_lines, noise_text, place, split_sentences
-from .sample import Count, Draft, Sample
+from .sample import Count, Draft, Sample, Scoring
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 HEAD = (
@@ -170,16 +170,6 @@ def generate_niah(task: str, count: Count, length: int, *, seed: int, depth: flo
         return Draft(head + placed.text, question, placed.needles, placed.positions)
 
     hi = len(words) if words else 10**8
-    draft, tokens = fit(
-        render, count, length, task=task, lo=0, hi=hi, top_up=TOP_UP if setting.haystack == "needle" else 0
-    )
-    return draft.sample(
-        task,
-        answers=needles.answers,
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        depth=depth if depth is not None else depths[needles.first],
-        answer_prefix=prefix,
-        max_new_tokens=MAX_NEW_TOKENS,
-    )
+    fitted = fit(render, count, length, task=task, lo=0, hi=hi, top_up=TOP_UP if setting.haystack == "needle" else 0)
+    first = depth if depth is not None else depths[needles.first]
+    return fitted.sample(Scoring(prefix, MAX_NEW_TOKENS), answers=needles.answers, seed=seed, depth=first)

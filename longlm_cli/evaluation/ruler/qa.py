@@ -21,7 +21,7 @@ import re
 
 from . import data
 from .fit import fit
-from .sample import PART, Count, Draft, Sample
+from .sample import PART, Count, Draft, Sample, Scoring
 
 HEAD = (
     "Answer the question based on the given documents. Only give me the answer and do not output any other "
@@ -34,6 +34,7 @@ QUESTION = (
 ANSWER_PREFIX = " Answer:"
 DOCUMENT = "Document {i}:\n{document}"
 MAX_NEW_TOKENS = 32
+SCORING = Scoring(ANSWER_PREFIX, MAX_NEW_TOKENS, PART)
 TOP_UP = 5000  # words of the cut document: more than any document has, the cut is clamped to its length
 
 DATASETS = {"qa_1": data.squad, "qa_2": data.hotpotqa}
@@ -72,16 +73,6 @@ def generate_qa(task: str, count: Count, length: int, *, seed: int, depth: float
         body = "\n\n".join(DOCUMENT.format(i=i + 1, document=d) for i, d in enumerate(texts))
         return Draft(HEAD + body, asked)
 
-    draft, tokens = fit(render, count, length, task=task, lo=gold, hi=gold + len(extra), top_up=TOP_UP)
-    return draft.sample(
-        task,
-        answers=question.answers,
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        metric=PART,
-        answer_prefix=ANSWER_PREFIX,
-        max_new_tokens=MAX_NEW_TOKENS,
-        query=question.query,
-        documents=draft.context.removeprefix(HEAD),
-    )
+    fitted = fit(render, count, length, task=task, lo=gold, hi=gold + len(extra), top_up=TOP_UP)
+    numbered = fitted.draft.context.removeprefix(HEAD)
+    return fitted.sample(SCORING, answers=question.answers, seed=seed, query=question.query, documents=numbered)

@@ -1,6 +1,6 @@
 """The value a RULER generator returns, and the draft a task renders while its length is being fitted.
 
-Owns: ``Sample`` (one prompt, its expected answers and how to score them) and ``Draft``.
+Owns: ``Sample`` (one prompt, its expected answers and how to score them), ``Scoring`` and ``Draft``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Scoring:
+    """How a task's answer is asked for and scored: RULER's answer prefix, its tokens_to_generate, its metric."""
+
+    answer_prefix: str
+    max_new_tokens: int
+    metric: str = ALL
+
+
+@dataclass(frozen=True)
 class Draft:
     """A task rendered at one haystack size: what the fitting search measures and the sample is made from."""
 
@@ -54,19 +63,3 @@ class Draft:
     question: str
     needles: tuple[str, ...] = ()
     positions: tuple[float, ...] = ()
-
-    def sample(self, task: str, *, answers, length: int, tokens: int, seed: int, metric: str = ALL, **extra) -> Sample:
-        """The Sample this draft makes: its text and needles, with the task's answers and settings."""
-        return Sample(
-            task=task,
-            context=self.context,
-            question=self.question,
-            answers=tuple(answers),
-            metric=metric,
-            length=length,
-            tokens=tokens,
-            seed=seed,
-            needles=self.needles,
-            positions=self.positions,
-            **extra,
-        )

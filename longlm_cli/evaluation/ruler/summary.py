@@ -15,7 +15,7 @@ import random
 from . import data
 from .fit import fit
 from .haystack import place, split_sentences
-from .sample import ALL, Count, Draft, Sample
+from .sample import Count, Draft, Sample, Scoring
 
 FACTS = 6
 HEAD = "Below is a long document, a collection of essays.\n\n"
@@ -27,6 +27,7 @@ QUESTION = (
 # ending its turn at once (all five 16k cases of an earlier version of this task were empty).
 ANSWER_PREFIX = ""
 MAX_NEW_TOKENS = 256
+SCORING = Scoring(ANSWER_PREFIX, MAX_NEW_TOKENS)
 ROLES = (
     ("harbour master", "Vellmoor"),
     ("head librarian", "Castel Ardo"),
@@ -69,14 +70,5 @@ def generate_summary(task: str, count: Count, length: int, *, seed: int, depth: 
         placed = place(split_sentences(" ".join(words[:n]).strip()), " ", list(zip(sentences, depths)))
         return Draft(HEAD + placed.text, QUESTION, placed.needles, placed.positions)
 
-    draft, tokens = fit(render, count, length, task=task, lo=0, hi=len(words))
-    return draft.sample(
-        task,
-        answers=surnames,
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        metric=ALL,
-        answer_prefix=ANSWER_PREFIX,
-        max_new_tokens=MAX_NEW_TOKENS,
-    )
+    fitted = fit(render, count, length, task=task, lo=0, hi=len(words))
+    return fitted.sample(SCORING, answers=surnames, seed=seed)

@@ -23,7 +23,7 @@ import string
 
 from .fit import fit, largest_fitting
 from .haystack import noise_lines, place
-from .sample import Count, Draft, Sample
+from .sample import Count, Draft, Sample, Scoring
 
 HEAD = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"
 QUESTION = "\nQuestion: Find all variables that are assigned the value {query} in the text above."
@@ -105,13 +105,5 @@ def generate_vt(task: str, count: Count, length: int, *, seed: int, depth: float
         text, placed = _haystack(n, needles)
         return Draft(example + HEAD + text, question, placed.needles, placed.positions)
 
-    draft, tokens = fit(render, count, length, task=task, lo=1, hi=10**8)
-    return draft.sample(
-        task,
-        answers=tuple(chains[0]),
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        answer_prefix=ANSWER_PREFIX.format(num_v=HOPS + 1, query=value),
-        max_new_tokens=MAX_NEW_TOKENS,
-    )
+    scoring = Scoring(ANSWER_PREFIX.format(num_v=HOPS + 1, query=value), MAX_NEW_TOKENS)
+    return fit(render, count, length, task=task, lo=1, hi=10**8).sample(scoring, answers=chains[0], seed=seed)

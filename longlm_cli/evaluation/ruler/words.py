@@ -23,7 +23,7 @@ import string
 
 from . import data
 from .fit import fit
-from .sample import Count, Draft, Sample
+from .sample import Count, Draft, Sample, Scoring
 
 CWE_HEAD = (
     "Below is a numbered list of words. In these words, some appear more often than others. "
@@ -32,6 +32,7 @@ CWE_HEAD = (
 CWE_QUESTION = "\nQuestion: What are the 10 most common words in the above list?"
 CWE_ANSWER_PREFIX = " Answer: The top 10 words that appear most often in the list are:"
 CWE_MAX_NEW_TOKENS = 120
+CWE_SCORING = Scoring(CWE_ANSWER_PREFIX, CWE_MAX_NEW_TOKENS)
 COMMON = 10
 SHORT = 4096  # RULER's threshold for the smaller example and fewer repeats
 
@@ -45,6 +46,7 @@ FWE_QUESTION = (
 )
 FWE_ANSWER_PREFIX = " Answer: According to the coded text above, the three most frequently appeared words are:"
 FWE_MAX_NEW_TOKENS = 50
+FWE_SCORING = Scoring(FWE_ANSWER_PREFIX, FWE_MAX_NEW_TOKENS)
 ALPHA = 2.0
 ZETA = math.pi**2 / 6  # scipy.special.zeta(2.0)
 CODED_LENGTH = 6
@@ -84,16 +86,8 @@ def generate_cwe(task: str, count: Count, length: int, *, seed: int, depth: floa
     def render(n: int, m: int) -> Draft:
         return Draft(example + CWE_HEAD + _word_list(order[:n], common, uncommon, seed), CWE_QUESTION)
 
-    draft, tokens = fit(render, count, length, task=task, lo=COMMON, hi=len(order))
-    return draft.sample(
-        task,
-        answers=tuple(order[:COMMON]),
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        answer_prefix=CWE_ANSWER_PREFIX,
-        max_new_tokens=CWE_MAX_NEW_TOKENS,
-    )
+    fitted = fit(render, count, length, task=task, lo=COMMON, hi=len(order))
+    return fitted.sample(CWE_SCORING, answers=order[:COMMON], seed=seed)
 
 
 def _coded_vocabulary(size: int, seed: int) -> list[str]:
@@ -122,13 +116,5 @@ def generate_fwe(task: str, count: Count, length: int, *, seed: int, depth: floa
     def render(n: int, m: int) -> Draft:
         return Draft(FWE_HEAD + _coded_text(vocabulary, n, seed), FWE_QUESTION)
 
-    draft, tokens = fit(render, count, length, task=task, lo=FWE_MIN_WORDS, hi=10**8)
-    return draft.sample(
-        task,
-        answers=tuple(vocabulary[1:4]),
-        length=length,
-        tokens=tokens,
-        seed=seed,
-        answer_prefix=FWE_ANSWER_PREFIX,
-        max_new_tokens=FWE_MAX_NEW_TOKENS,
-    )
+    fitted = fit(render, count, length, task=task, lo=FWE_MIN_WORDS, hi=10**8)
+    return fitted.sample(FWE_SCORING, answers=vocabulary[1:4], seed=seed)
