@@ -50,6 +50,20 @@ def test_layer_matches_its_own_float_weights(form, shape):
         assert float((weight - w).abs().max()) <= float(w.abs().max()) / 127 * 0.51 + 1e-6
 
 
+@pytest.mark.parametrize("form", ["int4", "int8"])
+def test_a_large_layer_unpacks_in_blocks_of_output_rows_with_the_same_product(form, monkeypatch):
+    N, K = 320, 64  # 5 blocks of 64 rows in torch's int4 layout; 128 rows a step leaves a last part of 64
+    gen = torch.Generator().manual_seed(3)
+    w, b = torch.randn(N, K, generator=gen), torch.randn(N, generator=gen)
+    scratch = Scratch()
+    layer = QuantizedLinear.from_float(form, w, b, scratch)
+    whole = F.linear(many := torch.randn(1, 40, K, generator=gen), layer.unpack_into(torch.empty(N, K)), b)
+    monkeypatch.setattr(qlinear, "UNPACK_ELEMENTS", 128 * K)
+    assert layer.unpack_rows() == 128
+    assert torch.allclose(layer(many), whole, rtol=1e-5, atol=1e-5)
+    assert scratch.matrix(1, 1, torch.float32).untyped_storage().nbytes() == 128 * K * 4  # a block, not the layer
+
+
 def test_nibbles_round_trip_and_the_kernel_layout_is_read_back():
     codes = torch.randint(0, 16, (192, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     assert torch.equal(qlinear.from_nibbles(qlinear.to_nibbles(codes)), codes)

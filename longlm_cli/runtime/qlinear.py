@@ -10,7 +10,9 @@ A forward of a few rows (a decoding step) runs torch's weight-only kernels on th
 the CPU only in bfloat16 (float32 activations took 30x longer: ``python benchmarks/quant.py --kernels``). A
 forward of many rows (a prefill chunk) is faster as a float matrix product, so the layer's weights are unpacked
 into a scratch buffer shared by every quantized layer of the model and multiplied in the activations' own dtype:
-only one layer is ever unpacked at a time.
+only one layer is ever unpacked at a time, and a large one in blocks of output rows (UNPACK_ELEMENTS), so the
+buffer stays at 64 MiB in float32 whatever the layer (an 8B model's MLP matrix would take 224 MiB, its output
+head 1.96 GiB).
 
 The int4 kernel's packed layout is torch's and may differ between processors; it is made at load time from the
 portable layout written to disk (``nibbles``: two 4-bit codes a byte, the even input feature in the low half)
@@ -32,6 +34,7 @@ INT4_ROW_MULTIPLE = 16  # torch's int4 packing needs the output features in mult
 COMPUTE = torch.bfloat16  # the kernels' activation, scale and output dtype
 FORMS = ("int4", "int8")
 ROW_BLOCK = 4096  # rows quantized at a time by quantized_parts
+UNPACK_ELEMENTS = 1 << 24  # weights unpacked at a time for a many-row forward (a multiple of whole output rows)
 _LAYOUT_CHECKED: dict[
     tuple[int, int], int | None
 ] = {}  # (N, K) -> the block rows _unpack_kernel_int4 reads torch's layout with (None: none)
@@ -199,17 +202,37 @@ class QuantizedLinear(nn.Module):
         codes = functools.partial(_unpack_kernel_int4, self.packed, self.in_features, self._block)
         return {"nibbles": lambda: to_nibbles(codes()), "scales_zeros": lambda: self.scales_zeros}
 
-    def unpack_into(self, out: torch.Tensor) -> torch.Tensor:
-        """Write the float weight [N, K] into ``out`` (in its dtype) and return it."""
+    def unpack_into(self, out: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Write the float weight's output rows [first, first + len(out)) into ``out`` [n, K] (in its dtype) and
+        return it; for int4, ``first`` and the row count are multiples of the layout's block (or reach N)."""
+        rows = slice(first, first + out.shape[0])
         if self.form == "int8":
-            out.copy_(self.codes)
-            return out.mul_(self.scale.to(out.dtype)[:, None])
-        N, K = out.shape
-        out.copy_(_unpack_kernel_int4(self.packed, K, self._block))
-        table = self.scales_zeros.to(out.dtype)  # [K/gs, N, 2]
-        scale, zero = table[..., 0].t(), table[..., 1].t()  # [N, K/gs]
-        groups = out.view(N, K // GROUP_SIZE, GROUP_SIZE)
-        return groups.mul_(scale[..., None]).add_((zero - 8 * scale)[..., None]).view(N, K)
+            out.copy_(self.codes[rows])
+            return out.mul_(self.scale[rows].to(out.dtype)[:, None])
+        n, K = out.shape
+        out.copy_(_unpack_kernel_int4(self.packed[rows], K, self._block))
+        table = self.scales_zeros[:, rows].to(out.dtype)  # [K/gs, n, 2]
+        scale, zero = table[..., 0].t(), table[..., 1].t()  # [n, K/gs]
+        groups = out.view(n, K // GROUP_SIZE, GROUP_SIZE)
+        return groups.mul_(scale[..., None]).add_((zero - 8 * scale)[..., None]).view(n, K)
+
+    def unpack_rows(self) -> int:
+        """Output rows unpacked at a time: all of them, or as many whole layout blocks as UNPACK_ELEMENTS holds."""
+        block = self._block if self.form == "int4" else 1
+        rows = max(block, UNPACK_ELEMENTS // self.in_features // block * block)
+        return min(self.out_features, rows)
+
+    def _unpacked_product(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows [M, K] -> [M, N] as float matrix products, the weights unpacked into the shared scratch buffer one
+        block of output rows at a time (unpack_rows)."""
+        N, K, step = self.out_features, self.in_features, self.unpack_rows()
+        if step == N:
+            return F.linear(rows, self.unpack_into(self.scratch.matrix(N, K, rows.dtype)))
+        y = rows.new_empty(rows.shape[0], N)
+        for first in range(0, N, step):
+            n = min(step, N - first)
+            y[:, first : first + n] = F.linear(rows, self.unpack_into(self.scratch.matrix(n, K, rows.dtype), first))
+        return y
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
         """rows [M, K] in bfloat16 -> [M, N] in bfloat16 on the packed weights."""
@@ -222,8 +245,7 @@ class QuantizedLinear(nn.Module):
         if rows.shape[0] <= KERNEL_MAX_ROWS:
             y = self._kernel(rows.to(COMPUTE).contiguous()).to(x.dtype)
         else:
-            weight = self.unpack_into(self.scratch.matrix(self.out_features, self.in_features, x.dtype))
-            y = F.linear(rows, weight)
+            y = self._unpacked_product(rows)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
