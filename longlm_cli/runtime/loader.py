@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import sys
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from .precision import cpu_dtype
 from .quantize import WeightsChoice, admit, auto_form_for_memory, check_choice, footprint_of, form_for_ggml_type
 
 _GGML_F32, _GGML_BF16 = 0, 30  # ggml tensor types of plain floats (GGUF's tensor table)
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -316,27 +319,43 @@ def _weights_admitted(name, kind, location, device, quantize, sizes: tuple[int, 
 def choose_weights(quantize: str, kind: str, location: str, device: str) -> WeightsChoice:
     """The form of the linear layers' weights: as asked, or for ``auto``: a GGUF file's own bits (4- and 5-bit
     types in int4, 6- and 8-bit in int8, 16-bit and float32 files unquantized), and float weights for any other
-    model (a checkpoint is quantized only when asked)."""
+    model (a checkpoint is quantized only when asked). int8 asked of a 4- or 5-bit GGUF file warns once: its
+    one scale a row cannot hold the file's blocks, so it is both larger and less faithful than int4, which keeps
+    their codes (docs/quantized.md, "Accuracy on the embedded model")."""
     if quantize != "auto":
+        if quantize == "int8" and kind == "gguf" and device == "cpu":
+            type_name = _gguf_main_type(Path(location))
+            if type_name is not None and form_for_ggml_type(type_name) == "int4":
+                _log.warning(
+                    f"the GGUF file is mostly {type_name}: --quantize int8 holds its weights less faithfully "
+                    "than int4, which keeps their 4-bit codes, and takes twice the memory; --quantize auto picks int4"
+                )
         return WeightsChoice(quantize, f"--quantize {quantize}")
     if device != "cpu":
         return WeightsChoice("none", f"float weights: quantized weights run on the CPU only, not {device}")
     if kind != "gguf":
         return WeightsChoice("none", "float weights: the checkpoint's own (--quantize int4 or int8 shrinks them)")
-    from gguf import GGMLQuantizationType
-
-    gguf_metadata(Path(location), check_tensors=True)  # a damaged or hostile header: one line, before reading on
-    with Path(location).open("rb") as stream:
-        elements = tensor_elements(stream)
-    if not elements:
+    type_name = _gguf_main_type(Path(location))
+    if type_name is None:
         return WeightsChoice("none", "float weights: the GGUF file holds no tensors")
-    main = max(elements, key=elements.__getitem__)
-    try:
-        type_name = GGMLQuantizationType(main).name
-    except ValueError:
-        type_name = f"type {main}"
     form = form_for_ggml_type(type_name)
     return WeightsChoice(form, f"{form if form != 'none' else 'float weights'}: the GGUF file is mostly {type_name}")
+
+
+def _gguf_main_type(path: Path) -> str | None:
+    """The ggml type name of most of a GGUF file's weights (by elements); None when it holds no tensors."""
+    from gguf import GGMLQuantizationType
+
+    gguf_metadata(path, check_tensors=True)  # a damaged or hostile header: one line, before reading on
+    with path.open("rb") as stream:
+        elements = tensor_elements(stream)
+    if not elements:
+        return None
+    main = max(elements, key=elements.__getitem__)
+    try:
+        return GGMLQuantizationType(main).name
+    except ValueError:
+        return f"type {main}"
 
 
 def _from_pretrained(name: str, kind: str, location: str, *, dtype, trust_remote_code: bool) -> tuple:
