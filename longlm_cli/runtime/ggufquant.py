@@ -37,7 +37,7 @@ from .quantize import (
 _EXACT_INT4 = {"Q4_0": 18, "Q4_1": 20}  # bytes per block of 32: the types whose codes carry over to int4
 
 
-class _GgufSource:
+class GgufSource:
     """The tensors of a quantized directory, computed from a GGUF file when asked for (install_weights reads a
     module's tensors one after another, so the last module's are kept until the next is asked for)."""
 
@@ -60,6 +60,12 @@ class _GgufSource:
         self.by_hf = {to_hf[t.name]: t for t in self.reader.tensors if t.name in to_hf}
         self.layout = layout(model, form)
         self._last: tuple[str, dict] | None = None
+
+    def missing(self) -> list[str]:
+        """The model's tensors that no tensor of the file maps onto, by the model's names (an MoE's per-expert
+        layers among them: transformers maps a GGUF file's expert tensors onto its own 3D ones)."""
+        wanted = {name if name in self.by_hf else name.rpartition(".")[0] + ".weight" for name in self.layout}
+        return sorted(wanted - set(self.by_hf))
 
     def read(self, name: str) -> torch.Tensor:
         if name not in self.layout:
@@ -120,7 +126,14 @@ def quantized_from_gguf(gguf: Path, form: str, dtype) -> tuple[object, object]:
     parsed = gguf_parsed(gguf)
     config = CONFIG_MAPPING[parsed["config"]["model_type"]].from_dict(parsed["config"])  # as AutoConfig does
     model = empty_model(config, dtype)
-    source = _GgufSource(gguf, model, form, parsed.get("config", {}))
+    source = GgufSource(gguf, model, form, parsed.get("config", {}))
+    missing = source.missing()
+    if missing:
+        raise ModelError(
+            f"--quantize {form} cannot read this GGUF file: {len(missing)} of the model's tensors have no tensor in "
+            f"it that longlm maps onto them (first: {missing[0]}); mixture-of-experts files are among those not read "
+            "yet; --quantize none hands it to transformers' own GGUF reader"
+        )
     install_weights(model, dtype, set(source.layout), source.read)
     cast_float_parameters(model, dtype)
     return tokenizer, model

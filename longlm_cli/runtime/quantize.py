@@ -130,8 +130,10 @@ def quantize_model(model, form: str, dtype) -> None:
     biases) are cast to ``dtype``."""
     import torch
 
+    from .experts import split_experts
     from .qlinear import QuantizedEmbedding, QuantizedLinear, Scratch, int4_fits
 
+    split_experts(model)  # an MoE's 3D expert weights become per-expert linear layers, quantized below
     scratch = Scratch()
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = _tied(model)
@@ -224,12 +226,16 @@ def load_quantized_dir(directory: Path, dtype) -> tuple[object, object]:
 
 def empty_model(config, dtype):
     """A causal LM of ``config`` whose parameters are on the meta device (no memory) and whose buffers (the
-    rotary tables) are real."""
+    rotary tables) are real; an MoE's experts split into per-expert layers, as a quantized one holds them."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    from .experts import split_experts
+
     with init_empty_weights(include_buffers=False):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    split_experts(model)
+    return model
 
 
 def layout(model, form: str) -> dict[str, tuple[tuple[int, ...], object]]:
