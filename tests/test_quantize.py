@@ -69,7 +69,7 @@ def test_nibbles_round_trip_and_the_kernel_layout_is_read_back():
     assert torch.equal(qlinear.from_nibbles(qlinear.to_nibbles(codes)), codes)
     block = qlinear.kernel_block(192, 64)
     assert block is not None
-    assert torch.equal(qlinear._unpack_kernel_int4(qlinear.pack_for_kernel(codes), 64, block), codes)
+    assert torch.equal(qlinear.unpack_kernel_int4(qlinear.pack_for_kernel(codes), 64, block), codes)
 
 
 def test_scratch_is_one_buffer_per_dtype_grown_to_the_largest_layer():

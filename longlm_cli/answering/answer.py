@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from ..doccache.store import DocCacheSettings
 from ..errors import InputError, PlanError
 from ..evaluation.heads import prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode
+from ..runtime.loader import LoadedModel
 from .citations import Citation, citations_for
 from .contract import failure_dict, response_dict
 from .evidence import NOT_PLACED, EvidenceSettings, Found, choose, evidence_prompt, prefill_with_evidence
-from .pipeline import ModelSettings, method_settings, prefill_prompt, prepare
+from .pipeline import ExtensionSettings, ModelSettings, PlanFn, method_settings, prefill_prompt, prepare
+from .templates import OutputShape
 
 
 @dataclass(frozen=True)
@@ -61,19 +64,36 @@ def answer_documents(
     cache: DocCacheSettings = DocCacheSettings(),
     evidence: EvidenceSettings = EvidenceSettings(),
     on_note: Callable[[str], None] | None = None,
-    **inputs,
+    prompt_file: str | None = None,
+    shape: OutputShape = OutputShape(),
+    model: ModelSettings = ModelSettings(),
+    extension: ExtensionSettings = ExtensionSettings(),
+    stdin: IO[bytes] | None = None,
+    on_plan: PlanFn | None = None,
+    loaded: LoadedModel | None = None,
 ) -> Answer:
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
 
-    ``inputs`` are pipeline.prepare's: prompt_file, model, extension, stdin, on_plan, loaded. The whole
-    document goes through one forward context: it is never truncated or chunked. The extension method runs only
-    when the prompt plus the answer exceed the model's pretraining window. With ``cache.enabled`` the document
-    part of the prompt goes through the document cache (see pipeline.prefill_prompt). With
-    ``evidence.passages``, the answer is written from the passages the question attends to most (evidence.py);
-    ``on_note`` hears when the model's retrieval heads are measured.
+    ``prompt_file`` to ``loaded`` are pipeline.prepare's. The whole document goes through one forward context: it is
+    never truncated or chunked. The extension method runs only when the prompt plus the answer exceed the model's
+    pretraining window. With ``cache.enabled`` the document part of the prompt goes through the document cache (see
+    pipeline.prefill_prompt). With ``evidence.passages``, the answer is written from the passages the question
+    attends to most (evidence.py); ``on_note`` hears when the model's retrieval heads are measured.
     """
     sampling = sampling.for_task(task)
-    prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, **inputs)
+    prepared = prepare(
+        task,
+        paths,
+        question=question,
+        reserve=sampling.max_new_tokens,
+        prompt_file=prompt_file,
+        shape=shape,
+        model=model,
+        extension=extension,
+        stdin=stdin,
+        on_plan=on_plan,
+        loaded=loaded,
+    )
     session, logits, status, timings, chosen = _read(prepared, question, sampling, cache, progress, evidence, on_note)
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -173,13 +174,20 @@ def tuned_plan(model: str, L: int, length: int) -> tuple[Plan, Tuned] | None:
         return None
 
 
-def plan_with_tuned(model: str, *, use_tuned: bool = True, **inputs) -> PlanReport:
+def plan_with_tuned(
+    model: str,
+    *,
+    use_tuned: bool = True,
+    length: int | None = None,
+    paths: Sequence[str] = (),
+    window: int | None = None,
+    group_size: int | None = None,
+    extend_from: float | None = None,
+) -> PlanReport:
     """planning.plan_for, with `longlm tune`'s winner applied as ask/summarize/chat apply it: only when the
-    user set no W, G or --extend-from and ``use_tuned``. ``inputs`` are plan_for's."""
-    report = plan_for(model, **inputs)
-    given = ExtensionSettings(
-        window=inputs.get("window"), group_size=inputs.get("group_size"), extend_from=inputs.get("extend_from")
-    )
+    user set no W, G or --extend-from and ``use_tuned``."""
+    report = plan_for(model, length=length, paths=paths, window=window, group_size=group_size, extend_from=extend_from)
+    given = ExtensionSettings(window=window, group_size=group_size, extend_from=extend_from)
     chosen = given.chosen_by_user()
     found = None if chosen or not use_tuned else tuned_plan(model, report.plan.L, report.plan.N)
     if found is None:

@@ -16,7 +16,7 @@ head 1.96 GiB).
 
 The int4 kernel's packed layout is torch's and may differ between processors; it is made at load time from the
 portable layout written to disk (``nibbles``: two 4-bit codes a byte, the even input feature in the low half)
-and unpacked by ``_unpack_kernel_int4``, whose reading of the layout is checked once per shape against a
+and unpacked by ``unpack_kernel_int4``, whose reading of the layout is checked once per shape against a
 matrix packed by torch (a shape whose check fails is not taken in int4: int4_fits).
 """
 
@@ -37,7 +37,7 @@ ROW_BLOCK = 4096  # rows quantized at a time by quantized_parts
 UNPACK_ELEMENTS = 1 << 24  # weights unpacked at a time for a many-row forward (a multiple of whole output rows)
 _LAYOUT_CHECKED: dict[
     tuple[int, int], int | None
-] = {}  # (N, K) -> the block rows _unpack_kernel_int4 reads torch's layout with (None: none)
+] = {}  # (N, K) -> the block rows unpack_kernel_int4 reads torch's layout with (None: none)
 
 
 class Scratch:
@@ -109,7 +109,7 @@ def pack_for_kernel(codes: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
 
 
-def _unpack_kernel_int4(packed: torch.Tensor, K: int, block: int) -> torch.Tensor:
+def unpack_kernel_int4(packed: torch.Tensor, K: int, block: int) -> torch.Tensor:
     """torch's CPU layout -> codes uint8 [N, K], reading it as blocks of ``block`` output rows, each stored as
     [K, block / 2] bytes whose low halves hold the block's first half of rows and high halves the second."""
     N = packed.shape[0]
@@ -127,7 +127,7 @@ def kernel_block(N: int, K: int) -> int | None:
         packed = pack_for_kernel(probe)
         found = None
         for block in (64, 32, 16):
-            if N % block == 0 and torch.equal(_unpack_kernel_int4(packed, K, block), probe):
+            if N % block == 0 and torch.equal(unpack_kernel_int4(packed, K, block), probe):
                 found = block
                 break
         _LAYOUT_CHECKED[key] = found
@@ -199,7 +199,7 @@ class QuantizedLinear(nn.Module):
         """How to produce each tensor as written to disk (int4 codes in the portable nibble layout)."""
         if self.form == "int8":
             return {"codes": lambda: self.codes, "scale": lambda: self.scale}
-        codes = functools.partial(_unpack_kernel_int4, self.packed, self.in_features, self._block)
+        codes = functools.partial(unpack_kernel_int4, self.packed, self.in_features, self._block)
         return {"nibbles": lambda: to_nibbles(codes()), "scales_zeros": lambda: self.scales_zeros}
 
     def unpack_into(self, out: torch.Tensor, first: int = 0) -> torch.Tensor:
@@ -210,7 +210,7 @@ class QuantizedLinear(nn.Module):
             out.copy_(self.codes[rows])
             return out.mul_(self.scale[rows].to(out.dtype)[:, None])
         n, K = out.shape
-        out.copy_(_unpack_kernel_int4(self.packed[rows], K, self._block))
+        out.copy_(unpack_kernel_int4(self.packed[rows], K, self._block))
         table = self.scales_zeros[:, rows].to(out.dtype)  # [K/gs, n, 2]
         scale, zero = table[..., 0].t(), table[..., 1].t()  # [n, K/gs]
         groups = out.view(n, K // GROUP_SIZE, GROUP_SIZE)
