@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longlm_cli.answering.answer import answer_documents  # noqa: E402
-from longlm_cli.answering.pipeline import ModelSettings  # noqa: E402
+from longlm_cli.answering.pipeline import ModelSettings, Reading  # noqa: E402
 from longlm_cli.doccache.store import DocCacheSettings  # noqa: E402
 from longlm_cli.runtime.generate import SamplingSettings  # noqa: E402
 from longlm_cli.runtime.loader import load_model  # noqa: E402
@@ -60,9 +60,8 @@ def _answer(loaded, task, doc, question, *, cache, device, max_new_tokens):
         task,
         [str(doc)],
         question=question if task == "ask" else None,
-        loaded=loaded,
+        reading=Reading(model=ModelSettings(model="default", device=device), loaded=loaded),
         cache=cache,
-        model=ModelSettings(model="default", device=device),
         sampling=SamplingSettings(max_new_tokens=max_new_tokens),
     )
 

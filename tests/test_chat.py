@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from longlm_cli.answering.chat import render_conversation, start_chat
-from longlm_cli.answering.pipeline import ModelSettings, configure
+from longlm_cli.answering.pipeline import ModelSettings, Reading, configure
 from longlm_cli.answering.templates import chat_token_ids, load_template, user_message
 from longlm_cli.errors import ModelError
 from longlm_cli.runtime.generate import SamplingSettings, Session, decode, prefill
@@ -53,9 +53,8 @@ def test_piped_questions_are_answered_in_turn(tiny_dir, doc):
     loaded = load_model(str(tiny_dir), device="cpu")
     chat = start_chat(
         [str(doc)],
-        model=ModelSettings(model=str(tiny_dir), device="cpu"),
+        reading=Reading(model=ModelSettings(model=str(tiny_dir), device="cpu"), loaded=loaded),
         sampling=SamplingSettings(max_new_tokens=TOKENS),
-        loaded=loaded,
     )
     first = {"role": "user", "content": user_message(load_template("ask"), CORPUS, "Who counted the ships?")}
     assert turns[0]["answer"] == fresh_answer(loaded, chat.plan, [first])
@@ -89,9 +88,8 @@ def test_library_chat_matches_fresh_runs_over_three_turns(tiny_dir, doc):
     loaded = load_model(str(tiny_dir), device="cpu")
     chat = start_chat(
         [str(doc)],
-        model=ModelSettings(model=str(tiny_dir), device="cpu"),
+        reading=Reading(model=ModelSettings(model=str(tiny_dir), device="cpu"), loaded=loaded),
         sampling=SamplingSettings(max_new_tokens=TOKENS),
-        loaded=loaded,
     )
     for question in ("Who?", "Where is the harbour?", "And the ledger?"):
         turn = chat.ask(question)

@@ -340,7 +340,7 @@ def test_the_engine_reads_asks_prompt_into_asks_logits(loaded, tiny_dir, tmp_pat
     """Past L, with ask's W and G, the server's prefill of ask's prompt gives ask's last logits."""
     import torch
 
-    from longlm_cli.answering.pipeline import prefill_prompt, prepare
+    from longlm_cli.answering.pipeline import Reading, prefill_prompt, prepare
     from longlm_cli.answering.templates import user_message
     from longlm_cli.doccache.store import DocCacheSettings
     from longlm_cli.runtime.generate import Session
@@ -351,7 +351,8 @@ def test_the_engine_reads_asks_prompt_into_asks_logits(loaded, tiny_dir, tmp_pat
     doc.write_text(CORPUS * 6)
     model = ModelSettings(model=str(tiny_dir), dtype="float32")
     none = ExtensionSettings(use_tuned=False)
-    prepared = prepare("ask", [str(doc)], question=QUESTION, reserve=8, model=model, extension=none, loaded=loaded)
+    reading = Reading(model=model, extension=none, loaded=loaded)
+    prepared = prepare("ask", [str(doc)], question=QUESTION, reserve=8, reading=reading)
     session = Session.start(loaded.model, reserve=prepared.plan.N)
     expected, _ = prefill_prompt(session, prepared, prepared.ids, cache=DocCacheSettings(enabled=False))
     plan = prepared.plan

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass, field, replace
 
 from ..doccache.store import DocCacheSettings
 from ..errors import InputError, PlanError
 from ..evaluation.heads import prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode
-from ..runtime.loader import LoadedModel
 from .citations import Citation, citations_for
 from .contract import failure_dict, response_dict
 from .evidence import NOT_PLACED, EvidenceSettings, Found, choose, evidence_prompt, prefill_with_evidence
-from .pipeline import ExtensionSettings, ModelSettings, PlanFn, method_settings, prefill_prompt, prepare
-from .templates import OutputShape
+from .pipeline import Reading, method_settings, prefill_prompt, prepare
 
 
 @dataclass(frozen=True)
@@ -64,36 +61,18 @@ def answer_documents(
     cache: DocCacheSettings = DocCacheSettings(),
     evidence: EvidenceSettings = EvidenceSettings(),
     on_note: Callable[[str], None] | None = None,
-    prompt_file: str | None = None,
-    shape: OutputShape = OutputShape(),
-    model: ModelSettings = ModelSettings(),
-    extension: ExtensionSettings = ExtensionSettings(),
-    stdin: IO[bytes] | None = None,
-    on_plan: PlanFn | None = None,
-    loaded: LoadedModel | None = None,
+    reading: Reading = Reading(),
 ) -> Answer:
     """Summarize the documents at ``paths`` (task "summarize") or answer ``question`` about them ("ask").
 
-    ``prompt_file`` to ``loaded`` are pipeline.prepare's. The whole document goes through one forward context: it is
+    ``reading`` is pipeline.prepare's. The whole document goes through one forward context: it is
     never truncated or chunked. The extension method runs only when the prompt plus the answer exceed the model's
     pretraining window. With ``cache.enabled`` the document part of the prompt goes through the document cache (see
     pipeline.prefill_prompt). With ``evidence.passages``, the answer is written from the passages the question
     attends to most (evidence.py); ``on_note`` hears when the model's retrieval heads are measured.
     """
     sampling = sampling.for_task(task)
-    prepared = prepare(
-        task,
-        paths,
-        question=question,
-        reserve=sampling.max_new_tokens,
-        prompt_file=prompt_file,
-        shape=shape,
-        model=model,
-        extension=extension,
-        stdin=stdin,
-        on_plan=on_plan,
-        loaded=loaded,
-    )
+    prepared = prepare(task, paths, question=question, reserve=sampling.max_new_tokens, reading=reading)
     session, logits, status, timings, chosen = _read(prepared, question, sampling, cache, progress, evidence, on_note)
     decoded = decode(session, prepared.loaded.tokenizer, logits, settings=sampling, on_text=on_text)
     timings["decode"] = decoded.seconds
@@ -157,15 +136,15 @@ class Failed:
         return failure_dict(command=self.task, source=self.source, error=self.error)
 
 
-def answer_each(task: str, paths: Sequence[str], *, model: ModelSettings = ModelSettings(), **options):
+def answer_each(task: str, paths: Sequence[str], *, reading: Reading = Reading(), **options):
     """Answer ``task`` for each document in ``paths`` on its own, loading the model once.
 
     Yields an Answer per document, or a Failed for a document that cannot be read or answered (an input or
     plan error); a model error ends the batch. ``options`` are answer_documents's.
     """
-    loaded = model.load()
+    reading = replace(reading, loaded=reading.model.load())
     for path in paths:
         try:
-            yield answer_documents(task, [path], model=model, loaded=loaded, **options)
+            yield answer_documents(task, [path], reading=reading, **options)
         except (InputError, PlanError) as exc:
             yield Failed(task=task, source=path, error=" ".join(str(exc).split()))

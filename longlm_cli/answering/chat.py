@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 from ..defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from ..doccache.keys import common_prefix_length
@@ -21,7 +20,6 @@ from ..errors import ConversationTooLongError
 from ..evaluation.heads import prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
-from ..runtime.loader import LoadedModel
 from .citations import citations_for
 from .contract import response_dict
 from .evidence import (
@@ -35,17 +33,8 @@ from .evidence import (
     tapped,
     token_scores,
 )
-from .pipeline import (
-    ExtensionSettings,
-    ModelSettings,
-    PlanFn,
-    Prepared,
-    configure,
-    method_settings,
-    prefill_prompt,
-    prepare,
-)
-from .templates import OutputShape, apply_chat_template, chat_token_ids, user_message
+from .pipeline import Prepared, Reading, configure, method_settings, prefill_prompt, prepare
+from .templates import apply_chat_template, chat_token_ids, user_message
 
 
 @dataclass(frozen=True)
@@ -225,17 +214,11 @@ class Chat:
 def start_chat(
     paths: Sequence[str],
     *,
-    prompt_file: str | None = None,
-    shape: OutputShape = OutputShape(),
-    model: ModelSettings = ModelSettings(),
-    extension: ExtensionSettings = ExtensionSettings(),
+    reading: Reading = Reading(),
     sampling: SamplingSettings = SamplingSettings(),
     chat: ChatSettings = ChatSettings(),
     cache: DocCacheSettings = DocCacheSettings(),
-    stdin: IO[bytes] | None = None,
     progress: ProgressFn | None = None,
-    on_plan: PlanFn | None = None,
-    loaded: LoadedModel | None = None,
     evidence: EvidenceSettings = EvidenceSettings(),
     on_note: Callable[[str], None] | None = None,
 ) -> Chat:
@@ -244,17 +227,5 @@ def start_chat(
     The document is prefilled (or loaded from the document cache) with the first question.
     """
     budget = chat.budget if chat.budget is not None else DEFAULT_CHAT_BUDGET_FACTOR * sampling.max_new_tokens
-    prepared = prepare(
-        "ask",
-        paths,
-        question="",
-        reserve=budget,
-        prompt_file=prompt_file,
-        shape=shape,
-        model=model,
-        extension=extension,
-        stdin=stdin,
-        on_plan=on_plan,
-        loaded=loaded,
-    )
+    prepared = prepare("ask", paths, question="", reserve=budget, reading=reading)
     return Chat(prepared, sampling=sampling, cache=cache, progress=progress, evidence=evidence, on_note=on_note)

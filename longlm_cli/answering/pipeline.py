@@ -69,6 +69,20 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """How prepare reads the documents and what it runs them with: the prompt file, the answer's shape, the
+    model and the extension settings, stdin (for '-'), a hook told the plan, and a model already loaded."""
+
+    prompt_file: str | None = None
+    shape: OutputShape = OutputShape()
+    model: ModelSettings = ModelSettings()
+    extension: ExtensionSettings = ExtensionSettings()
+    stdin: IO[bytes] | None = None
+    on_plan: PlanFn | None = None
+    loaded: LoadedModel | None = None
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Everything an answer needs before its prefill: the inputs, the loaded model and the plan it runs with."""
 
@@ -85,26 +99,16 @@ class Prepared:
 
 
 def prepare(
-    task: str,
-    paths: Sequence[str],
-    *,
-    question: str | None,
-    reserve: int,
-    prompt_file: str | None = None,
-    shape: OutputShape = OutputShape(),
-    model: ModelSettings = ModelSettings(),
-    extension: ExtensionSettings = ExtensionSettings(),
-    stdin: IO[bytes] | None = None,
-    on_plan: PlanFn | None = None,
-    loaded: LoadedModel | None = None,
+    task: str, paths: Sequence[str], *, question: str | None, reserve: int, reading: Reading = Reading()
 ) -> Prepared:
     """Read, load, plan for the prompt plus ``reserve`` tokens, and switch SelfExtend on or off to match.
 
     The template (with ``shape``'s instructions at its end) is checked before any heavy work; the document is
     never truncated.
     """
-    template = load_template(task, prompt_file).shaped(shape)
-    document = read_documents(paths, stdin=stdin)
+    shape, model, extension, loaded = reading.shape, reading.model, reading.extension, reading.loaded
+    template = load_template(task, reading.prompt_file).shaped(shape)
+    document = read_documents(paths, stdin=reading.stdin)
     start = time.perf_counter()
     loaded = loaded or model.load(count_tokens(document.text, model=model.model).count + reserve)
     load_seconds = time.perf_counter() - start
@@ -129,8 +133,8 @@ def prepare(
         load_seconds=load_seconds,
         tuned=tuned,
     )
-    if on_plan is not None:
-        on_plan(prepared)
+    if reading.on_plan is not None:
+        reading.on_plan(prepared)
     return prepared
 
 

@@ -128,20 +128,23 @@ def _run_options(command):
     return loading_options(extension_options(sampling_options(shape_options(command))))
 
 
-def _settings(options: dict) -> dict:
-    """The library's settings objects, each built from the shared options it declares."""
-    from ..answering.pipeline import ModelSettings
+def _settings(options: dict, *, prompt_file: str | None, on_plan=None) -> dict:
+    """The library's settings objects, each built from the shared options it declares: how the documents are
+    read and run (``reading``), sampling and the document cache."""
+    from ..answering.pipeline import ModelSettings, Reading
     from ..answering.templates import OutputShape
     from ..doccache.store import DocCacheSettings
     from ..runtime.sampling import SamplingSettings
 
-    return dict(
+    reading = Reading(
+        prompt_file=prompt_file,
+        shape=OutputShape.from_options(options),
         model=ModelSettings.from_options(options),
         extension=extension_settings(options),
-        sampling=SamplingSettings.from_options(options),
-        cache=DocCacheSettings.from_options(options),
-        shape=OutputShape.from_options(options),
+        on_plan=on_plan,
     )
+    sampling, cache = SamplingSettings.from_options(options), DocCacheSettings.from_options(options)
+    return dict(reading=reading, sampling=sampling, cache=cache)
 
 
 def _checked_quotes(answer) -> str:
@@ -176,11 +179,9 @@ def _run(
             task,
             files,
             question=question,
-            prompt_file=prompt_file,
-            **_settings(options),
+            **_settings(options, prompt_file=prompt_file, on_plan=_plan_echo(verbose, "prompt and answer")),
             on_text=None if as_json or output else _stream,
             progress=progress,
-            on_plan=_plan_echo(verbose, "prompt and answer"),
             **more,
         )
     if output:
@@ -212,9 +213,8 @@ def _run_each(task: str, files, question, *, prompt_file, as_json, output, evide
     pieces, failures = [], 0
     with Progress(enabled=sys.stderr.isatty()) as progress:
         more = {} if evidence is None else {"evidence": evidence, "on_note": on_note}
-        for result in answer_each(
-            task, files, question=question, prompt_file=prompt_file, progress=progress, **_settings(options), **more
-        ):
+        settings = _settings(options, prompt_file=prompt_file)
+        for result in answer_each(task, files, question=question, progress=progress, **settings, **more):
             if isinstance(result, Failed):
                 failures += 1
                 click.echo(f"Error: {result.source}: {result.error}", err=True)
@@ -320,13 +320,11 @@ def chat(files, budget, evidence_passages, evidence_unit, *, prompt_file, as_jso
     with Progress(enabled=sys.stderr.isatty()) as progress:
         session = start_chat(
             files,
-            prompt_file=prompt_file,
-            **_settings(options),
+            **_settings(options, prompt_file=prompt_file, on_plan=_plan_echo(verbose, "document and conversation")),
             chat=ChatSettings(budget=budget),
             evidence=evidence_settings(evidence_passages, evidence_unit),
             on_note=note,
             progress=progress,
-            on_plan=_plan_echo(verbose, "document and conversation"),
         )
         _converse(session, as_json=as_json, verbose=verbose, output=output)
 
