@@ -175,6 +175,9 @@ def run_case(
         loaded = load_model("default", device="cpu", dtype=dtype_name, quantize=form, kv_dtype=kv_name)
         model, total = loaded.model, None
     else:
+        from longlm_cli.runtime.allocator import give_back_freed_blocks
+
+        give_back_freed_blocks()  # glibc's allocator as load_model sets it, before the weights
         model, total = build_random(model_name, form, dtype, layers, getattr(torch, kv_name))
     load_s = time.perf_counter() - start
     built = layers if total is not None and layers else None
