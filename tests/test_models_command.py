@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from longlm_cli.cli import cli
 from longlm_cli.cli import run as run_module
-from longlm_cli.models import catalogue
+from longlm_cli.models import architecture, catalogue
 from longlm_cli.runtime import inventory
 
 from helpers import CORPUS, reference_answer, run
@@ -124,7 +124,7 @@ def test_models_json_is_one_object(disk):
     result = run("models", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["architectures"] == list(catalogue.SUPPORTED_MODEL_TYPES)
+    assert data["architectures"] == list(architecture.SUPPORTED_MODEL_TYPES)
     assert data["rope_types"] == ["default", "linear", "llama3", "yarn"]
     assert len(data["families"]) == 16
     assert data["families"][0] == {"name": "llama2", "L": 4096, "hub_id": "meta-llama/Llama-2-7b-chat-hf"}
@@ -152,8 +152,8 @@ def test_models_json_is_one_object(disk):
 def test_catalogue_holds_what_the_engine_enforces():
     from longlm_cli.engine import switch
 
-    assert switch.SUPPORTED_MODEL_TYPES is catalogue.SUPPORTED_MODEL_TYPES
-    assert switch.COMPOSABLE_ROPE_TYPES is catalogue.COMPOSABLE_ROPE_TYPES
+    assert switch.SUPPORTED_MODEL_TYPES is architecture.SUPPORTED_MODEL_TYPES
+    assert switch.COMPOSABLE_ROPE_TYPES is architecture.COMPOSABLE_ROPE_TYPES
     assert list(catalogue.FAMILY_HUB_IDS) == list(catalogue.KNOWN_MODELS)
 
 

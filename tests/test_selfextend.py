@@ -396,7 +396,7 @@ def test_bfloat16_decode_on_cpu_is_close_to_float32_reference():
     ],
 )
 def test_models_the_methods_cannot_serve_exactly_are_named(config, refused):
-    from longlm_cli.models.catalogue import extension_refusal
+    from longlm_cli.models.architecture import extension_refusal
 
     found = extension_refusal(config)
     assert (found is None) if refused is None else (refused in found)

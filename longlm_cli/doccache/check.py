@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..models.catalogue import cached_head_shape, text_config
+from ..models.architecture import cached_head_shape, text_config
 from .keys import FORMAT
 
 MAX_HEADER_BYTES = 4 << 20  # a real entry's header is a few kilobytes; sources may list many documents

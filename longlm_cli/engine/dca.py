@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 
 from ..defaults import DEFAULT_QUERY_CHUNK
 from ..errors import LongLMError
-from ..models.catalogue import dual_chunk_settings, text_config
+from ..models.architecture import dual_chunk_settings, text_config
 from . import switch
 from .blocks import Accumulator, attend, neighbour_blocks
 from .evidence import capped, causal_fill, expand_heads, plain_scores

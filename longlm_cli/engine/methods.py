@@ -10,7 +10,7 @@ from typing import cast
 
 from ..defaults import DEFAULT_EXTENSION
 from ..errors import UnsupportedModelError
-from ..models.catalogue import dual_chunk_settings, text_config
+from ..models.architecture import dual_chunk_settings, text_config
 from ..planning.extension import ExtensionSettings
 from ..planning.plan import Plan
 

@@ -9,7 +9,7 @@ import copy
 from contextlib import contextmanager
 
 from ..errors import LongLMError, UnsupportedModelError
-from ..models.catalogue import text_config
+from ..models.architecture import text_config
 
 
 def _rotary_owner(model):

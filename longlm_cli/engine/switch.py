@@ -17,7 +17,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
 from ..errors import LongLMError, UnsupportedModelError
-from ..models.catalogue import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES, extension_refusal, text_config
+from ..models.architecture import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES, extension_refusal, text_config
 from .rope import LayerRope
 
 ORIGINAL_ATTR = "_longlm_original_attn_implementation"  # the attention the model had before any method

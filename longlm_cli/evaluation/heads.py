@@ -109,7 +109,7 @@ def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None =
     (heads.json), or measured now and kept. Measuring runs the model plainly: the caller switches its method
     back on afterwards."""
     from ..answering.headstore import MAX_KEPT, StoredHeads, find_heads, save_heads
-    from ..models.catalogue import text_config
+    from ..models.architecture import text_config
     from ..planning.tuned import model_key
 
     key = model_key(requested)

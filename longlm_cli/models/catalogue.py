@@ -2,8 +2,7 @@
 
 Torch-free and cheap to import. Every command resolves names here: the family table (`longlm plan` only, since
 a family is not one set of weights; each with one representative hub id for `longlm models`), the embedded
-model's names, local directories, .gguf files and hub ids; and the architectures and RoPE types SelfExtend
-supports (engine/selfextend.py enforces them, `longlm models` lists them).
+model's names, local directories, .gguf files and hub ids. What the engine can serve is models/architecture.py.
 L has one rule, whatever it is read from (a config.json, a loaded transformers config, or a GGUF header): the
 original window recorded by a RoPE scaling if there is one, else the first of the usual window keys.
 Model files are untrusted input: a local directory's config.json and weights and a GGUF header are checked here,
@@ -16,10 +15,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeGuard
 
 from ..errors import ModelError
 from ..paths import embedded_gguf_path, expand_user, hf_cached_model_dir
+from .architecture import DUAL_CHUNK_KEY, ROPE_KEYS, is_positive_int, text_config
 from .gguf import check_gguf, read_gguf_metadata
 
 KNOWN_MODELS: dict[str, int] = {
@@ -59,33 +58,13 @@ FAMILY_HUB_IDS: dict[str, str] = {
     "smollm": "HuggingFaceTB/SmolLM-1.7B-Instruct",
     "smollm2": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
 }
-# Architectures whose attention applies rotate-half RoPE to q and k before the attention function,
-# each covered by a test on a tiny random model (engine/selfextend.py refuses the others).
-SUPPORTED_MODEL_TYPES = (
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "phi",
-    "phi3",
-    "gemma",
-    "gemma2",
-    "gemma3_text",
-)
-# Rope types whose angle is a fixed frequency times the position, so rotations compose. "dynamic" and
-# "longrope" change their frequencies with the sequence length (cached keys would have been rotated with
-# other frequencies), and multimodal rope types use several position axes: those are refused.
-COMPOSABLE_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 EMBEDDED_FAMILY = "smollm2"
 EMBEDDED_NAMES = ("default", "smollm2", "smollm2-135m-instruct")  # all name the embedded SmolLM2-135M-Instruct
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded)"
 LISTED_ALIASES = ("default",)  # shown with the family names when a name is unknown
 
 _WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-_ROPE_KEYS = ("rope_scaling", "rope_parameters")
 _ORIGINAL_KEY = "original_max_position_embeddings"
-DUAL_CHUNK_KEY = "dual_chunk_attention_config"
 _SAFETENSORS_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 _PICKLE_PATTERNS = ("pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
 
@@ -211,21 +190,6 @@ def pretraining_window(model: str) -> ModelWindow:
     raise ModelError(f"{model} is neither a model directory with config.json nor a .gguf file")
 
 
-def text_config(config):
-    """The language model's part of a loaded transformers config (a multimodal config nests it)."""
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
-def cached_head_shape(config) -> tuple[int, int, int]:
-    """(key heads, key size, value size) of one layer's cached keys and values, from a loaded config: keys and
-    values differ in size under multi-head latent attention (DeepSeek, MiniCPM3)."""
-    config = text_config(config)
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return kv_heads, getattr(config, "qk_head_dim", None) or head_dim, getattr(config, "v_head_dim", None) or head_dim
-
-
 def context_window(config) -> int:
     """The pretraining window L of a loaded transformers config (the same rule as for config.json)."""
     config = text_config(config)
@@ -273,76 +237,28 @@ def window_from_config(config: dict) -> tuple[int, str] | None:
         if original is not None:
             return original[0], f"{label}{original[1]}"
         for key in _WINDOW_KEYS:
-            if _is_positive_int(section.get(key)):
+            if is_positive_int(section.get(key)):
                 return section[key], f"{label}{key}"
-    return None
-
-
-_RECURRENT_LAYERS = ("linear_attention", "mamba", "mamba2", "recurrent", "conv", "ssm")
-_HYBRID_TYPES = ("jamba", "zamba", "zamba2", "falcon_h1", "bamba", "nemotron_h", "granitemoehybrid", "recurrent_gemma")
-
-
-def extension_refusal(config: dict) -> str | None:
-    """Why SelfExtend and Dual Chunk Attention cannot serve a model exactly, from its config (a dict), or None:
-    layers with a recurrent state (linear attention, state-space, convolution), or rotary positions with several
-    axes (M-RoPE)."""
-    for section in (config.get("text_config"), config):
-        if not isinstance(section, dict):
-            continue
-        kinds = [k for key in ("layer_types", "layers_block_type", "block_types") for k in section.get(key) or ()]
-        if section.get("model_type") in _HYBRID_TYPES or any(str(k) in _RECURRENT_LAYERS for k in kinds):
-            return (
-                "has recurrent layers (linear attention, state-space or convolution) whose memory of the text is not "
-                "made of positions: SelfExtend and Dual Chunk Attention regroup positions and cannot extend them"
-            )
-        rope = [r for key in _ROPE_KEYS if isinstance(r := section.get(key), dict)]
-        if any("mrope_section" in r or r.get("type") == "mrope" or r.get("rope_type") == "mrope" for r in rope):
-            return (
-                "uses multimodal rotary positions (M-RoPE: several position axes per token): SelfExtend and Dual "
-                "Chunk Attention regroup a single axis"
-            )
-    return None
-
-
-def dual_chunk_settings(config: dict) -> tuple[int, int] | None:
-    """(chunk_size, local_size) of a config's ``dual_chunk_attention_config`` (Qwen2.5-7B/14B-Instruct-1M: the
-    Dual Chunk Attention the model was released to run with beyond its window), looking in text_config too;
-    None when it has none, or one with values that cannot be chunk settings."""
-    for section in (config, config.get("text_config")):
-        dca = section.get(DUAL_CHUNK_KEY) if isinstance(section, dict) else None
-        if isinstance(dca, dict):
-            chunk, local = dca.get("chunk_size"), dca.get("local_size")
-            if (
-                _is_positive_int(chunk)
-                and isinstance(local, int)
-                and not isinstance(local, bool)
-                and 0 <= local < chunk
-            ):
-                return chunk, local
     return None
 
 
 def _original_window(section: dict) -> tuple[int, str] | None:
     """Return (original_max_position_embeddings, where it was found) if the config records one."""
-    if _is_positive_int(section.get(_ORIGINAL_KEY)):
+    if is_positive_int(section.get(_ORIGINAL_KEY)):
         return section[_ORIGINAL_KEY], _ORIGINAL_KEY
     dca = section.get(DUAL_CHUNK_KEY)
-    if isinstance(dca, dict) and _is_positive_int(dca.get(_ORIGINAL_KEY)):  # max_position_embeddings is DCA's reach
+    if isinstance(dca, dict) and is_positive_int(dca.get(_ORIGINAL_KEY)):  # max_position_embeddings is DCA's reach
         return dca[_ORIGINAL_KEY], f"{DUAL_CHUNK_KEY}.{_ORIGINAL_KEY}"
-    for rope_key in _ROPE_KEYS:
+    for rope_key in ROPE_KEYS:
         rope = section.get(rope_key)
         if not isinstance(rope, dict):
             continue
-        if _is_positive_int(rope.get(_ORIGINAL_KEY)):
+        if is_positive_int(rope.get(_ORIGINAL_KEY)):
             return rope[_ORIGINAL_KEY], f"{rope_key}.{_ORIGINAL_KEY}"
         for sub_key, sub in rope.items():  # per-attention-type parameters, e.g. {"full_attention": {...}}
-            if isinstance(sub, dict) and _is_positive_int(sub.get(_ORIGINAL_KEY)):
+            if isinstance(sub, dict) and is_positive_int(sub.get(_ORIGINAL_KEY)):
                 return sub[_ORIGINAL_KEY], f"{rope_key}.{sub_key}.{_ORIGINAL_KEY}"
     return None
-
-
-def _is_positive_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def gguf_metadata(path: Path, *, check_tensors: bool = False) -> dict[str, object]:
@@ -365,6 +281,6 @@ def _window_from_gguf(path: Path, *, name: str) -> ModelWindow:
     if not isinstance(arch, str):
         raise ModelError(f"{path} has no general.architecture in its GGUF metadata")
     for key in (f"{arch}.rope.scaling.original_context_length", f"{arch}.context_length"):
-        if _is_positive_int(value := metadata.get(key)):
+        if is_positive_int(value := metadata.get(key)):
             return ModelWindow(name=name, L=value, source=f"{key} in the GGUF header")
     raise ModelError(f"{path} has no {arch}.context_length in its GGUF metadata")

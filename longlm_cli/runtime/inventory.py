@@ -16,15 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from ..models.catalogue import (
-    COMPOSABLE_ROPE_TYPES,
-    EMBEDDED_FAMILY,
-    EMBEDDED_NAMES,
-    FAMILY_HUB_IDS,
-    KNOWN_MODELS,
-    SUPPORTED_MODEL_TYPES,
-    window_from_config,
-)
+from ..models.architecture import COMPOSABLE_ROPE_TYPES, SUPPORTED_MODEL_TYPES
+from ..models.catalogue import EMBEDDED_FAMILY, EMBEDDED_NAMES, FAMILY_HUB_IDS, KNOWN_MODELS, window_from_config
 from ..paths import (
     EMBEDDED_MODEL_NAME,
     converted_models_dir,

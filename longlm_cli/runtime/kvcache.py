@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from ..models.catalogue import cached_head_shape
+from ..models.architecture import cached_head_shape
 
 MIN_CAPACITY = 256  # tokens: the first buffer's room, so short prompts do not regrow at once
 

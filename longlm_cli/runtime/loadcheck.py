@@ -11,7 +11,8 @@ import traceback
 from pathlib import Path
 
 from ..errors import ModelError
-from ..models.catalogue import pickle_only_weights, text_config
+from ..models.architecture import text_config
+from ..models.catalogue import pickle_only_weights
 from .converted import describe
 
 
