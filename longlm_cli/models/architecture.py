@@ -11,7 +11,7 @@ ROPE_KEYS = ("rope_scaling", "rope_parameters")
 DUAL_CHUNK_KEY = "dual_chunk_attention_config"
 
 # Architectures whose attention applies rotate-half RoPE to q and k before the attention function,
-# each covered by a test on a tiny random model (engine/selfextend.py refuses the others).
+# each covered by a test on a tiny random model (engine/switch.py refuses the others).
 SUPPORTED_MODEL_TYPES = (
     "llama",
     "mistral",

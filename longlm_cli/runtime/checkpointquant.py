@@ -19,11 +19,10 @@ import torch
 
 from .entryfile import open_tensors
 from .qlinear import quantized_parts
-from .quantize import cast_float_parameters, empty_model, install_weights, layout
+from .quantize import QUANTIZED_PARTS, cast_float_parameters, empty_model, install_weights, layout, source_tensor
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
-QUANTIZED_PARTS = ("nibbles", "scales_zeros", "codes", "scale")
 MAX_HEADER = 64 * 1024**2  # bytes of a shard's safetensors header (a few thousand tensors)
 
 
@@ -52,7 +51,7 @@ class CheckpointSource:
 
     def missing(self) -> list[str]:
         """Checkpoint tensors the model needs that the files do not hold under the model's names."""
-        return sorted({self._source_name(name) for name in self.layout} - set(self._where))
+        return sorted({source_tensor(name) for name in self.layout} - set(self._where))
 
     def read(self, name: str) -> torch.Tensor:
         if name not in self.layout:
@@ -63,10 +62,6 @@ class CheckpointSource:
         if self._last is None or self._last[0] != module:
             self._last = (module, self._quantized(module))
         return self._last[1][part]
-
-    def _source_name(self, name: str) -> str:
-        module, _, part = name.rpartition(".")
-        return f"{module}.weight" if part in QUANTIZED_PARTS else name
 
     def _float(self, name: str) -> torch.Tensor:
         return self._where[name].read(name).float()  # one tensor; a 16-bit file's values are exact in float32

@@ -30,6 +30,7 @@ from .quantize import (
     layout,
     load_quantized_dir,
     quantized_form,
+    source_tensor,
     tensor_makers,
     write_record,
 )
@@ -64,8 +65,7 @@ class GgufSource:
     def missing(self) -> list[str]:
         """The model's tensors that no tensor of the file maps onto, by the model's names (an MoE's per-expert
         layers among them: transformers maps a GGUF file's expert tensors onto its own 3D ones)."""
-        wanted = {name if name in self.by_hf else name.rpartition(".")[0] + ".weight" for name in self.layout}
-        return sorted(wanted - set(self.by_hf))
+        return sorted({source_tensor(name) for name in self.layout} - set(self.by_hf))
 
     def read(self, name: str) -> torch.Tensor:
         if name not in self.layout:

@@ -266,6 +266,16 @@ def layout(model, form: str) -> dict[str, tuple[tuple[int, ...], object]]:
     return out
 
 
+QUANTIZED_PARTS = ("nibbles", "scales_zeros", "codes", "scale")  # what layout names a quantized module's tensors
+
+
+def source_tensor(name: str) -> str:
+    """The source tensor (a checkpoint's or GGUF file's, by the model's names) a layout tensor is made from: a
+    quantized module's parts from its ``weight``, any other tensor from itself."""
+    module, _, part = name.rpartition(".")
+    return f"{module}.weight" if part in QUANTIZED_PARTS else name
+
+
 def install_weights(model, dtype, names: set[str], read) -> None:
     """Fill a meta-device ``model`` from tensors named as in a quantized directory (``read(name)``), then check
     nothing is left on the meta device."""
