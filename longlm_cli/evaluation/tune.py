@@ -93,6 +93,14 @@ def _entry(best: str, loaded, settings: TuneSettings, scores: dict) -> Tuned:
     name, W, G = parse_method(best)
     method = "dca" if name == "dca" else "selfextend"
     scale_base = float(LOG_SCALE_BASE_WINDOWS * loaded.context_window) if best.endswith("+log") else None
-    # Tuned's fields in order: model, length, method, window, group_size, scale_base
-    key, length = model_key(settings.model), settings.length
-    return Tuned(key, length, method, W, G, scale_base, label=best, scores=scores, samples=settings.samples)
+    return Tuned(
+        model=model_key(settings.model),
+        length=settings.length,
+        method=method,
+        window=W,
+        group_size=G,
+        scale_base=scale_base,
+        label=best,
+        scores=scores,
+        samples=settings.samples,
+    )
