@@ -5,8 +5,11 @@
 # from its results file, so rerunning this script after an interruption (or in a later session) only runs the
 # missing cases; the stages go in rounds of samples so that a stopped run leaves every cell of a comparison comparable.
 #   OMP_NUM_THREADS=1 bash benchmarks/method_choice.sh   (one core: 2-7 min a 16k case)
+# STAGES=ruler or STAGES=fact runs only those stages: the two write different files, so two processes (one core
+# each) can run them side by side.
 # Report: python benchmarks/method_choice.py
 set -euo pipefail
+STAGES=${STAGES:-ruler,fact}
 RULER=${RULER:-benchmarks/results/ruler-smollm2.jsonl}  # the grid's file: its 16k cases count
 FACT=${FACT:-benchmarks/results/fact-essays.jsonl}
 export LONGLM_CACHE_DIR=${LONGLM_CACHE_DIR:-/tmp/longlm-eval-cache}
@@ -21,10 +24,14 @@ path = os.path.join(os.path.dirname(long_context_eval.__file__), "data/synthetic
 with open(path, encoding="utf-8") as f, open(sys.argv[1], "w", encoding="utf-8") as out:
     out.write(json.load(f)["text"])
 EOF
-ruler() { longlm eval "${PINNED[@]}" --results "$RULER" --lengths 16k --tasks niah_multikey_1,niah_single_2 "$@"; }
+ruler() {
+  [[ ,$STAGES, == *,ruler,* ]] || return 0
+  longlm eval "${PINNED[@]}" --results "$RULER" --lengths 16k --tasks niah_multikey_1,niah_single_2 "$@"
+}
 # 32 new tokens: the model often restates the question ("the secret ingredient of the baker's family pie is ...")
 # before the answer, which passkey's default of 10 cuts off.
 fact() {
+  [[ ,$STAGES, == *,fact,* ]] || return 0
   longlm passkey "${PINNED[@]}" --task fact --haystack "$HAYSTACK" --lengths 14k --depths 0.1,0.3,0.5,0.7,0.9 \
     --max-new-tokens 32 --results "$FACT" "$@" > /dev/null
 }
