@@ -31,9 +31,15 @@ this parent, which holds torch, at the spawn). The greedy tokens are kept in the
 the two sides' weights being of different forms. A GGUF's first longlm load in a --quantize form converts it
 once into longlm's cache: that round's peak RSS and load time count the conversion (run again).
 
-llama.cpp's self-extend (llama-cli's --grp-attn-n G --grp-attn-w W) is not exposed by llama-cpp-python, so there
-is no such option here: both sides run the model's own attention, and --context is best kept within the model's
-trained window (8192 for the embedded SmolLM2).
+Beyond the model's trained window (8192 for the embedded SmolLM2), --group-attention compares the two ways of
+reading a long input: longlm with SelfExtend as `ask` plans it (W and G of `longlm plan`), llama.cpp with its group
+attention as its passkey example runs it (llama-cli's --grp-attn-n; the binding has no such option, so the
+procedure is done here through its low-level calls): the prompt goes in batches of n_batch tokens (512 less
+512 % G), and before each batch the positions of the one before are compressed by G (llama_memory_seq_add, then
+llama_memory_seq_div), so the cache's positions stay within the trained window. G is longlm's planned G for both
+sides. llama.cpp's way is approximate (every position compressed, the nearest tokens too); longlm's is SelfExtend
+itself. Without --group-attention, both sides run the model's own attention, and --context is best kept within
+the trained window.
 
 Each round runs the two sides in turns (which goes first alternates), one JSON line per side per round, appended to
 benchmarks/results/peer_llamacpp.jsonl (or --results); then each round's ratios, and a summary over the rounds
@@ -95,6 +101,17 @@ def input_ids(gguf: Path, count: int) -> list[int]:
     return ids[:count]
 
 
+def planned_group(gguf: Path, length: int) -> int:
+    """longlm's planned G for ``length`` tokens of the GGUF's model (its trained window from the file)."""
+    from longlm_cli import make_plan
+    from longlm_cli.models.catalogue import pretraining_window
+
+    plan = make_plan(context_window=pretraining_window(str(gguf)).L, length=length)
+    if plan.G < 2:
+        raise SystemExit(f"--group-attention: {length:,} tokens fit the model's window; give a longer --context")
+    return plan.G
+
+
 # --- one side in a fresh process ----------------------------------------------------------------------------
 
 
@@ -121,17 +138,25 @@ def _measures(count: int, new_tokens: int, load_s: float, prefill_s: float, deco
 
 
 def run_longlm(
-    model: str, ids: list[int], new_tokens: int, threads: int, dtype: str, quantize: str, kv_dtype: str
+    model: str, ids: list[int], new_tokens: int, threads: int, dtype: str, quantize: str, kv_dtype: str, group: int
 ) -> dict:
     import torch
 
     torch.set_num_threads(threads)
+    from longlm_cli.answering.pipeline import ExtensionSettings, configure, plan_for_length
     from longlm_cli.runtime.generate import Session, prefill
     from longlm_cli.runtime.loader import load_model
 
     start = time.perf_counter()
     loaded = load_model(model, device="cpu", dtype=dtype, quantize=quantize, kv_dtype=kv_dtype)
     load_s = time.perf_counter() - start
+    extension = {}
+    if group > 1:  # SelfExtend as `ask` plans it; the parent gave llama.cpp the same G
+        plan, chosen, _ = plan_for_length(loaded, model, len(ids) + new_tokens, ExtensionSettings(use_tuned=False))
+        if plan.G != group:
+            raise SystemExit(f"longlm planned G = {plan.G}, the run was set up for {group}")
+        configure(loaded.model, plan, chosen)
+        extension = {"method": chosen.method_on(plan), "W": plan.W, "G": plan.G}
     session = Session.start(loaded.model, reserve=len(ids) + new_tokens)
     prompt = torch.tensor([ids], dtype=torch.long)
     start = time.perf_counter()
@@ -144,7 +169,7 @@ def run_longlm(
         token = int(session.forward(torch.tensor([[token]])).argmax())
     decode_s = time.perf_counter() - start
     record = {"dtype": dtype, "quantize": quantize, "kv_dtype": loaded.kv_dtype, "torch": torch.__version__}
-    return {**record, **_measures(len(ids), new_tokens, load_s, prefill_s, decode_s, generated)}
+    return {**record, **extension, **_measures(len(ids), new_tokens, load_s, prefill_s, decode_s, generated)}
 
 
 def run_llamacpp(gguf: str, ids: list[int], new_tokens: int, threads: int, flash_attn: bool) -> dict:
@@ -183,10 +208,76 @@ def run_llamacpp(gguf: str, ids: list[int], new_tokens: int, threads: int, flash
     return {**record, **_measures(len(ids), new_tokens, load_s, prefill_s, decode_s, generated)}
 
 
+def run_llamacpp_grouped(
+    gguf: str, ids: list[int], new_tokens: int, threads: int, flash_attn: bool, group: int
+) -> dict:
+    """run_llamacpp with llama.cpp's group attention (the module's docstring): the input in batches whose
+    positions are compressed by ``group`` before the next batch, then greedy steps at the compressed positions."""
+    import llama_cpp
+    import numpy as np
+
+    n_batch = 512 - 512 % group  # the passkey example asks n_batch % G == 0
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(
+        model_path=gguf,
+        n_ctx=len(ids) + new_tokens + CONTEXT_MARGIN,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=n_batch,
+        flash_attn=flash_attn,
+        verbose=False,
+    )
+    load_s = time.perf_counter() - start
+    vocab = llm.n_vocab()
+    memory = llama_cpp.llama_get_memory(llm.ctx)
+    batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+
+    def decode(tokens: list[int], first: int) -> int:
+        """Evaluate ``tokens`` at positions first, first + 1, ...; the argmax of the last one's logits."""
+        batch.n_tokens = len(tokens)
+        for j, token in enumerate(tokens):
+            batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, first + j, 1
+            batch.seq_id[j][0] = 0
+            batch.logits[j] = j == len(tokens) - 1
+        if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+            raise SystemExit("llama_decode failed")
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,)).argmax())
+
+    shift = n_batch // group * (group - 1)  # the positions a batch gives back once compressed
+    start = time.perf_counter()
+    n_past = 0
+    for number, i in enumerate(range(0, len(ids), n_batch)):
+        if number:  # compress the batch before: shift it down by what the earlier ones gave back, divide by G
+            llama_cpp.llama_memory_seq_add(memory, 0, n_past - n_batch, n_past, (number - 1) * shift)
+            llama_cpp.llama_memory_seq_div(
+                memory, 0, n_past - n_batch + (number - 1) * shift, n_past + (number - 1) * shift, group
+            )
+            n_past = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
+        chunk = ids[i : i + n_batch]
+        token = decode(chunk, n_past)
+        n_past += len(chunk)
+    prefill_s = time.perf_counter() - start
+    generated = []
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        generated.append(token)
+        token = decode([token], n_past)
+        n_past += 1
+    decode_s = time.perf_counter() - start
+    llama_cpp.llama_batch_free(batch)
+    record = {"n_ctx": llm.n_ctx(), "flash_attn": flash_attn, "llama_cpp_python": llama_cpp.__version__}
+    record |= {"group_attention": group, "n_batch": n_batch, "last_position": n_past - 1}
+    return {**record, **_measures(len(ids), new_tokens, load_s, prefill_s, decode_s, generated)}
+
+
 def worker(args: argparse.Namespace) -> dict:
     ids = json.loads(Path(args.ids).read_text())
     if args.worker == "longlm":
-        return run_longlm(args.model, ids, args.new_tokens, args.threads, args.dtype, args.quantize, args.kv_dtype)
+        return run_longlm(
+            args.model, ids, args.new_tokens, args.threads, args.dtype, args.quantize, args.kv_dtype, args.group
+        )
+    if args.group > 1:
+        return run_llamacpp_grouped(args.gguf, ids, args.new_tokens, args.threads, args.flash_attn, args.group)
     return run_llamacpp(args.gguf, ids, args.new_tokens, args.threads, args.flash_attn)
 
 
@@ -194,7 +285,7 @@ def in_fresh_process(side: str, args: argparse.Namespace, gguf: Path, ids_file: 
     command = [sys.executable, __file__, "--worker", side, "--ids", ids_file, "--gguf", str(gguf)]
     command += ["--model", args.gguf or "default", "--new-tokens", str(args.new_tokens)]
     command += ["--threads", str(args.threads), "--dtype", args.dtype, "--quantize", args.quantize]
-    command += ["--kv-dtype", args.kv_dtype]
+    command += ["--kv-dtype", args.kv_dtype, "--group", str(args.group)]
     command += ["--flash-attn"] if args.flash_attn else []
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
@@ -262,6 +353,8 @@ def main() -> None:
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--group-attention", action="store_true", help="beyond L: SelfExtend against llama.cpp's")
+    parser.add_argument("--group", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -279,6 +372,9 @@ def main() -> None:
     print(f"# {where}")
     ids = input_ids(gguf, args.context)
     setup = {"gguf": gguf.name, "context": len(ids), "new_tokens": args.new_tokens, "threads": args.threads}
+    if args.group_attention:
+        args.group = planned_group(gguf, len(ids) + args.new_tokens)
+        setup["group_attention"] = args.group
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:
         ids_file = str(Path(scratch) / "ids.json")
