@@ -197,6 +197,27 @@ def test_the_measured_heads_are_kept_and_verbose_shows_the_passages(tiny_dir, tm
     assert shown[0].split("] ", 1)[1] in " ".join(doc.read_text().split())
 
 
+def test_the_embedded_model_s_heads_ship_and_a_measured_entry_wins(monkeypatch):
+    from types import SimpleNamespace
+
+    from longlm_cli.answering import headstore
+    from longlm_cli.evaluation import heads
+    from longlm_cli.planning.tuned import model_key
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(heads, "measure_heads", no_measuring)
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9)  # SmolLM2-135M's shape
+    loaded = SimpleNamespace(model=SimpleNamespace(config=config), context_window=8192)
+    assert heads.heads_for(loaded, "default") == list(headstore.EMBEDDED_HEADS.heads)
+    measured = Path(__file__).parent.parent / "benchmarks/results/evidence/heads-default.json"
+    assert [tuple(h) for h in json.loads(measured.read_text())["best"]] == list(headstore.EMBEDDED_HEADS.heads)
+    key = model_key("default")
+    headstore.save_heads(headstore.StoredHeads(model=key, length=512, samples=1, heads=((1, 2),)))
+    assert heads.heads_for(loaded, "default") == [(1, 2)]  # the user's own measurement first
+
+
 def test_measured_heads_rank_passages_by_the_attention_they_receive(tiny_dir):
     from longlm_cli.answering.pipeline import ModelSettings
     from longlm_cli.evaluation.heads import measure_heads

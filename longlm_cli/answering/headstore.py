@@ -2,7 +2,8 @@
 
 evaluation/heads.py measures them (once per model, at the first `ask --evidence`); evidence reads them here.
 An entry: the length and samples it was measured with, and the heads as [layer, head] pairs, best first. A
-damaged file or entry is one warning and counts as none (the heads are measured again). Torch-free.
+damaged file or entry is one warning and counts as none (the heads are measured again). The embedded model's
+heads ship with longlm (EMBEDDED_HEADS): its first `--evidence` measures nothing. Torch-free.
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ class StoredHeads:
     length: int
     samples: int
     heads: tuple[tuple[int, int], ...]  # (layer, head), best first
+
+
+# The embedded SmolLM2-135M-Instruct's 32 best retrieval heads, best first, as `python benchmarks/evidence.py heads
+# --length 4096 --samples 8` measured them (benchmarks/results/evidence/heads-default.json; docs/evidence.md). The
+# docs' evidence figures use them, and a first `--evidence` on the embedded model skips its own measurement (8 texts
+# of 2,048 tokens, which picked the same best 8 when checked on machine A).
+EMBEDDED_HEADS = StoredHeads(
+    model="embedded",
+    length=4096,
+    samples=8,
+    heads=(
+        (18, 7), (7, 7), (21, 8), (17, 3), (23, 2), (18, 6), (23, 7), (15, 6),
+        (14, 3), (22, 4), (20, 3), (18, 8), (17, 4), (22, 7), (20, 6), (23, 8),
+        (23, 1), (20, 5), (21, 1), (21, 5), (17, 0), (14, 1), (26, 1), (8, 0),
+        (22, 2), (24, 2), (21, 2), (23, 4), (24, 1), (29, 8), (2, 4), (22, 5),
+    ),
+)  # fmt: skip
 
 
 def heads_path() -> Path:

@@ -106,10 +106,11 @@ def prepared_heads(prepared, count: int, *, on_note: Callable[[str], None] | Non
 
 def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
     """The retrieval heads of the model ``requested`` (loaded as ``loaded``), best first: as measured before
-    (heads.json), or measured now and kept. Measuring runs the model plainly: the caller switches its method
-    back on afterwards."""
-    from ..answering.headstore import MAX_KEPT, StoredHeads, find_heads, save_heads
+    (heads.json), the ones that ship for the embedded model, or measured now and kept. Measuring runs the model
+    plainly: the caller switches its method back on afterwards."""
+    from ..answering.headstore import EMBEDDED_HEADS, MAX_KEPT, StoredHeads, find_heads, save_heads
     from ..models.architecture import text_config
+    from ..models.catalogue import is_embedded
     from ..planning.tuned import model_key
 
     key = model_key(requested)
@@ -117,6 +118,8 @@ def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None =
     stored = find_heads(key, config.num_hidden_layers, config.num_attention_heads)
     if stored is not None:
         return list(stored.heads)
+    if is_embedded(requested):
+        return list(EMBEDDED_HEADS.heads)
     length = max(MIN_MEASURE_TOKENS, min(HEAD_MEASURE_TOKENS, loaded.context_window // 2))
     if on_note is not None:
         on_note(
