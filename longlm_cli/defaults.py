@@ -19,6 +19,9 @@ DEFAULT_QUERY_CHUNK = 4096  # queries per attention block (bounds temporaries; t
 EXTENSION_METHODS = ("selfextend", "dca")  # what runs beyond L: SelfExtend, or Dual Chunk Attention (ChunkLlama)
 DEFAULT_EXTENSION = "selfextend"
 DEFAULT_EVIDENCE_PASSAGES = 0  # ask --evidence N: answer from the N most attended passages (0: the whole document)
+# --evidence auto (ask's and chat's default): beyond L, the passages of each unit that answered best at 16k
+# (docs/evidence.md), when the model's retrieval heads are known; else the whole document
+AUTO_EVIDENCE_PASSAGES = {"sentence": 5, "paragraph": 3}
 DEFAULT_EVIDENCE_UNIT = "sentence"  # passages for --evidence: "sentence" or "paragraph"
 DEFAULT_EVIDENCE_HEADS = 8  # the measured retrieval heads whose attention ranks the passages
 DEFAULT_PREFILL_CHUNK = 2048  # tokens per forward pass during prefill (bounds activation memory)

@@ -197,6 +197,48 @@ def test_the_measured_heads_are_kept_and_verbose_shows_the_passages(tiny_dir, tm
     assert shown[0].split("] ", 1)[1] in " ".join(doc.read_text().split())
 
 
+def test_evidence_auto_reads_passages_beyond_the_window_once_the_heads_are_known(tiny_dir, tmp_path):
+    doc, question = _ledger(tmp_path), "What was the ledger bound in?"
+    ask = ("ask", doc, question, "-m", tiny_dir, "--max-new-tokens", 4, "--json")
+    unknown = run(*ask)  # the tiny model's heads are not known yet: the whole document, nothing measured
+    assert unknown.exit_code == 0 and "measuring" not in unknown.stderr, unknown.output
+    assert json.loads(unknown.stdout)["evidence"] is None
+    assert run(*ask, "--evidence", 1).exit_code == 0  # measures the heads and keeps them
+    auto = run(*ask[:-1], "-v")
+    assert auto.exit_code == 0, auto.output
+    assert "Evidence: 5 passages (--evidence auto: the document exceeds the model's window;" in auto.stderr
+    record = json.loads(run(*ask).stdout)
+    assert len(record["evidence"]) == 5 and record["plan"]["needs_extension"]
+    assert json.loads(run(*ask, "--evidence", 0).stdout)["evidence"] is None
+
+
+def test_evidence_auto_applies_beyond_the_window_only_and_never_measures():
+    from types import SimpleNamespace
+
+    from longlm_cli.answering.evidence import EvidenceSettings
+    from longlm_cli.evaluation.heads import evidence_for
+
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9)
+    auto, fixed = EvidenceSettings(passages=5, auto=True), EvidenceSettings(passages=2)
+
+    def prepared(model: str, beyond: bool):
+        loaded = SimpleNamespace(model=SimpleNamespace(config=config))
+        return SimpleNamespace(plan=SimpleNamespace(needs_extension=beyond), loaded=loaded, requested_model=model)
+
+    assert evidence_for(prepared("default", True), auto) == EvidenceSettings(passages=5)  # the shipped heads
+    assert evidence_for(prepared("default", False), auto).passages == 0  # inside the window: the whole document
+    assert evidence_for(prepared("someone/unmeasured-model", True), auto).passages == 0  # heads unknown: not measured
+    assert evidence_for(prepared("someone/unmeasured-model", False), fixed) == fixed  # a number asked is kept
+
+
+def test_a_bad_evidence_count_is_a_usage_error(tiny_dir, tmp_path):
+    result = run("ask", _ledger(tmp_path), "Who?", "-m", tiny_dir, "--evidence", "many")
+    assert result.exit_code == 2
+    assert "Invalid value for '--evidence': 'many' is neither a number of passages (0 or more) nor 'auto'" in (
+        result.stderr
+    )
+
+
 def test_the_embedded_model_s_heads_ship_and_a_measured_entry_wins(monkeypatch):
     from types import SimpleNamespace
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from ..doccache.store import DocCacheSettings
 from ..errors import InputError, PlanError
-from ..evaluation.heads import prepared_heads
+from ..evaluation.heads import evidence_for, prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode
 from .citations import Citation, citations_for
@@ -102,6 +102,7 @@ def answer_documents(
 def _read(prepared, question, sampling, cache, progress, evidence: EvidenceSettings, on_note):
     """Prefill the prompt (through the document cache): (session, last logits, cache status, timings, None); with
     evidence, then the prompt of the best passages instead: (its session, its logits, ..., the passages)."""
+    evidence = evidence_for(prepared, evidence)
     heads = prepared_heads(prepared, evidence.heads, on_note=on_note) if evidence.passages else None
     session = Session.start(prepared.loaded.model, reserve=prepared.plan.N)  # prompt + answer: allocated once
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from ..defaults import DEFAULT_CHAT_BUDGET_FACTOR
 from ..doccache.keys import common_prefix_length
 from ..doccache.store import DocCacheSettings
 from ..errors import ConversationTooLongError
-from ..evaluation.heads import prepared_heads
+from ..evaluation.heads import evidence_for, prepared_heads
 from ..planning.plan import Plan
 from ..runtime.generate import ProgressFn, SamplingSettings, Session, decode, prefill
 from .citations import citations_for
@@ -100,7 +100,7 @@ class Chat:
         evidence: EvidenceSettings = EvidenceSettings(),
         on_note: Callable[[str], None] | None = None,
     ) -> None:
-        self.evidence = evidence  # with passages: each answer is written from the passages its question reads
+        self.evidence = evidence_for(prepared, evidence)  # with passages: each answer from its question's passages
         self.on_note = on_note
         self.heads: list | None = None  # the retrieval heads, once known
         self.prepared = prepared

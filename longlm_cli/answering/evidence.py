@@ -24,11 +24,13 @@ Head = tuple[int, int]  # (layer, query head)
 class EvidenceSettings:
     """Answer from the ``passages`` (N) passages of the document the question attends to most, cut into
     ``unit``s ("sentence" or "paragraph") and scored in the model's ``heads`` best retrieval heads; 0 passages:
-    answer from the whole document."""
+    answer from the whole document. ``auto``: the passages only where the document exceeds the model's window
+    and the model's retrieval heads are known (evaluation/heads.py: evidence_for), else the whole document."""
 
     passages: int = DEFAULT_EVIDENCE_PASSAGES
     unit: str = DEFAULT_EVIDENCE_UNIT
     heads: int = DEFAULT_EVIDENCE_HEADS
+    auto: bool = False
 
 
 @dataclass(frozen=True)

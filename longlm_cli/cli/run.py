@@ -201,7 +201,7 @@ def _run(
             err=True,
         )
         if answer.evidence is not None:
-            echo_evidence(answer)
+            echo_evidence(answer, auto=evidence is not None and evidence.auto)
 
 
 def _run_each(task: str, files, question, *, prompt_file, as_json, output, evidence=None, on_note=None, **options):
@@ -317,19 +317,20 @@ def chat(files, budget, evidence_passages, evidence_unit, *, prompt_file, as_jso
     if "-" in files:
         raise click.UsageError("chat reads questions from stdin; give the documents as files")
     check_output(output, files)
+    evidence = evidence_settings(evidence_passages, evidence_unit)
     with Progress(enabled=sys.stderr.isatty()) as progress:
         session = start_chat(
             files,
             **_settings(options, prompt_file=prompt_file, on_plan=_plan_echo(verbose, "document and conversation")),
             chat=ChatSettings(budget=budget),
-            evidence=evidence_settings(evidence_passages, evidence_unit),
+            evidence=evidence,
             on_note=note,
             progress=progress,
         )
-        _converse(session, as_json=as_json, verbose=verbose, output=output)
+        _converse(session, as_json=as_json, verbose=verbose, output=output, auto_evidence=evidence.auto)
 
 
-def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> None:
+def _converse(session, *, as_json: bool, verbose: bool, output: str | None, auto_evidence: bool = False) -> None:
     """Answer each question from stdin in turn: the answer on stdout (streamed, or one JSON line)."""
     transcript = []
     for question in questions(interactive=sys.stdin is not None and sys.stdin.isatty()):
@@ -348,4 +349,4 @@ def _converse(session, *, as_json: bool, verbose: bool, output: str | None) -> N
                 err=True,
             )
             if turn.evidence is not None:
-                echo_evidence(turn)
+                echo_evidence(turn, auto=auto_evidence)

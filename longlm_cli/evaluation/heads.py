@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..answering.evidence import Head, document_tokens
+from ..answering.evidence import EvidenceSettings, Head, document_tokens
 from ..answering.templates import chat_token_ids
 from .fact import FACT_LINE, FACT_QUESTION, SAMPLE_HAYSTACK, fact_answer, fact_prompt
 
@@ -104,22 +104,41 @@ def prepared_heads(prepared, count: int, *, on_note: Callable[[str], None] | Non
     return heads
 
 
-def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
-    """The retrieval heads of the model ``requested`` (loaded as ``loaded``), best first: as measured before
-    (heads.json), the ones that ship for the embedded model, or measured now and kept. Measuring runs the model
-    plainly: the caller switches its method back on afterwards."""
-    from ..answering.headstore import EMBEDDED_HEADS, MAX_KEPT, StoredHeads, find_heads, save_heads
+def known_heads(loaded, requested: str) -> list[Head] | None:
+    """The retrieval heads of the model ``requested`` known without measuring: its entry in heads.json, or the ones
+    that ship for the embedded model; None when neither."""
+    from ..answering.headstore import EMBEDDED_HEADS, find_heads
     from ..models.architecture import text_config
     from ..models.catalogue import is_embedded
     from ..planning.tuned import model_key
 
-    key = model_key(requested)
     config = text_config(loaded.model.config)
-    stored = find_heads(key, config.num_hidden_layers, config.num_attention_heads)
+    stored = find_heads(model_key(requested), config.num_hidden_layers, config.num_attention_heads)
     if stored is not None:
         return list(stored.heads)
-    if is_embedded(requested):
-        return list(EMBEDDED_HEADS.heads)
+    return list(EMBEDDED_HEADS.heads) if is_embedded(requested) else None
+
+
+def evidence_for(prepared, evidence: EvidenceSettings) -> EvidenceSettings:
+    """``evidence`` as it applies to a prepared answer: ``auto`` keeps its passages when the prompt exceeds the
+    model's window and the model's retrieval heads are known (auto never measures them), else none."""
+    if not evidence.auto:
+        return evidence
+    use = prepared.plan.needs_extension and known_heads(prepared.loaded, prepared.requested_model) is not None
+    return replace(evidence, passages=evidence.passages if use else 0, auto=False)
+
+
+def heads_for(loaded, requested: str, *, on_note: Callable[[str], None] | None = None) -> list[Head]:
+    """The retrieval heads of the model ``requested`` (loaded as ``loaded``), best first: as measured before
+    (heads.json), the ones that ship for the embedded model, or measured now and kept. Measuring runs the model
+    plainly: the caller switches its method back on afterwards."""
+    from ..answering.headstore import MAX_KEPT, StoredHeads, save_heads
+    from ..planning.tuned import model_key
+
+    key = model_key(requested)
+    known = known_heads(loaded, requested)
+    if known is not None:
+        return known
     length = max(MIN_MEASURE_TOKENS, min(HEAD_MEASURE_TOKENS, loaded.context_window // 2))
     if on_note is not None:
         on_note(
