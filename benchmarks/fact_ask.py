@@ -7,9 +7,10 @@ with one invented fact put in at the sentence boundary nearest a depth. Each doc
 question under every setting, each one `longlm ask DOC QUESTION --json` in its own process with the defaults
 but for the setting's flags:
 
-  selfextend           the default: SelfExtend with W and G as planned
-  selfextend+evidence  --evidence 5: the answer from the 5 sentences the question attends to most
-  dca                  --extension dca
+  selfextend           --evidence 0: SelfExtend with W and G as planned, the answer from the whole document
+  selfextend+evidence  --evidence 5: the answer from the 5 sentences the question attends to most (what
+                       --evidence auto, the default, does beyond L with the embedded model)
+  dca                  --extension dca --evidence 0
   dca+evidence         --extension dca --evidence 5
 
 The settings run in that order on a document, so an evidence run loads the document its direct run prefilled
@@ -48,9 +49,9 @@ FACTS = {
     ),
 }
 SETTINGS = {
-    "selfextend": [],
+    "selfextend": ["--evidence", "0"],
     "selfextend+evidence": ["--evidence", "5"],
-    "dca": ["--extension", "dca"],
+    "dca": ["--extension", "dca", "--evidence", "0"],
     "dca+evidence": ["--extension", "dca", "--evidence", "5"],
 }
 ROOM = 120  # tokens of the prompt that are not the document: the chat template, the question, the answer
