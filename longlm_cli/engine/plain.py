@@ -13,9 +13,9 @@ A prefill chunk after cached keys (2 <= Q < K, no padding, full causal attention
 take a [Q, K] boolean mask and turn it into a float one of 4 bytes a cell (a 2,048-token chunk over 8k keys: 64
 MiB; over 128k keys: 1 GiB), the largest allocation of an 8k prefill of the embedded model. Here the chunk's rows
 attend to the cached keys without a mask and to their own keys under a causal mask, two blocks merged exactly
-(blocks.merge). PLAIN_CPU_MASK returns None for such a chunk, and a None mask with fewer queries than keys means
+(blocks.merge). plain_cpu_mask returns None for such a chunk, and a None mask with fewer queries than keys means
 exactly that here (transformers' own None for a static cache, top-left aligned, is never returned).
-Registered in transformers' AttentionInterface, with SDPA's mask function, under PLAIN_CPU_ATTENTION;
+Registered in transformers' AttentionInterface, with plain_cpu_mask as its mask function, under PLAIN_CPU_ATTENTION;
 runtime.loader selects it for a bfloat16 model loaded on the CPU with SDPA. No forward method is touched.
 """
 
@@ -43,24 +43,23 @@ def plain_cpu_attention(
 ):
     """query [B, H, Q, D]; key, value [B, Hkv, K, D]; returns (output [B, Q, H, D], None) as SDPA's does."""
     Q, K = query.shape[2], key.shape[2]
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if attention_mask is None and 1 < Q < K:  # a causal chunk after cached keys (plain_cpu_mask)
-        return _chunk_after_keys(query, key, value, scaling, kwargs.get("softcap")), None
+        return _chunk_after_keys(query, key, value, scale, kwargs.get("softcap")), None
     decoding = Q == 1 and attention_mask is None and not dropout and query.device.type == "cpu"
     if not decoding or kwargs.get("softcap") is not None or kwargs.get("output_attentions"):
         if key.dtype != query.dtype:  # a 16-bit KV cache under float32 queries: SDPA takes one type
             key, value = key.to(query.dtype), value.to(query.dtype)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     out, _ = blocks.attend(query, key, value, scale=scale, causal=False, softcap=None)  # [B, H, 1, D]
     return out.transpose(1, 2).to(query.dtype), None  # bfloat16 out of a 16-bit KV cache: back to the model's
 
 
-def _chunk_after_keys(query, key, value, scaling: float | None, softcap: float | None) -> torch.Tensor:
+def _chunk_after_keys(query, key, value, scale: float, softcap: float | None) -> torch.Tensor:
     """query [B, H, Q, D], the last Q of key and value [B, Hkv, K, D]: the cached keys without a mask, the chunk's
     own under a causal one, merged. Returns [B, Q, H, D] in the query's dtype."""
     if key.dtype != query.dtype:  # a 16-bit KV cache under float32 queries: computed in float32, as SDPA was
         key, value = key.to(query.dtype), value.to(query.dtype)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     cached = key.shape[2] - query.shape[2]
     past, past_lse = blocks.attend(
         query, key[:, :, :cached], value[:, :, :cached], scale=scale, causal=False, softcap=softcap
